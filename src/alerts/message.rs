@@ -1,0 +1,243 @@
+//! The JSON Lines protocol (see `docs/protocol.md`).
+
+use std::fmt::Write;
+use std::time::SystemTime;
+
+use crate::tiler::PixelBox;
+
+/// Version of the line protocol, sent as `"v"` in every line.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest line the protocol sends, newline excluded.
+pub const LINE_CAPACITY: usize = 512;
+
+/// One protocol line, held without allocation.
+pub type Line = heapless::String<LINE_CAPACITY>;
+
+/// An alert: one tile of one frame whose score passed the threshold.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Alert<'a> {
+    /// Device id from the config.
+    pub device: &'a str,
+    /// Alert sequence number, from 0, +1 per alert (a gap means alerts were lost).
+    pub seq: u64,
+    /// Frame number from the source.
+    pub frame: u64,
+    /// Capture time of the frame.
+    pub time: SystemTime,
+    /// Tile index in the frame's grid (row-major).
+    pub tile_index: usize,
+    /// The tile in frame pixels.
+    pub tile: PixelBox,
+    /// Tile anomaly score (max of its anomaly map).
+    pub score: f32,
+    /// Threshold it passed.
+    pub threshold: f32,
+    /// Region above the threshold, in frame pixels.
+    pub region: PixelBox,
+    /// Fraction of the tile's area above the threshold.
+    pub area_fraction: f32,
+    /// Model id (bundle hash prefix).
+    pub model: &'a str,
+}
+
+/// A periodic status line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Status<'a> {
+    /// Device id from the config.
+    pub device: &'a str,
+    /// When the line was made.
+    pub time: SystemTime,
+    /// Frames processed since start.
+    pub frames: u64,
+    /// Tiles per second over the last interval.
+    pub tiles_per_s: f32,
+    /// Frames dropped because inference fell behind a live source.
+    pub dropped_frames: u64,
+    /// Frames that could not be decoded.
+    pub skipped_frames: u64,
+    /// Alerts raised since start.
+    pub alerts: u64,
+    /// Lines (alerts or status) lost: queue full or link write failed.
+    pub dropped_alerts: u64,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// Model id (bundle hash prefix).
+    pub model: &'a str,
+}
+
+/// The line did not fit in [`LINE_CAPACITY`] bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("protocol line longer than {LINE_CAPACITY} bytes")]
+pub struct LineTooLong;
+
+impl From<std::fmt::Error> for LineTooLong {
+    fn from(_: std::fmt::Error) -> Self {
+        LineTooLong
+    }
+}
+
+// JSON has no NaN or infinity: write them as null rather than break the line.
+struct Num(f32);
+
+impl std::fmt::Display for Num {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_finite() {
+            write!(f, "{}", self.0)
+        } else {
+            f.write_str("null")
+        }
+    }
+}
+
+fn write_box(line: &mut Line, b: &PixelBox) -> std::fmt::Result {
+    write!(
+        line,
+        "\"x\":{},\"y\":{},\"w\":{},\"h\":{}",
+        b.x, b.y, b.width, b.height
+    )
+}
+
+// Device ids are validated to plain characters and model ids are hex, so no escaping is needed.
+fn write_head(line: &mut Line, kind: &str, device: &str, time: SystemTime) -> std::fmt::Result {
+    write!(
+        line,
+        "{{\"type\":\"{kind}\",\"v\":{PROTOCOL_VERSION},\"device\":\"{device}\",\"time\":\"{}\"",
+        humantime::format_rfc3339_millis(time)
+    )
+}
+
+impl Alert<'_> {
+    /// The alert as one JSON line (no trailing newline).
+    pub fn to_line(&self) -> Result<Line, LineTooLong> {
+        let mut line = Line::new();
+        write_head(&mut line, "alert", self.device, self.time)?;
+        write!(
+            line,
+            ",\"seq\":{},\"frame\":{},\"tile\":{{\"index\":{},",
+            self.seq, self.frame, self.tile_index
+        )?;
+        write_box(&mut line, &self.tile)?;
+        write!(
+            line,
+            "}},\"score\":{},\"threshold\":{},\"region\":{{",
+            Num(self.score),
+            Num(self.threshold)
+        )?;
+        write_box(&mut line, &self.region)?;
+        write!(
+            line,
+            ",\"area\":{}}},\"model\":\"{}\"}}",
+            Num(self.area_fraction),
+            self.model
+        )?;
+        Ok(line)
+    }
+}
+
+impl Status<'_> {
+    /// The status as one JSON line (no trailing newline).
+    pub fn to_line(&self) -> Result<Line, LineTooLong> {
+        let mut line = Line::new();
+        write_head(&mut line, "status", self.device, self.time)?;
+        write!(
+            line,
+            ",\"frames\":{},\"tiles_per_s\":{},\"dropped_frames\":{},\"skipped_frames\":{},\"alerts\":{},\"dropped_alerts\":{},\"uptime_s\":{},\"model\":\"{}\"}}",
+            self.frames,
+            Num(self.tiles_per_s),
+            self.dropped_frames,
+            self.skipped_frames,
+            self.alerts,
+            self.dropped_alerts,
+            self.uptime_s,
+            self.model
+        )?;
+        Ok(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn alert_line_is_json_with_every_field() {
+        let alert = Alert {
+            device: "robot-7",
+            seq: 41,
+            frame: 1203,
+            time: UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
+            tile_index: 9,
+            tile: PixelBox {
+                x: 224,
+                y: 224,
+                width: 256,
+                height: 256,
+            },
+            score: 2.5,
+            threshold: 1.25,
+            region: PixelBox {
+                x: 300,
+                y: 310,
+                width: 40,
+                height: 36,
+            },
+            area_fraction: 0.0234,
+            model: "0123456789ab",
+        };
+        let line = alert.to_line().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["type"], "alert");
+        assert_eq!(v["v"], 1);
+        assert_eq!(v["seq"], 41);
+        assert_eq!(v["frame"], 1203);
+        assert_eq!(v["time"], "2026-11-18T11:06:40.123Z");
+        assert_eq!(v["tile"]["index"], 9);
+        assert_eq!(v["tile"]["x"], 224);
+        assert_eq!(v["score"], 2.5);
+        assert_eq!(v["region"]["h"], 36);
+        assert!((v["region"]["area"].as_f64().unwrap() - 0.0234).abs() < 1e-6);
+        assert_eq!(v["model"], "0123456789ab");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn status_line_writes_non_finite_as_null() {
+        let status = Status {
+            device: "d",
+            time: UNIX_EPOCH,
+            frames: 3,
+            tiles_per_s: f32::NAN,
+            dropped_frames: 1,
+            skipped_frames: 2,
+            alerts: 0,
+            dropped_alerts: 5,
+            uptime_s: 60,
+            model: "m",
+        };
+        let v: serde_json::Value = serde_json::from_str(&status.to_line().unwrap()).unwrap();
+        assert_eq!(v["type"], "status");
+        assert!(v["tiles_per_s"].is_null());
+        assert_eq!(v["dropped_alerts"], 5);
+        assert_eq!(v["skipped_frames"], 2);
+    }
+
+    #[test]
+    fn overlong_device_id_is_an_error_not_a_panic() {
+        let long = "x".repeat(600);
+        let status = Status {
+            device: &long,
+            time: UNIX_EPOCH,
+            frames: 0,
+            tiles_per_s: 0.0,
+            dropped_frames: 0,
+            skipped_frames: 0,
+            alerts: 0,
+            dropped_alerts: 0,
+            uptime_s: 0,
+            model: "m",
+        };
+        assert_eq!(status.to_line(), Err(LineTooLong));
+    }
+}

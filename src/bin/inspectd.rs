@@ -1,0 +1,88 @@
+//! `inspectd`: the on-device inspection daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use edge_inspector::bundle::Bundle;
+use edge_inspector::config::Config;
+
+/// Finds defects in camera frames and streams alerts over a serial link.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (see firmware-config/).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate a configuration file and the bundle it names, then exit.
+    CheckConfig {
+        /// Configuration file.
+        file: PathBuf,
+    },
+}
+
+fn check_config(file: &PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    println!("{}: configuration is valid", file.display());
+    let bundle = Bundle::load(&config.model.bundle)
+        .with_context(|| format!("{}: model.bundle", file.display()))?;
+    println!(
+        "{}: bundle verified (model {}, {} levels, input {}x{})",
+        bundle.dir.display(),
+        bundle.model_id,
+        bundle.manifest.levels.len(),
+        bundle.manifest.input.width,
+        bundle.manifest.input.height
+    );
+    Ok(())
+}
+
+fn run(file: &PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())
+            .with_context(|| format!("cannot install the handler for signal {signal}"))?;
+    }
+    let summary = edge_inspector::daemon::run(&config, stop)?;
+    log::info!(
+        "stopped: {} frames, {} tiles, {} alerts, {} frames skipped, {} dropped, {} lines lost",
+        summary.frames,
+        summary.tiles,
+        summary.alerts,
+        summary.skipped_frames,
+        summary.dropped_frames,
+        summary.dropped_alerts
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match (&cli.command, &cli.config) {
+        (Some(Command::CheckConfig { file }), _) => check_config(file),
+        (None, Some(file)) => run(file),
+        (None, None) => Err(anyhow::anyhow!(
+            "nothing to do: pass --config FILE to run, or `check-config FILE`"
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("inspectd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! `manifest.toml`: what the trainer promises the daemon about a bundle.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The bundle format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The whole manifest. Unknown keys are rejected so that a typo never silently changes a model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Must equal [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Model input size and normalization.
+    pub input: InputSpec,
+    /// The feature extractor.
+    pub extractor: ExtractorSpec,
+    /// The flow head.
+    pub head: HeadSpec,
+    /// One entry per feature level, in the order the scorer combines them.
+    pub levels: Vec<LevelSpec>,
+    /// How log-likelihoods become an anomaly map.
+    pub score: ScoreSpec,
+    /// The alert threshold and how it was chosen.
+    pub threshold: ThresholdSpec,
+    /// Free-form provenance: training data, loss, epochs, seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<toml::Table>,
+    /// Free-form evaluation figures (pixel AUROC, AUPRO, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<toml::Table>,
+    /// SHA-256 (lower-case hex) of every model file of the bundle, by file name.
+    pub files: BTreeMap<String, String>,
+}
+
+/// Model input: size in pixels and per-channel normalization `(x / 255 - mean) / std`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// Input width in pixels.
+    pub width: usize,
+    /// Input height in pixels.
+    pub height: usize,
+    /// RGB mean, on the 0..1 scale.
+    pub mean: [f32; 3],
+    /// RGB standard deviation, on the 0..1 scale.
+    pub std: [f32; 3],
+}
+
+/// The feature extractor file and its taps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractorSpec {
+    /// ONNX file name inside the bundle.
+    pub file: String,
+    /// Human name of the network (e.g. `efficientnet-lite0`).
+    pub name: String,
+}
+
+/// The flow head file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadSpec {
+    /// ONNX file name inside the bundle.
+    pub file: String,
+}
+
+/// One feature level: an extractor tap, the head output holding its log-likelihood, its shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelSpec {
+    /// Extractor output (and head input) name.
+    pub tap: String,
+    /// Head output name: log-likelihood map `N x height x width`.
+    pub logp: String,
+    /// Channels of the tap.
+    pub channels: usize,
+    /// Feature-map height.
+    pub height: usize,
+    /// Feature-map width.
+    pub width: usize,
+    /// Stride of the tap in input pixels.
+    pub stride: usize,
+}
+
+/// How the per-level maps are combined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Combine {
+    /// CFlow: sum of the level likelihoods.
+    Sum,
+    /// The paper: product of the level likelihoods.
+    Product,
+}
+
+/// Score definition: `p_l = exp(logp_l / C_l - offset_l)`, upsampled bilinearly to the input size,
+/// combined over levels, and `anomaly = reference - combined`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreSpec {
+    /// Sum or product over levels.
+    pub combine: Combine,
+    /// Per-level constant subtracted from `logp / C` (fixed at calibration).
+    pub level_offsets: Vec<f32>,
+    /// The combined likelihood of a perfectly normal pixel (fixed at calibration).
+    pub reference: f32,
+}
+
+/// The alert threshold on the anomaly score.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdSpec {
+    /// Tiles whose maximum anomaly exceeds this raise an alert.
+    pub value: f32,
+    /// How it was chosen, e.g. `false-alarm-rate` or `manual`.
+    pub method: String,
+    /// Target tile false-alarm rate on held-out normal images, when `method = "false-alarm-rate"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub false_alarm_rate: Option<f64>,
+}
+
+/// A manifest value that is wrong: which field, and what is accepted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("field `{field}`: {message}")]
+pub struct ManifestError {
+    /// Dotted path of the field, e.g. `levels[1].stride`.
+    pub field: String,
+    /// What is wrong and what is accepted.
+    pub message: String,
+}
+
+fn invalid(field: &str, message: String) -> ManifestError {
+    ManifestError {
+        field: field.to_string(),
+        message,
+    }
+}
+
+fn check_range(field: &str, value: usize, lo: usize, hi: usize) -> Result<(), ManifestError> {
+    if (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(field, format!("{value} is outside {lo}..={hi}")))
+    }
+}
+
+fn check_file_name(field: &str, name: &str) -> Result<(), ManifestError> {
+    let plain = !name.is_empty()
+        && !name.contains(['/', '\\'])
+        && name != "."
+        && name != ".."
+        && name != super::MANIFEST_FILE;
+    if plain {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{name:?} must be a plain file name inside the bundle directory"),
+        ))
+    }
+}
+
+impl Manifest {
+    /// Checks every value for consistency; errors name the field and what is accepted.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(invalid(
+                "format_version",
+                format!(
+                    "{} is not supported (this build reads format {FORMAT_VERSION})",
+                    self.format_version
+                ),
+            ));
+        }
+        check_range("input.width", self.input.width, 8, 4096)?;
+        check_range("input.height", self.input.height, 8, 4096)?;
+        for (i, s) in self.input.std.iter().enumerate() {
+            if !(s.is_finite() && *s > 0.0) {
+                return Err(invalid(
+                    &format!("input.std[{i}]"),
+                    format!("{s} must be a finite number > 0"),
+                ));
+            }
+        }
+        for (i, m) in self.input.mean.iter().enumerate() {
+            if !m.is_finite() {
+                return Err(invalid(
+                    &format!("input.mean[{i}]"),
+                    format!("{m} is not finite"),
+                ));
+            }
+        }
+        check_file_name("extractor.file", &self.extractor.file)?;
+        check_file_name("head.file", &self.head.file)?;
+        check_range("levels (count)", self.levels.len(), 1, 8)?;
+        for (i, level) in self.levels.iter().enumerate() {
+            let f = |k: &str| format!("levels[{i}].{k}");
+            check_range(&f("channels"), level.channels, 1, 8192)?;
+            check_range(&f("stride"), level.stride, 1, 256)?;
+            let expect_h = self.input.height.div_ceil(level.stride);
+            let expect_w = self.input.width.div_ceil(level.stride);
+            if level.height != expect_h || level.width != expect_w {
+                return Err(invalid(
+                    &f("height/width"),
+                    format!(
+                        "{}x{} does not match input {}x{} at stride {} (expected {}x{})",
+                        level.height,
+                        level.width,
+                        self.input.height,
+                        self.input.width,
+                        level.stride,
+                        expect_h,
+                        expect_w
+                    ),
+                ));
+            }
+            if level.tap.is_empty() || level.logp.is_empty() {
+                return Err(invalid(&f("tap/logp"), "names must not be empty".into()));
+            }
+        }
+        if self.score.level_offsets.len() != self.levels.len() {
+            return Err(invalid(
+                "score.level_offsets",
+                format!(
+                    "has {} values but there are {} levels",
+                    self.score.level_offsets.len(),
+                    self.levels.len()
+                ),
+            ));
+        }
+        if let Some(bad) = self.score.level_offsets.iter().find(|v| !v.is_finite()) {
+            return Err(invalid(
+                "score.level_offsets",
+                format!("{bad} is not finite"),
+            ));
+        }
+        if !self.score.reference.is_finite() {
+            return Err(invalid(
+                "score.reference",
+                format!("{} is not finite", self.score.reference),
+            ));
+        }
+        if !(self.threshold.value.is_finite()) {
+            return Err(invalid(
+                "threshold.value",
+                format!("{} is not finite", self.threshold.value),
+            ));
+        }
+        if let Some(rate) = self.threshold.false_alarm_rate {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(invalid(
+                    "threshold.false_alarm_rate",
+                    format!("{rate} is outside 0..=1"),
+                ));
+            }
+        }
+        for required in [&self.extractor.file, &self.head.file] {
+            if !self.files.contains_key(required) {
+                return Err(invalid(
+                    "files",
+                    format!("has no SHA-256 for {required:?}, which the bundle uses"),
+                ));
+            }
+        }
+        for (name, hash) in &self.files {
+            check_file_name(&format!("files.{name:?}"), name)?;
+            let hex = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex {
+                return Err(invalid(
+                    &format!("files.{name:?}"),
+                    format!("{hash:?} is not a 64-digit hex SHA-256"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,405 @@
+//! The daemon's main loop: capture thread -> tiles -> engine -> scorer -> alert link.
+//!
+//! Capture runs on its own thread and hands frames over a one-frame slot: for a live source the
+//! newest frame replaces one that inference has not taken yet (and the drop is counted); a
+//! recorded source waits instead, so no file is skipped. Alerts go to the link's bounded queue,
+//! which never blocks. systemd is told READY once the model is loaded and the source is open,
+//! WATCHDOG after every processed frame (so a stuck camera or inference stops the pings), and
+//! STATUS with each status line.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::alerts::{Alert, AlertLink, LinkError, LinkTarget, Status};
+use crate::bundle::{Bundle, BundleError};
+use crate::config::{AlertOutput, Config, SourceConfig};
+use crate::engine::{set_threads, Engine, EngineError, LevelMaps};
+use crate::frames::{FolderSource, Frame, FrameError, FrameSource};
+use crate::gpio::{GpioError, Indicators};
+use crate::scorer::Scorer;
+use crate::tiler::{model_box_to_frame, sample_tile, Normalization, TileGrid};
+
+/// How long the main loop waits for a frame before checking for shutdown again.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Fatal errors of the daemon. Per-frame faults are logged and counted, never returned.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The bundle is missing, damaged or inconsistent.
+    #[error("model bundle: {0}")]
+    Bundle(#[from] BundleError),
+    /// The models could not be prepared or run.
+    #[error("inference: {0}")]
+    Engine(#[from] EngineError),
+    /// The frame source cannot deliver.
+    #[error("frame source: {0}")]
+    Frames(#[from] FrameError),
+    /// The alert link could not start.
+    #[error("alert link: {0}")]
+    Link(#[from] LinkError),
+    /// GPIO is required but unavailable.
+    #[error(transparent)]
+    Gpio(#[from] GpioError),
+    /// The configured source kind is not available in this build.
+    #[error("source kind `{0}` is not supported by this build yet")]
+    UnsupportedSource(&'static str),
+    /// A thread could not be started.
+    #[error("cannot start the capture thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What a run did, returned when it ends.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Summary {
+    /// Frames processed.
+    pub frames: u64,
+    /// Tiles processed.
+    pub tiles: u64,
+    /// Alerts raised.
+    pub alerts: u64,
+    /// Frames that could not be decoded.
+    pub skipped_frames: u64,
+    /// Frames dropped because inference fell behind a live source.
+    pub dropped_frames: u64,
+    /// Lines lost on the link.
+    pub dropped_alerts: u64,
+}
+
+#[derive(Default)]
+struct SlotState {
+    frame: Option<Frame>,
+    // Set by the capture thread when the source ends: Ok for a finite source, Err for a fault.
+    finished: Option<Result<(), FrameError>>,
+    dropped: u64,
+    skipped: u64,
+}
+
+/// The one-frame hand-over between capture and inference.
+#[derive(Default)]
+struct FrameSlot {
+    state: Mutex<SlotState>,
+    ready: Condvar,
+}
+
+enum Taken {
+    Frame(Frame),
+    Finished(Result<(), FrameError>),
+    Nothing,
+}
+
+impl FrameSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        // A poisoned lock only means the other thread panicked; the state is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn put(&self, frame: Frame, live: bool, skipped: u64, stop: &AtomicBool) {
+        let mut s = self.lock();
+        s.skipped = skipped;
+        if live {
+            if s.frame.is_some() {
+                s.dropped += 1;
+            }
+        } else {
+            while s.frame.is_some() && !stop.load(Ordering::Relaxed) {
+                s = self
+                    .ready
+                    .wait_timeout(s, POLL)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        s.frame = Some(frame);
+        self.ready.notify_all();
+    }
+
+    fn finish(&self, result: Result<(), FrameError>, skipped: u64) {
+        let mut s = self.lock();
+        s.skipped = skipped;
+        s.finished = Some(result);
+        self.ready.notify_all();
+    }
+
+    fn take(&self, timeout: Duration) -> Taken {
+        let mut s = self.lock();
+        if s.frame.is_none() && s.finished.is_none() {
+            s = self
+                .ready
+                .wait_timeout(s, timeout)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        if let Some(f) = s.frame.take() {
+            self.ready.notify_all();
+            return Taken::Frame(f);
+        }
+        match s.finished.take() {
+            Some(r) => Taken::Finished(r),
+            None => Taken::Nothing,
+        }
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        let s = self.lock();
+        (s.dropped, s.skipped)
+    }
+}
+
+fn open_source(config: &SourceConfig) -> Result<(Box<dyn FrameSource>, Duration), DaemonError> {
+    match config {
+        SourceConfig::Folder {
+            path,
+            looping,
+            frame_interval_ms,
+        } => Ok((
+            Box::new(FolderSource::open(path, *looping)?),
+            Duration::from_millis(*frame_interval_ms),
+        )),
+        SourceConfig::V4l2 { .. } => Err(DaemonError::UnsupportedSource("v4l2")),
+    }
+}
+
+fn capture_loop(
+    mut source: Box<dyn FrameSource>,
+    interval: Duration,
+    slot: &FrameSlot,
+    stop: &AtomicBool,
+) {
+    let live = source.is_live();
+    while !stop.load(Ordering::Relaxed) {
+        match source.next_frame() {
+            Ok(Some(frame)) => slot.put(frame, live, source.skipped(), stop),
+            Ok(None) => return slot.finish(Ok(()), source.skipped()),
+            Err(e) => return slot.finish(Err(e), source.skipped()),
+        }
+        if !interval.is_zero() {
+            std::thread::sleep(interval);
+        }
+    }
+    slot.finish(Ok(()), source.skipped());
+}
+
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        log::debug!("sd_notify: {e}");
+    }
+}
+
+/// Per-frame working memory, reused from frame to frame.
+struct Workspace {
+    grid: Option<TileGrid>,
+    input: Vec<f32>,
+    maps: LevelMaps,
+}
+
+/// The running daemon's state between frames.
+struct Inspector<'a> {
+    config: &'a Config,
+    engine: Engine,
+    scorer: Scorer,
+    link: AlertLink,
+    indicators: Indicators,
+    work: Workspace,
+    summary: Summary,
+    next_seq: u64,
+}
+
+impl Inspector<'_> {
+    fn model_id(&self) -> &str {
+        &self.engine.bundle().model_id
+    }
+
+    fn process(&mut self, frame: &Frame) -> Result<(), EngineError> {
+        let manifest = &self.engine.bundle().manifest;
+        let (in_w, in_h) = (manifest.input.width, manifest.input.height);
+        let norm = Normalization {
+            mean: manifest.input.mean,
+            std: manifest.input.std,
+        };
+        let (fw, fh) = frame.image.dimensions();
+        let tiling = &self.config.tiling;
+        let regrid = self
+            .work
+            .grid
+            .as_ref()
+            .is_none_or(|g| g.frame_width != fw || g.frame_height != fh);
+        if regrid {
+            self.work.grid = Some(TileGrid::new(fw, fh, tiling.tile_size, tiling.overlap));
+        }
+        let Some(grid) = self.work.grid.as_ref() else {
+            return Ok(());
+        };
+        let tile_len = 3 * in_w * in_h;
+        self.work.input.resize(grid.tiles.len() * tile_len, 0.0);
+        for (tile, out) in grid
+            .tiles
+            .iter()
+            .zip(self.work.input.chunks_exact_mut(tile_len))
+        {
+            sample_tile(&frame.image, &tile.rect, in_w, in_h, &norm, out);
+        }
+        self.engine
+            .run(&self.work.input, grid.tiles.len(), &mut self.work.maps)?;
+        let levels = self.work.maps.levels.len();
+        for tile in &grid.tiles {
+            let mut maps: heapless::Vec<&[f32], 8> = heapless::Vec::new();
+            for level in 0..levels {
+                // The manifest allows at most 8 levels, so this never overflows.
+                let _ = maps.push(self.work.maps.tile(level, tile.index));
+            }
+            let scored = self.scorer.score(&maps);
+            let Some(region) = scored.region else {
+                continue;
+            };
+            let alert = Alert {
+                device: &self.config.device_id,
+                seq: self.next_seq,
+                frame: frame.number,
+                time: frame.timestamp,
+                tile_index: tile.index,
+                tile: tile.rect,
+                score: scored.score,
+                threshold: self.scorer.threshold(),
+                region: model_box_to_frame(region.bbox, &tile.rect, in_w as u32, in_h as u32),
+                area_fraction: region.area_fraction,
+                model: &self.engine.bundle().model_id,
+            };
+            self.next_seq += 1;
+            self.summary.alerts += 1;
+            match alert.to_line() {
+                Ok(line) => {
+                    self.link.send(line);
+                }
+                Err(e) => log::error!("alert {} not sent: {e}", alert.seq),
+            }
+            self.indicators.alert();
+        }
+        self.summary.tiles += grid.tiles.len() as u64;
+        Ok(())
+    }
+
+    fn status(&mut self, started: Instant, tiles_per_s: f32, slot: &FrameSlot) {
+        let (dropped, skipped) = slot.counts();
+        self.summary.dropped_frames = dropped;
+        self.summary.skipped_frames = skipped;
+        self.summary.dropped_alerts = self.link.dropped();
+        let status = Status {
+            device: &self.config.device_id,
+            time: SystemTime::now(),
+            frames: self.summary.frames,
+            tiles_per_s,
+            dropped_frames: dropped,
+            skipped_frames: skipped,
+            alerts: self.summary.alerts,
+            dropped_alerts: self.summary.dropped_alerts,
+            uptime_s: started.elapsed().as_secs(),
+            model: self.model_id(),
+        };
+        let text = format!(
+            "frames {} alerts {} tiles/s {:.1} dropped frames {} skipped {} lost lines {}",
+            status.frames, status.alerts, tiles_per_s, dropped, skipped, status.dropped_alerts
+        );
+        if let Ok(line) = status.to_line() {
+            self.link.send(line);
+        }
+        notify(&[sd_notify::NotifyState::Status(&text)]);
+        log::info!("{text}");
+    }
+}
+
+/// Loads everything the config names, then inspects frames until the source ends or `stop` is set.
+pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonError> {
+    let bundle = Bundle::load(&config.model.bundle)?;
+    log::info!(
+        "bundle {} (model {}, extractor {}, {} levels)",
+        bundle.dir.display(),
+        bundle.model_id,
+        bundle.manifest.extractor.name,
+        bundle.manifest.levels.len()
+    );
+    let threshold = config
+        .model
+        .threshold
+        .unwrap_or(bundle.manifest.threshold.value);
+    let scorer = Scorer::new(&bundle.manifest, threshold);
+    set_threads(config.model.threads);
+    let engine = Engine::new(bundle)?;
+    let indicators = Indicators::open(config.gpio.as_ref())?;
+    let (source, interval) = open_source(&config.source)?;
+    let target = match config.alerts.output {
+        AlertOutput::Stdout => LinkTarget::Stdout,
+        AlertOutput::Serial => LinkTarget::Serial {
+            // Validated: `port` is present whenever the output is serial.
+            port: config.alerts.port.clone().unwrap_or_default(),
+            baud: config.alerts.baud,
+        },
+    };
+    let link = AlertLink::start(target, config.alerts.queue_capacity)?;
+
+    let slot = Arc::new(FrameSlot::default());
+    let capture = {
+        let (slot, stop) = (slot.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || capture_loop(source, interval, &slot, &stop))
+            .map_err(DaemonError::Thread)?
+    };
+
+    let mut inspector = Inspector {
+        config,
+        engine,
+        scorer,
+        link,
+        indicators,
+        work: Workspace {
+            grid: None,
+            input: Vec::new(),
+            maps: LevelMaps::default(),
+        },
+        summary: Summary::default(),
+        next_seq: 0,
+    };
+    notify(&[sd_notify::NotifyState::Ready]);
+    let started = Instant::now();
+    let status_every = Duration::from_secs(config.alerts.status_interval_s);
+    let (mut last_status, mut tiles_at_status) = (Instant::now(), 0u64);
+    let mut result = Ok(());
+    while !stop.load(Ordering::Relaxed) {
+        match slot.take(POLL) {
+            Taken::Frame(frame) => {
+                match inspector.process(&frame) {
+                    Ok(()) => inspector.summary.frames += 1,
+                    Err(e) => log::error!("frame {} ({}): {e}", frame.number, frame.origin),
+                }
+                inspector.indicators.frame_done();
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+            Taken::Finished(r) => {
+                result = r;
+                break;
+            }
+            Taken::Nothing => {}
+        }
+        if last_status.elapsed() >= status_every {
+            let secs = last_status.elapsed().as_secs_f32();
+            let rate = (inspector.summary.tiles - tiles_at_status) as f32 / secs;
+            inspector.status(started, rate, &slot);
+            (last_status, tiles_at_status) = (Instant::now(), inspector.summary.tiles);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    if capture.join().is_err() {
+        log::error!("the capture thread panicked");
+    }
+    let secs = last_status.elapsed().as_secs_f32().max(1e-3);
+    let rate = (inspector.summary.tiles - tiles_at_status) as f32 / secs;
+    inspector.status(started, rate, &slot);
+    notify(&[sd_notify::NotifyState::Stopping]);
+    let Inspector {
+        link, mut summary, ..
+    } = inspector;
+    summary.dropped_alerts = link.close();
+    result?;
+    Ok(summary)
+}

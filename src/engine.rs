@@ -1,0 +1,222 @@
+//! Running a bundle's models with tract.
+//!
+//! Model -> optimized plan -> reusable state, as tract intends: the extractor is optimized once for
+//! one `1 x 3 x H x W` tile; the head is optimized per batch size (the number of tiles of a frame,
+//! which is fixed for a camera) because batching all tiles into the head lets tract use
+//! matrix-matrix kernels. Each plan keeps one state, reused frame after frame.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::plan::SimpleState;
+
+use crate::bundle::{Bundle, BundleError};
+
+/// Errors while preparing or running the models.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The bundle's model could not be optimized or typed for this batch.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// tract failed to optimize or run a model.
+    #[error("{model}: {message}")]
+    Tract {
+        /// `extractor` or `head`.
+        model: &'static str,
+        /// tract's message.
+        message: String,
+    },
+    /// The caller passed a batch of the wrong size.
+    #[error("input holds {got} values, expected {expected} ({tiles} tiles of 3x{height}x{width})")]
+    InputSize {
+        /// Values expected.
+        expected: usize,
+        /// Values given.
+        got: usize,
+        /// Tiles in the batch.
+        tiles: usize,
+        /// Input height.
+        height: usize,
+        /// Input width.
+        width: usize,
+    },
+}
+
+fn tract_err(model: &'static str) -> impl Fn(TractError) -> EngineError {
+    move |e| EngineError::Tract {
+        model,
+        message: format!("{e:#}"),
+    }
+}
+
+struct HeadPlan {
+    batch: usize,
+    state: TypedSimpleState,
+}
+
+/// Per-level log-likelihood maps for a batch of tiles: `levels[l]` is `tiles x height_l x width_l`.
+#[derive(Clone, Debug, Default)]
+pub struct LevelMaps {
+    /// Tiles in the batch.
+    pub tiles: usize,
+    /// Row-major maps per level.
+    pub levels: Vec<Vec<f32>>,
+    /// `(height, width)` per level.
+    pub sizes: Vec<(usize, usize)>,
+}
+
+impl LevelMaps {
+    /// The map of `level` for tile `tile`.
+    pub fn tile(&self, level: usize, tile: usize) -> &[f32] {
+        let (h, w) = self.sizes[level];
+        &self.levels[level][tile * h * w..(tile + 1) * h * w]
+    }
+}
+
+/// The bundle's models, optimized and ready to run.
+pub struct Engine {
+    bundle: Bundle,
+    extractor: TypedSimpleState,
+    heads: Vec<HeadPlan>,
+    // Head inputs: one `batch x C x h x w` buffer per level, refilled per frame.
+    features: Vec<Vec<f32>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("model_id", &self.bundle.model_id)
+            .field(
+                "head_batches",
+                &self.heads.iter().map(|h| h.batch).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Sets how many threads tract's matrix products use (process-wide).
+pub fn set_threads(threads: usize) {
+    use tract_linalg::multithread::{set_default_executor, Executor};
+    if threads > 1 {
+        set_default_executor(Executor::multithread(threads));
+    } else {
+        set_default_executor(Executor::SingleThread);
+    }
+}
+
+impl Engine {
+    /// Optimizes the bundle's extractor; head plans are made on first use of each batch size.
+    pub fn new(bundle: Bundle) -> Result<Engine, EngineError> {
+        let plan = bundle
+            .extractor
+            .clone()
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(tract_err("extractor"))?;
+        let extractor = SimpleState::new(&plan).map_err(tract_err("extractor"))?;
+        let features = vec![Vec::new(); bundle.manifest.levels.len()];
+        Ok(Engine {
+            bundle,
+            extractor,
+            heads: Vec::new(),
+            features,
+        })
+    }
+
+    /// The loaded bundle.
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    /// Values in one model-input tile (`3 x H x W`).
+    pub fn tile_len(&self) -> usize {
+        let i = &self.bundle.manifest.input;
+        3 * i.width * i.height
+    }
+
+    fn head_state(&mut self, batch: usize) -> Result<&mut TypedSimpleState, EngineError> {
+        if let Some(i) = self.heads.iter().position(|h| h.batch == batch) {
+            return Ok(&mut self.heads[i].state);
+        }
+        log::info!("optimizing the head for batches of {batch} tiles");
+        let plan = self
+            .bundle
+            .head_for_batch(batch)?
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(tract_err("head"))?;
+        let state = SimpleState::new(&plan).map_err(tract_err("head"))?;
+        self.heads.push(HeadPlan { batch, state });
+        Ok(&mut self.heads.last_mut().expect("just pushed").state)
+    }
+
+    /// Runs `tiles` model-input tiles (planar, normalized, back to back) and returns the
+    /// per-level log-likelihood maps.
+    pub fn run(
+        &mut self,
+        input: &[f32],
+        tiles: usize,
+        out: &mut LevelMaps,
+    ) -> Result<(), EngineError> {
+        let manifest = &self.bundle.manifest;
+        let (h, w) = (manifest.input.height, manifest.input.width);
+        let tile_len = 3 * h * w;
+        if tiles == 0 || input.len() != tiles * tile_len {
+            return Err(EngineError::InputSize {
+                expected: tiles * tile_len,
+                got: input.len(),
+                tiles,
+                height: h,
+                width: w,
+            });
+        }
+        for (buf, level) in self.features.iter_mut().zip(&manifest.levels) {
+            buf.resize(tiles * level.channels * level.height * level.width, 0.0);
+        }
+        for (t, tile) in input.chunks_exact(tile_len).enumerate() {
+            let x = Tensor::from_shape(&[1, 3, h, w], tile).map_err(tract_err("extractor"))?;
+            let taps = self
+                .extractor
+                .run(tvec!(x.into()))
+                .map_err(tract_err("extractor"))?;
+            for ((tap, buf), level) in taps.iter().zip(&mut self.features).zip(&manifest.levels) {
+                let n = level.channels * level.height * level.width;
+                let view = tap
+                    .to_plain_array_view::<f32>()
+                    .map_err(tract_err("extractor"))?;
+                for (dst, src) in buf[t * n..(t + 1) * n].iter_mut().zip(view.iter()) {
+                    *dst = *src;
+                }
+            }
+        }
+        let shapes: Vec<[usize; 4]> = manifest
+            .levels
+            .iter()
+            .map(|l| [tiles, l.channels, l.height, l.width])
+            .collect();
+        let sizes: Vec<(usize, usize)> = manifest
+            .levels
+            .iter()
+            .map(|l| (l.height, l.width))
+            .collect();
+        let mut inputs = TVec::new();
+        for (buf, shape) in self.features.iter().zip(&shapes) {
+            inputs.push(
+                Tensor::from_shape(shape, buf)
+                    .map_err(tract_err("head"))?
+                    .into(),
+            );
+        }
+        let state = self.head_state(tiles)?;
+        let maps = state.run(inputs).map_err(tract_err("head"))?;
+        out.tiles = tiles;
+        out.sizes = sizes;
+        out.levels.resize(maps.len(), Vec::new());
+        for (dst, map) in out.levels.iter_mut().zip(maps.iter()) {
+            let view = map
+                .to_plain_array_view::<f32>()
+                .map_err(tract_err("head"))?;
+            dst.clear();
+            dst.extend(view.iter().copied());
+        }
+        Ok(())
+    }
+}

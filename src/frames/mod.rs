@@ -1,0 +1,60 @@
+//! Where frames come from.
+//!
+//! Every source (image folder now, V4L2 camera and replay files later) yields [`Frame`]s through
+//! the [`FrameSource`] trait. A bad frame is never fatal: the source skips it, counts it and goes
+//! on; only a source that cannot deliver anything at all returns an error.
+
+mod folder;
+
+use std::time::SystemTime;
+
+use image::RgbImage;
+
+pub use folder::FolderSource;
+
+/// One captured frame.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// Sequence number given by the source, from 0, counting only delivered frames.
+    pub number: u64,
+    /// Pixels, RGB8.
+    pub image: RgbImage,
+    /// When the frame was captured (for a file: when it was read).
+    pub timestamp: SystemTime,
+    /// Where it came from (file name, device), for logs.
+    pub origin: String,
+}
+
+/// Fatal errors of a frame source.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The source's folder or device cannot be opened or listed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The folder or device.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The source holds no image it could decode.
+    #[error("{path}: no readable PNG or JPEG frames ({skipped} files skipped)")]
+    NoFrames {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// How many files could not be decoded.
+        skipped: u64,
+    },
+}
+
+/// A source of frames.
+pub trait FrameSource: Send {
+    /// The next frame; `Ok(None)` when a finite source is exhausted.
+    fn next_frame(&mut self) -> Result<Option<Frame>, FrameError>;
+
+    /// Frames that could not be decoded and were skipped so far.
+    fn skipped(&self) -> u64;
+
+    /// Whether frames arrive in real time (a camera) and go stale: then the newest frame wins
+    /// when inference falls behind. A recorded source is never dropped from, it waits.
+    fn is_live(&self) -> bool;
+}

@@ -1,0 +1,20 @@
+//! edge-inspector: on-device defect detection for tunnels, bridges and pavement.
+//!
+//! The daemon's data flow, one module per stage: [`frames`] -> [`tiler`] -> [`engine`] (tract
+//! runs the [`bundle`]'s extractor and flow head) -> [`scorer`] -> [`alerts`] over a serial link,
+//! driven by [`daemon`] with a validated [`config`]. [`onnx`] writes ONNX models (extractor
+//! builder, flow export, test fixtures); [`fixtures`] holds known-function models and frames.
+
+#![warn(missing_docs)]
+
+pub mod alerts;
+pub mod bundle;
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod fixtures;
+pub mod frames;
+pub mod gpio;
+pub mod onnx;
+pub mod scorer;
+pub mod tiler;

@@ -1,0 +1,162 @@
+//! Bundles written with the ONNX writer, loaded and verified, then run by the engine and the
+//! scorer, against values computed by hand.
+
+mod common;
+
+use common::Scratch;
+use edge_inspector::bundle::{sha256_hex, write_bundle, Bundle, BundleError, MANIFEST_FILE};
+use edge_inspector::engine::{Engine, LevelMaps};
+use edge_inspector::fixtures::{
+    brightness_extractor, brightness_head, brightness_manifest, write_brightness_bundle,
+    BrightnessModel,
+};
+use edge_inspector::scorer::Scorer;
+
+const HALF_LN_2PI: f32 = 0.918_938_5;
+
+#[test]
+fn engine_computes_the_known_brightness_likelihood() {
+    let dir = Scratch::new("engine");
+    let model = BrightnessModel::default();
+    write_brightness_bundle(&dir.0, &model).unwrap();
+    let bundle = Bundle::load(&dir.0).unwrap();
+    let manifest_bytes = std::fs::read(dir.path(MANIFEST_FILE)).unwrap();
+    assert_eq!(bundle.model_id, sha256_hex(&manifest_bytes)[..12]);
+    let manifest = bundle.manifest.clone();
+    let mut engine = Engine::new(bundle).unwrap();
+
+    // Tile 0: grey exactly at the mean. Tile 1: one sigma brighter. Tile 2: left half at the mean,
+    // right half 3 sigma darker (cells never straddle the edge at x = 64).
+    let n = 128 * 128;
+    let mut input = vec![0.0f32; 3 * 3 * n];
+    for (t, tile) in input.chunks_exact_mut(3 * n).enumerate() {
+        for c in 0..3 {
+            for y in 0..128 {
+                for x in 0..128 {
+                    tile[c * n + y * 128 + x] = match (t, x < 64) {
+                        (0, _) | (2, true) => model.mean,
+                        (1, _) => model.mean + model.sigma,
+                        _ => model.mean - 3.0 * model.sigma,
+                    };
+                }
+            }
+        }
+    }
+    let mut maps = LevelMaps::default();
+    engine.run(&input, 3, &mut maps).unwrap();
+    assert_eq!(maps.sizes, vec![(16, 16), (8, 8), (4, 4)]);
+    for level in 0..3 {
+        assert!(maps
+            .tile(level, 0)
+            .iter()
+            .all(|v| (v + HALF_LN_2PI).abs() < 1e-4));
+        assert!(maps
+            .tile(level, 1)
+            .iter()
+            .all(|v| (v + 0.5 + HALF_LN_2PI).abs() < 1e-3));
+        let (h, w) = maps.sizes[level];
+        let half = maps.tile(level, 2);
+        for y in 0..h {
+            for x in 0..w {
+                let want = if x < w / 2 {
+                    -HALF_LN_2PI
+                } else {
+                    -4.5 - HALF_LN_2PI
+                };
+                assert!(
+                    (half[y * w + x] - want).abs() < 1e-3,
+                    "level {level} ({y},{x})"
+                );
+            }
+        }
+    }
+
+    let mut scorer = Scorer::new(&manifest, model.threshold);
+    let refs = |t: usize| -> Vec<&[f32]> { (0..3).map(|l| maps.tile(l, t)).collect() };
+    let normal = scorer.score(&refs(0));
+    assert!(
+        normal.score.abs() < 1e-4 && normal.region.is_none(),
+        "{normal:?}"
+    );
+    // One sigma everywhere: each level's likelihood is exp(-1/2), anomaly 3 (1 - e^-0.5).
+    let bright = scorer.score(&refs(1));
+    assert!(
+        (bright.score - 3.0 * (1.0 - (-0.5f32).exp())).abs() < 1e-3,
+        "{bright:?}"
+    );
+    let half = scorer.score(&refs(2));
+    let region = half.region.expect("the dark half passes the threshold");
+    assert!((half.score - 3.0 * (1.0 - (-4.5f32).exp())).abs() < 1e-3);
+    assert!(region.bbox.x >= 56 && region.bbox.x <= 64, "{region:?}");
+    assert_eq!(region.bbox.x + region.bbox.width, 128);
+    assert_eq!((region.bbox.y, region.bbox.height), (0, 128));
+}
+
+fn rewrite_manifest(dir: &std::path::Path, edit: impl Fn(&str) -> String) {
+    let path = dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(&text)).unwrap();
+}
+
+#[test]
+fn manifest_faults_name_the_file_and_field() {
+    let dir = Scratch::new("manifest");
+    write_brightness_bundle(&dir.0, &BrightnessModel::default()).unwrap();
+    rewrite_manifest(&dir.0, |t| {
+        t.replace("format_version = 1", "format_version = 2")
+    });
+    let err = Bundle::load(&dir.0).unwrap_err().to_string();
+    assert!(
+        err.contains("manifest.toml") && err.contains("format_version"),
+        "{err}"
+    );
+    assert!(err.contains("reads format 1"), "{err}");
+
+    write_brightness_bundle(&dir.0, &BrightnessModel::default()).unwrap();
+    rewrite_manifest(&dir.0, |t| t.replacen("stride = 8", "stride = 4", 1));
+    let err = Bundle::load(&dir.0).unwrap_err().to_string();
+    assert!(
+        err.contains("levels[0].height/width") && err.contains("expected 32x32"),
+        "{err}"
+    );
+
+    write_brightness_bundle(&dir.0, &BrightnessModel::default()).unwrap();
+    rewrite_manifest(&dir.0, |t| format!("surprise = 1\n{t}"));
+    let err = Bundle::load(&dir.0).unwrap_err().to_string();
+    assert!(err.contains("unknown field `surprise`"), "{err}");
+}
+
+#[test]
+fn model_shapes_that_disagree_with_the_manifest_are_refused() {
+    let dir = Scratch::new("shapes");
+    let model = BrightnessModel::default();
+    // A head built for 64-pixel inputs inside a bundle that promises 128.
+    let extractor = brightness_extractor(128).unwrap();
+    let head = brightness_head(64, model.mean, model.sigma).unwrap();
+    let manifest = brightness_manifest(&model);
+    write_bundle(
+        &dir.0,
+        &manifest,
+        &[("extractor.onnx", &extractor), ("head.onnx", &head)],
+    )
+    .unwrap();
+    let err = Bundle::load(&dir.0).unwrap_err();
+    assert!(matches!(err, BundleError::Shape { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("head.onnx") && msg.contains("\"tap8\""),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("[1, 1, 16, 16]") && msg.contains("[?, 1, 8, 8]"),
+        "{msg}"
+    );
+
+    // Taps the extractor does not have.
+    rewrite_manifest(&dir.0, |t| t.replace("\"tap8\"", "\"tap4\""));
+    let err = Bundle::load(&dir.0).unwrap_err().to_string();
+    assert!(
+        err.contains("extractor.onnx") && err.contains("tap4"),
+        "{err}"
+    );
+}

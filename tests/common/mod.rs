@@ -1,0 +1,103 @@
+//! Helpers shared by the integration tests: scratch folders, fixture bundles and frames, and
+//! running the real `inspectd` binary (through a runner such as qemu when cross-testing).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use edge_inspector::fixtures::{concrete_frame, write_brightness_bundle, BrightnessModel};
+use edge_inspector::tiler::PixelBox;
+
+/// A fresh scratch folder for one test, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let dir =
+            std::env::temp_dir().join(format!("edge-inspector-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes the brightness bundle into `dir/bundle`.
+pub fn bundle(dir: &Path) -> PathBuf {
+    let path = dir.join("bundle");
+    write_brightness_bundle(&path, &BrightnessModel::default()).unwrap();
+    path
+}
+
+/// A defect box.
+pub fn patch(x: u32, y: u32, side: u32) -> PixelBox {
+    PixelBox {
+        x,
+        y,
+        width: side,
+        height: side,
+    }
+}
+
+/// Writes a 1280x720 concrete frame with `defects` as PNG.
+pub fn frame(path: &Path, seed: u64, defects: &[PixelBox]) {
+    concrete_frame(1280, 720, seed, defects).save(path).unwrap();
+}
+
+/// A config for the daemon; `output` is the `[alerts]` body.
+pub fn config(dir: &Path, bundle: &Path, frames: &Path, alerts: &str) -> PathBuf {
+    let text = format!(
+        r#"device_id = "test-rig"
+[model]
+bundle = "{}"
+[source]
+kind = "folder"
+path = "{}"
+[tiling]
+tile_size = 256
+overlap = 32
+[alerts]
+{alerts}
+status_interval_s = 1
+"#,
+        bundle.display(),
+        frames.display()
+    );
+    let path = dir.join("inspectd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The `inspectd` binary as a command, prefixed by `EDGE_INSPECTOR_RUNNER` when set
+/// (e.g. `qemu-aarch64-static -cpu cortex-a72` for a cross-built binary).
+pub fn inspectd() -> Command {
+    let bin = env!("CARGO_BIN_EXE_inspectd");
+    match std::env::var("EDGE_INSPECTOR_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut parts = runner.split_whitespace();
+            let mut cmd = Command::new(parts.next().unwrap_or_default());
+            cmd.args(parts).arg(bin);
+            cmd
+        }
+        _ => Command::new(bin),
+    }
+}
+
+/// Runs `inspectd` with `args` to completion.
+pub fn run_inspectd(args: &[&str]) -> Output {
+    inspectd()
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap()
+}

@@ -1,0 +1,138 @@
+//! Faults a field technician will meet: bad config, tampered or incomplete bundle, bad frames.
+//! Fatal ones stop `inspectd` with a non-zero exit and a message naming the culprit; per-frame
+//! ones are skipped and the daemon goes on.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn setup(name: &str) -> (Scratch, std::path::PathBuf, std::path::PathBuf) {
+    let dir = Scratch::new(name);
+    let bundle = bundle(&dir.0);
+    let frames = dir.path("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    frame(&frames.join("a.png"), 1, &[patch(100, 100, 48)]);
+    let config = config(&dir.0, &bundle, &frames, "output = \"stdout\"");
+    (dir, bundle, config)
+}
+
+#[test]
+fn stdout_mode_prints_json_lines_and_check_config_passes() {
+    let (_dir, _bundle, config) = setup("stdout");
+    let out = run_inspectd(&["--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let alerts: Vec<&Value> = lines.iter().filter(|v| v["type"] == "alert").collect();
+    assert_eq!(alerts.len(), 1, "{stdout}");
+    assert_eq!(alerts[0]["tile"]["index"], 0);
+    assert_eq!(lines.last().unwrap()["type"], "status");
+
+    let check = run_inspectd(&["check-config", config.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    let said = String::from_utf8(check.stdout).unwrap();
+    assert!(
+        said.contains("configuration is valid") && said.contains("bundle verified"),
+        "{said}"
+    );
+}
+
+#[test]
+fn bad_config_names_key_value_and_range() {
+    let (dir, _bundle, config) = setup("badconfig");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("overlap = 32", "overlap = 300");
+    let bad = dir.path("bad.toml");
+    std::fs::write(&bad, text).unwrap();
+    for args in [
+        vec!["--config", bad.to_str().unwrap()],
+        vec!["check-config", bad.to_str().unwrap()],
+    ] {
+        let out = run_inspectd(&args);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains("bad.toml"), "{err}");
+        assert!(err.contains("`tiling.overlap` = 300"), "{err}");
+        assert!(err.contains("0 to 128"), "{err}");
+    }
+    let typo = dir.path("typo.toml");
+    std::fs::write(
+        &typo,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("tile_size", "tilesize"),
+    )
+    .unwrap();
+    let err = stderr(&run_inspectd(&["check-config", typo.to_str().unwrap()]));
+    assert!(err.contains("unknown field `tilesize`"), "{err}");
+}
+
+#[test]
+fn tampered_bundle_is_refused_naming_the_file() {
+    let (_dir, bundle, config) = setup("tampered");
+    let head = bundle.join("head.onnx");
+    let mut bytes = std::fs::read(&head).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&head, bytes).unwrap();
+    let out = run_inspectd(&["--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("head.onnx") && err.contains("SHA-256"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "no alert may come from a refused bundle"
+    );
+}
+
+#[test]
+fn missing_model_file_is_refused_naming_the_file() {
+    let (_dir, bundle, config) = setup("missing");
+    std::fs::remove_file(bundle.join("extractor.onnx")).unwrap();
+    let out = run_inspectd(&["--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("extractor.onnx"), "{err}");
+    assert!(err.contains("No such file"), "{err}");
+}
+
+#[test]
+fn unreadable_frames_are_skipped_and_an_all_bad_folder_is_fatal() {
+    let (dir, _bundle, config) = setup("badframes");
+    let frames = dir.path("frames");
+    std::fs::write(frames.join("b.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    frame(&frames.join("c.png"), 2, &[]);
+    let out = run_inspectd(&["--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let last: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["frames"], 2);
+    assert_eq!(last["skipped_frames"], 1);
+    assert!(
+        stderr(&out).contains("b.jpg"),
+        "the skipped file is named in the log"
+    );
+
+    for f in ["a.png", "c.png"] {
+        std::fs::remove_file(frames.join(f)).unwrap();
+    }
+    let out = run_inspectd(&["--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no readable PNG or JPEG frames"),
+        "{}",
+        stderr(&out)
+    );
+}
