@@ -118,6 +118,9 @@ struct Output {
     target: LinkTarget,
     sink: Option<Box<dyn Write + Send>>,
     last_attempt: Option<Instant>,
+    // A write failed part-way: start the next write with a newline so the torn line stays a line
+    // of its own, which receivers discard, and the next alert starts clean.
+    torn: bool,
 }
 
 impl Output {
@@ -162,24 +165,29 @@ fn write_loop(target: LinkTarget, rx: Receiver<Line>, counters: &Counters) {
         target,
         sink: None,
         last_attempt: None,
+        torn: false,
     };
     for line in rx {
+        let lead: &[u8] = if out.torn { b"\n" } else { b"" };
         let Some(sink) = out.sink() else {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         };
         let result = sink
-            .write_all(line.as_bytes())
+            .write_all(lead)
+            .and_then(|()| sink.write_all(line.as_bytes()))
             .and_then(|()| sink.write_all(b"\n"))
             .and_then(|()| sink.flush());
         match result {
             Ok(()) => {
                 counters.written.fetch_add(1, Ordering::Relaxed);
+                out.torn = false;
             }
             Err(e) => {
                 counters.dropped.fetch_add(1, Ordering::Relaxed);
                 log::warn!("alert link write failed: {e}; reopening");
                 out.sink = None;
+                out.torn = true;
             }
         }
     }
@@ -245,5 +253,28 @@ mod tests {
         let counters = link.counters.clone();
         assert_eq!(link.close(), 1000);
         assert_eq!(counters.written.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_reader_that_never_reads_costs_lines_not_time() {
+        // Nobody reads the pty: once its buffer is full every write times out. `send` must still
+        // return at once, and every line must end up either written or counted as lost.
+        let (_master, slave) = serialport::TTYPort::pair().unwrap();
+        let port = PathBuf::from(slave.name().unwrap());
+        let link = AlertLink::start(LinkTarget::Serial { port, baud: 115200 }, 4).unwrap();
+        let payload = "x".repeat(400);
+        let total = 2000;
+        for _ in 0..total {
+            link.send(line(&payload));
+        }
+        let counters = link.counters.clone();
+        let dropped = link.close();
+        let written = counters.written.load(Ordering::Relaxed);
+        assert_eq!(written + dropped, total);
+        assert!(
+            dropped > 0,
+            "a stalled reader cannot take {total} x 400 bytes"
+        );
+        drop(slave);
     }
 }

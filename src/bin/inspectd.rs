@@ -1,6 +1,6 @@
 //! `inspectd`: the on-device inspection daemon.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ enum Command {
     },
 }
 
-fn check_config(file: &PathBuf) -> anyhow::Result<()> {
+fn check_config(file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     println!("{}: configuration is valid", file.display());
     let bundle = Bundle::load(&config.model.bundle)
@@ -46,7 +46,7 @@ fn check_config(file: &PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(file: &PathBuf) -> anyhow::Result<()> {
+fn run(file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
