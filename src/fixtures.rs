@@ -14,7 +14,7 @@ use crate::bundle::{
     write_bundle, BundleError, Combine, ExtractorSpec, HeadSpec, InputSpec, LevelSpec, Manifest,
     ScoreSpec, ThresholdSpec, FORMAT_VERSION,
 };
-use crate::onnx::{Dim, ModelBuilder, OnnxWriteError};
+use crate::onnx::{Dim, ModelBuilder, OnnxWriteError, Padding};
 use crate::tiler::PixelBox;
 
 /// Errors of writing a fixture.
@@ -72,7 +72,15 @@ pub fn brightness_extractor(input_size: usize) -> Result<Vec<u8>, OnnxWriteError
         "image",
         &[1.into(), 3.into(), input_size.into(), input_size.into()],
     );
-    let gray = b.conv(&x, &[1.0 / 3.0; 3], [1, 3, 1, 1], None, 1, 0, 1);
+    let gray = b.conv(
+        &x,
+        &[1.0 / 3.0; 3],
+        [1, 3, 1, 1],
+        None,
+        1,
+        Padding::Symmetric(0),
+        1,
+    );
     for stride in STRIDES {
         b.average_pool(&gray, stride);
         let tap = b.name_last_output(&tap_name(stride));

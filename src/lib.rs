@@ -12,6 +12,8 @@ pub mod bundle;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+#[cfg(feature = "train")]
+pub mod extractor;
 pub mod fixtures;
 pub mod frames;
 pub mod gpio;

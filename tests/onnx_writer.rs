@@ -1,6 +1,6 @@
 //! The ONNX writer: graphs built in Rust, run by tract, checked against values computed by hand.
 
-use edge_inspector::onnx::{Attr, Dim, ModelBuilder, IR_VERSION, OPSET_VERSION};
+use edge_inspector::onnx::{Attr, Dim, ModelBuilder, Padding, IR_VERSION, OPSET_VERSION};
 use prost::Message;
 use tract_onnx::prelude::*;
 
@@ -74,7 +74,15 @@ fn depthwise_conv_clip_and_pool() {
     // 2x2 average pooling.
     let mut b = ModelBuilder::new("dw");
     let x = b.input("x", &[1.into(), 2.into(), 2.into(), 2.into()]);
-    let y = b.conv(&x, &[2.0, -1.0], [2, 1, 1, 1], None, 1, 0, 2);
+    let y = b.conv(
+        &x,
+        &[2.0, -1.0],
+        [2, 1, 1, 1],
+        None,
+        1,
+        Padding::Symmetric(0),
+        2,
+    );
     let y = b.clip(&y, 0.0, 6.0);
     let y = b.average_pool(&y, 2);
     b.output(&y, &[1.into(), 2.into(), 1.into(), 1.into()]);
@@ -134,4 +142,20 @@ fn builder_reports_graph_mistakes() {
     b.constant("w", &[2, 2], &[1.0; 3]);
     let err = b.to_bytes().unwrap_err().to_string();
     assert!(err.contains("holds 4 values but 3"), "{err}");
+}
+
+#[test]
+fn same_upper_padding_pads_the_odd_pixel_at_the_end() {
+    // TensorFlow SAME, 4x4 input, 3x3 all-ones kernel, stride 2: output 2x2, total padding 1,
+    // all of it at the bottom/right. Window (0,0) covers rows/cols 0..3 of the input.
+    let mut b = ModelBuilder::new("same");
+    let x = b.input("x", &[1.into(), 1.into(), 4.into(), 4.into()]);
+    let y = b.conv(&x, &[1.0; 9], [1, 1, 3, 3], None, 2, Padding::SameUpper, 1);
+    b.output(&y, &[1.into(), 1.into(), 2.into(), 2.into()]);
+    let data: Vec<f32> = (0..16).map(|v| v as f32).collect();
+    let input = Tensor::from_shape(&[1, 1, 4, 4], &data).unwrap();
+    let out = run(&b.to_bytes().unwrap(), vec![input]);
+    // (0,0): rows 0-2, cols 0-2 = 0+1+2+4+5+6+8+9+10 = 45. (0,1): cols 2-3 (+pad) = 2+3+6+7+10+11 = 39.
+    // (1,0): rows 2-3, cols 0-2 = 8+9+10+12+13+14 = 66. (1,1): rows 2-3, cols 2-3 = 10+11+14+15 = 50.
+    close(&out[0], &[45.0, 39.0, 66.0, 50.0]);
 }

@@ -68,6 +68,16 @@ impl From<&str> for Dim {
     }
 }
 
+/// Spatial padding of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// The same number of pixels on every side.
+    Symmetric(usize),
+    /// TensorFlow's `SAME`: output size `ceil(input / stride)`, the odd pixel padded at the end
+    /// (ONNX `auto_pad = SAME_UPPER`). Needed for weights trained in TensorFlow.
+    SameUpper,
+}
+
 /// A node attribute value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Attr {
@@ -311,7 +321,7 @@ impl ModelBuilder {
         name.to_string()
     }
 
-    /// `Conv` with weights `[out, in/group, kh, kw]`, optional bias, square stride and symmetric pads.
+    /// `Conv` with weights `[out, in/group, kh, kw]`, optional bias, square stride.
     #[allow(clippy::too_many_arguments)]
     pub fn conv(
         &mut self,
@@ -320,7 +330,7 @@ impl ModelBuilder {
         weight_dims: [usize; 4],
         bias: Option<&[f32]>,
         stride: usize,
-        pad: usize,
+        padding: Padding,
         group: usize,
     ) -> String {
         let w = self.constant("conv_w", &weight_dims, weights);
@@ -329,7 +339,11 @@ impl ModelBuilder {
         if let Some(b) = &b {
             inputs.push(b.as_str());
         }
-        let (s, p) = (stride as i64, pad as i64);
+        let s = stride as i64;
+        let pad = match padding {
+            Padding::Symmetric(p) => ("pads", Attr::Ints(vec![p as i64; 4])),
+            Padding::SameUpper => ("auto_pad", Attr::String("SAME_UPPER".into())),
+        };
         self.node(
             "Conv",
             &inputs,
@@ -339,7 +353,7 @@ impl ModelBuilder {
                     Attr::Ints(vec![weight_dims[2] as i64, weight_dims[3] as i64]),
                 ),
                 ("strides", Attr::Ints(vec![s, s])),
-                ("pads", Attr::Ints(vec![p, p, p, p])),
+                pad,
                 ("group", Attr::Int(group as i64)),
             ],
         )

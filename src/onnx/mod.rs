@@ -7,4 +7,4 @@
 
 mod builder;
 
-pub use builder::{Attr, Dim, ModelBuilder, OnnxWriteError, IR_VERSION, OPSET_VERSION};
+pub use builder::{Attr, Dim, ModelBuilder, OnnxWriteError, Padding, IR_VERSION, OPSET_VERSION};

@@ -1,0 +1,84 @@
+//! `inspect-train`: the offline trainer's command line (feature `train`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use edge_inspector::extractor::adopt::adopt;
+use edge_inspector::extractor::efficientnet::{build_lite0, BuildOptions, LITE0_TAPS};
+use edge_inspector::extractor::Checkpoint;
+
+/// Builds extractors and trains, evaluates and exports edge-inspector models.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write the feature extractor as ONNX: EfficientNet-Lite0 from ImageNet weights, or any
+    /// ONNX model with named taps.
+    Extractor {
+        /// PyTorch checkpoint of EfficientNet-Lite0 (legacy or zip format).
+        #[arg(long, conflicts_with = "onnx", required_unless_present = "onnx")]
+        weights: Option<PathBuf>,
+        /// An ONNX model exported elsewhere, to tap with --taps.
+        #[arg(long, requires = "taps")]
+        onnx: Option<PathBuf>,
+        /// Comma-separated tensor names to expose as the taps (with --onnx).
+        #[arg(long, value_delimiter = ',')]
+        taps: Vec<String>,
+        /// Input side in pixels (a multiple of 32).
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        /// Also output the 1000 ImageNet logits as `logits` (for verification).
+        #[arg(long)]
+        with_classifier: bool,
+        /// Output ONNX file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match Cli::parse().command {
+        Command::Extractor {
+            weights,
+            onnx,
+            taps,
+            size,
+            with_classifier,
+            out,
+        } => {
+            if let Some(model) = onnx {
+                adopt(&model, &taps, &out)?;
+                println!("{}: taps {}", out.display(), taps.join(", "));
+                return Ok(());
+            }
+            let weights = weights.context("--weights or --onnx is required")?;
+            let ckpt = Checkpoint::read(&weights)?;
+            let bytes = build_lite0(
+                &ckpt,
+                &BuildOptions {
+                    input_size: size,
+                    with_classifier,
+                },
+            )?;
+            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+            let taps: Vec<String> = LITE0_TAPS
+                .iter()
+                .map(|t| format!("{} ({} ch, stride {})", t.name, t.channels, t.stride))
+                .collect();
+            println!(
+                "{}: EfficientNet-Lite0 at {size}x{size}, {} tensors read, taps {}",
+                out.display(),
+                ckpt.len(),
+                taps.join(", ")
+            );
+            Ok(())
+        }
+    }
+}
