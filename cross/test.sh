@@ -64,7 +64,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/cross"
 
 echo "== $triple with $($RUSTC --version), tests under $qemu -cpu $cpu"
 if [ "$build_only" = yes ]; then
-    cargo build --target "$triple" --all-targets
+    cargo build --target "$triple" --all-targets --features train
 else
-    cargo test --target "$triple"
+    cargo test --target "$triple" --features train
 fi

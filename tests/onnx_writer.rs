@@ -57,7 +57,7 @@ fn conv_with_bias_stride_and_padding_matches_hand_computation() {
         [1, 1, 2, 2],
         Some(&[0.5]),
         2,
-        1,
+        Padding::Symmetric(1),
         1,
     );
     b.output(&y, &[1.into(), 1.into(), 2.into(), 2.into()]);

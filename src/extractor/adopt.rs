@@ -63,7 +63,7 @@ pub fn adopt(input: &Path, taps: &[String], output: &Path) -> Result<(), AdoptEr
     let produced: Vec<&String> = graph.node.iter().flat_map(|n| n.output.iter()).collect();
     let mut outputs = Vec::new();
     for tap in taps {
-        if !produced.iter().any(|p| *p == tap) {
+        if !produced.contains(&tap) {
             let examples: Vec<&str> = produced.iter().rev().take(5).map(|s| s.as_str()).collect();
             return Err(AdoptError::UnknownTap {
                 path: input.to_path_buf(),

@@ -211,7 +211,7 @@ impl Net<'_> {
 /// Builds EfficientNet-Lite0 from `ckpt` and returns the ONNX bytes.
 pub fn build_lite0(ckpt: &Checkpoint, options: &BuildOptions) -> Result<Vec<u8>, BuildError> {
     let size = options.input_size;
-    if size % 32 != 0 || !(32..=2048).contains(&size) {
+    if !size.is_multiple_of(32) || !(32..=2048).contains(&size) {
         return Err(BuildError::InputSize(size));
     }
     let mut net = Net {
