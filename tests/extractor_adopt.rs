@@ -40,9 +40,18 @@ fn named_intermediate_tensors_become_the_outputs_in_order() {
     let outputs = plan.run(tvec!(x.into())).unwrap();
     let values: Vec<Vec<f32>> = outputs
         .iter()
-        .map(|t| t.to_plain_array_view::<f32>().unwrap().iter().copied().collect())
+        .map(|t| {
+            t.to_plain_array_view::<f32>()
+                .unwrap()
+                .iter()
+                .copied()
+                .collect()
+        })
         .collect();
-    assert_eq!(values, vec![vec![2.0, 0.0, 6.0, 0.0], vec![2.0, -4.0, 6.0, -8.0]]);
+    assert_eq!(
+        values,
+        vec![vec![2.0, 0.0, 6.0, 0.0], vec![2.0, -4.0, 6.0, -8.0]]
+    );
 }
 
 #[test]
@@ -53,8 +62,14 @@ fn unknown_tap_is_named_with_examples() {
     let err = adopt(&input, &["stage9".into()], &dir.path("x.onnx"))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("user.onnx") && err.contains("\"stage9\""), "{err}");
-    assert!(err.contains("stage2"), "existing names are suggested: {err}");
+    assert!(
+        err.contains("user.onnx") && err.contains("\"stage9\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("stage2"),
+        "existing names are suggested: {err}"
+    );
     let not_onnx = dir.path("junk.onnx");
     std::fs::write(&not_onnx, b"definitely not protobuf \xff\xff").unwrap();
     let err = adopt(&not_onnx, &["a".into()], &dir.path("y.onnx")).unwrap_err();

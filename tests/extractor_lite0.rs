@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use common::Scratch;
 use edge_inspector::extractor::efficientnet::{
-    build_lite0, BuildOptions, INPUT_MEAN, INPUT_STD, LITE0_TAPS,
+    build_lite0, calibrate, BuildOptions, Precision, INPUT_MEAN, INPUT_STD, LITE0_TAPS,
 };
 use edge_inspector::extractor::Checkpoint;
 use edge_inspector::tiler::{sample_tile, Normalization, PixelBox};
@@ -81,6 +81,13 @@ fn run_tract(model: &[u8], input: &[f32], size: usize) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// (photo, accepted ImageNet classes, how many top ranks may hold one): see tests/data/photos.
+const PHOTOS: [(&str, &[usize], usize); 3] = [
+    ("chelsea.jpg", &[281, 282, 285], 1),
+    ("coffee.jpg", &[967, 968, 504], 1),
+    ("rocket.jpg", &[657, 744, 812], 5),
+];
+
 fn top5(logits: &[f32]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..logits.len()).collect();
     idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
@@ -111,16 +118,11 @@ fn classifier_recognises_real_photographs() {
         &BuildOptions {
             input_size: 224,
             with_classifier: true,
+            precision: Precision::F32,
         },
     )
     .unwrap();
-    // (photo, accepted classes, how many top ranks may hold one)
-    let cases: [(&str, &[usize], usize); 3] = [
-        ("chelsea.jpg", &[281, 282, 285], 1),
-        ("coffee.jpg", &[967, 968, 504], 1),
-        ("rocket.jpg", &[657, 744, 812], 5),
-    ];
-    for (photo, classes, ranks) in cases {
+    for (photo, classes, ranks) in PHOTOS {
         let outputs = run_tract(&onnx, &photo_input(photo, 224), 224);
         let logits = outputs.last().unwrap();
         assert_eq!(logits.len(), 1000);
@@ -142,6 +144,7 @@ fn taps_agree_with_onnxruntime() {
         &BuildOptions {
             input_size: size,
             with_classifier: false,
+            precision: Precision::F32,
         },
     )
     .unwrap();
@@ -195,5 +198,100 @@ fn taps_agree_with_onnxruntime() {
             "{}: {diff} vs scale {scale}",
             tap.name
         );
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn int8_taps_and_classes_stay_close_to_float() {
+    use edge_inspector::fixtures::concrete_frame;
+    let size = 224;
+    // Calibrate on images the check does not use alone: synthetic concrete and one photo.
+    let norm = Normalization {
+        mean: INPUT_MEAN,
+        std: INPUT_STD,
+    };
+    let mut calibration: Vec<Vec<f32>> = (0..3)
+        .map(|seed| {
+            let frame = concrete_frame(448, 448, seed, &[]);
+            let rect = PixelBox {
+                x: 0,
+                y: 0,
+                width: 448,
+                height: 448,
+            };
+            let mut out = vec![0.0; 3 * size * size];
+            sample_tile(&frame, &rect, size, size, &norm, &mut out);
+            out
+        })
+        .collect();
+    calibration.push(photo_input("chelsea.jpg", size));
+    let ranges = calibrate(
+        checkpoint(),
+        size,
+        true,
+        calibration.iter().map(|v| v.as_slice()),
+    )
+    .unwrap();
+    assert_eq!(ranges.images, 4);
+    let build = |precision| {
+        build_lite0(
+            checkpoint(),
+            &BuildOptions {
+                input_size: size,
+                with_classifier: true,
+                precision,
+            },
+        )
+        .unwrap()
+    };
+    let float = build(Precision::F32);
+    for int8_depthwise in [false, true] {
+        let int8 = build(Precision::Int8 {
+            ranges: &ranges,
+            int8_depthwise,
+        });
+        // The int8 model must really hold integer convolutions.
+        let proto =
+            <tract_onnx::pb::ModelProto as prost::Message>::decode(int8.as_slice()).unwrap();
+        let qconvs = proto
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .filter(|n| n.op_type == "QLinearConv")
+            .count();
+        assert!(qconvs >= 33, "{qconvs} QLinearConv nodes");
+        let mut same_top1 = 0;
+        for (photo, classes, ranks) in PHOTOS {
+            let input = photo_input(photo, size);
+            let f = run_tract(&float, &input, size);
+            let q = run_tract(&int8, &input, size);
+            let cos: Vec<f32> = (0..3).map(|t| cosine(&f[t], &q[t])).collect();
+            println!(
+                "{photo} int8 (depthwise {}): tap cosine {cos:.4?}, top-5 {:?} vs float {:?}",
+                if int8_depthwise { "int8" } else { "float" },
+                top5(&q[3]),
+                top5(&f[3])
+            );
+            let best = top5(&q[3]);
+            assert!(
+                best[..ranks].iter().any(|c| classes.contains(c)),
+                "{photo}: int8 top-{ranks} {:?} holds none of {classes:?}",
+                &best[..ranks]
+            );
+            same_top1 += usize::from(best[0] == top5(&f[3])[0]);
+            for (tap, c) in LITE0_TAPS.iter().zip(&cos) {
+                assert!(*c > 0.97, "{photo} {}: cosine {c}", tap.name);
+            }
+        }
+        println!("top-1 agreement with float: {same_top1}/{}", PHOTOS.len());
     }
 }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use edge_inspector::extractor::adopt::adopt;
-use edge_inspector::extractor::efficientnet::{build_lite0, BuildOptions, LITE0_TAPS};
+use edge_inspector::extractor::efficientnet::{
+    build_lite0, calibrate, calibration_images, BuildOptions, Precision, LITE0_TAPS,
+};
 use edge_inspector::extractor::Checkpoint;
 
 /// Builds extractors and trains, evaluates and exports edge-inspector models.
@@ -36,6 +38,15 @@ enum Command {
         /// Also output the 1000 ImageNet logits as `logits` (for verification).
         #[arg(long)]
         with_classifier: bool,
+        /// Quantize to int8 (QLinearConv), calibrated on the defect-free images of this folder.
+        #[arg(long, value_name = "FOLDER")]
+        int8_calibration: Option<PathBuf>,
+        /// Calibration images to use from the folder (spread evenly over it).
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        calibration_images: u16,
+        /// Quantize the depthwise convolutions too (default: keep them in float).
+        #[arg(long, requires = "int8_calibration")]
+        int8_depthwise: bool,
         /// Output ONNX file.
         #[arg(long)]
         out: PathBuf,
@@ -51,6 +62,9 @@ fn main() -> anyhow::Result<()> {
             taps,
             size,
             with_classifier,
+            int8_calibration,
+            calibration_images: count,
+            int8_depthwise,
             out,
         } => {
             if let Some(model) = onnx {
@@ -60,11 +74,36 @@ fn main() -> anyhow::Result<()> {
             }
             let weights = weights.context("--weights or --onnx is required")?;
             let ckpt = Checkpoint::read(&weights)?;
+            let ranges = match &int8_calibration {
+                Some(folder) => {
+                    let images = calibration_images(folder, count as usize, size)?;
+                    log::info!(
+                        "calibrating on {} images of {}",
+                        images.len(),
+                        folder.display()
+                    );
+                    Some(calibrate(
+                        &ckpt,
+                        size,
+                        with_classifier,
+                        images.iter().map(|i| i.as_slice()),
+                    )?)
+                }
+                None => None,
+            };
+            let precision = match &ranges {
+                Some(ranges) => Precision::Int8 {
+                    ranges,
+                    int8_depthwise,
+                },
+                None => Precision::F32,
+            };
             let bytes = build_lite0(
                 &ckpt,
                 &BuildOptions {
                     input_size: size,
                     with_classifier,
+                    precision,
                 },
             )?;
             std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
@@ -73,8 +112,15 @@ fn main() -> anyhow::Result<()> {
                 .map(|t| format!("{} ({} ch, stride {})", t.name, t.channels, t.stride))
                 .collect();
             println!(
-                "{}: EfficientNet-Lite0 at {size}x{size}, {} tensors read, taps {}",
+                "{}: EfficientNet-Lite0 at {size}x{size}, {}, {} tensors read, taps {}",
                 out.display(),
+                match precision {
+                    Precision::F32 => "float32".to_string(),
+                    Precision::Int8 { int8_depthwise, .. } => format!(
+                        "int8 ({} depthwise)",
+                        if int8_depthwise { "int8" } else { "float" }
+                    ),
+                },
                 ckpt.len(),
                 taps.join(", ")
             );

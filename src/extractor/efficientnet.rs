@@ -152,37 +152,111 @@ pub enum BuildError {
     /// The input size is not usable.
     #[error("input size {0} must be a multiple of 32 between 32 and 2048")]
     InputSize(usize),
+    /// An int8 build met an activation that calibration did not see.
+    #[error("activation {0:?} has no calibration range")]
+    Uncalibrated(String),
+    /// Calibration failed.
+    #[error("calibration: {0}")]
+    Calibration(String),
+}
+
+/// Numeric precision of the built network.
+#[derive(Clone, Copy, Debug)]
+pub enum Precision<'a> {
+    /// Float everywhere.
+    F32,
+    /// Post-training static int8 in the QOperator form (`QLinearConv`), which tract runs with
+    /// integer kernels: per-channel symmetric int8 weights, per-tensor asymmetric int8
+    /// activations from calibration `ranges`; ReLU6 folded into the output range; residual adds
+    /// and the taps in float. `int8_depthwise = false` keeps depthwise convolutions in float
+    /// (tract's int8 depthwise goes through im2col, see the benchmark).
+    Int8 {
+        /// Activation ranges from [`calibrate`].
+        ranges: &'a ActivationRanges,
+        /// Quantize the depthwise convolutions too.
+        int8_depthwise: bool,
+    },
 }
 
 /// What to build.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BuildOptions {
+#[derive(Clone, Copy, Debug)]
+pub struct BuildOptions<'a> {
     /// Square input side in pixels, a multiple of 32.
     pub input_size: usize,
-    /// Also output the 1000 ImageNet logits (`logits`), for verification.
+    /// Also output the 1000 ImageNet logits (`logits`), for verification (float only).
     pub with_classifier: bool,
+    /// Float or int8.
+    pub precision: Precision<'a>,
+}
+
+/// Observed `(min, max)` of every activation of the network, by name, from calibration images.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ActivationRanges {
+    ranges: std::collections::BTreeMap<String, (f32, f32)>,
+    /// Images seen.
+    pub images: usize,
+}
+
+impl ActivationRanges {
+    /// The range of `name`, if calibrated.
+    pub fn get(&self, name: &str) -> Option<(f32, f32)> {
+        self.ranges.get(name).copied()
+    }
+
+    fn observe(&mut self, name: &str, values: impl Iterator<Item = f32>) {
+        let (lo, hi) = values.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+        let entry = self.ranges.entry(name.to_string()).or_insert((lo, hi));
+        *entry = (entry.0.min(lo), entry.1.max(hi));
+    }
+}
+
+/// Per-tensor asymmetric int8 parameters `(scale, zero point)` covering `[lo, hi]` and 0.
+pub fn int8_params(lo: f32, hi: f32) -> (f32, i8) {
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let scale = ((hi - lo) / 255.0).max(1e-8);
+    let zero = (-128.0 - lo / scale).round().clamp(-128.0, 127.0) as i8;
+    (scale, zero)
+}
+
+/// An activation in the graph: its tensor name, and its int8 parameters if it is quantized.
+#[derive(Clone, Debug)]
+struct Act {
+    name: String,
+    quant: Option<Quant>,
+}
+
+#[derive(Clone, Debug)]
+struct Quant {
+    scale: f32,
+    scale_name: String,
+    zero_name: String,
+}
+
+/// A convolution layer, batch norm folded in.
+struct Layer<'n> {
+    name: &'n str,
+    conv: &'n str,
+    bn: &'n str,
+    dims: [usize; 4],
+    stride: usize,
+    group: usize,
+    relu6: bool,
 }
 
 struct Net<'a> {
     b: ModelBuilder,
     ckpt: &'a Checkpoint,
+    precision: Precision<'a>,
+    // Every named activation, in graph order (the calibration model outputs them all).
+    activations: Vec<String>,
 }
 
 impl Net<'_> {
-    /// `conv(x) -> batch norm` folded into one `Conv`, optionally followed by ReLU6.
-    #[allow(clippy::too_many_arguments)]
-    fn conv_bn(
-        &mut self,
-        x: &str,
-        conv: &str,
-        bn: &str,
-        dims: [usize; 4],
-        stride: usize,
-        group: usize,
-        relu6: bool,
-    ) -> Result<String, BuildError> {
-        let out = dims[0];
-        let w = self.ckpt.get(&format!("{conv}.weight"), &dims)?;
+    fn folded(&self, layer: &Layer) -> Result<(Vec<f32>, Vec<f32>), BuildError> {
+        let (conv, bn, out) = (layer.conv, layer.bn, layer.dims[0]);
+        let w = self.ckpt.get(&format!("{conv}.weight"), &layer.dims)?;
         let gamma = self.ckpt.get(&format!("{bn}.weight"), &[out])?;
         let beta = self.ckpt.get(&format!("{bn}.bias"), &[out])?;
         let mean = self.ckpt.get(&format!("{bn}.running_mean"), &[out])?;
@@ -195,21 +269,183 @@ impl Net<'_> {
             folded.extend(w[o * per_out..(o + 1) * per_out].iter().map(|v| v * scale));
             bias.push(beta[o] - mean[o] * scale);
         }
-        let y = self.b.conv(
-            x,
-            &folded,
-            dims,
-            Some(&bias),
-            stride,
-            Padding::SameUpper,
-            group,
+        Ok((folded, bias))
+    }
+
+    fn range(&self, name: &str) -> Result<(f32, f32), BuildError> {
+        match self.precision {
+            Precision::Int8 { ranges, .. } => ranges
+                .get(name)
+                .ok_or_else(|| BuildError::Uncalibrated(name.to_string())),
+            Precision::F32 => Ok((0.0, 0.0)),
+        }
+    }
+
+    fn quant(&mut self, lo: f32, hi: f32) -> Quant {
+        let (scale, zero) = int8_params(lo, hi);
+        Quant {
+            scale,
+            scale_name: self.b.constant("q_scale", &[], &[scale]),
+            zero_name: self.b.constant_i8("q_zero", &[], &[zero]),
+        }
+    }
+
+    fn named(&mut self, name: &str) -> String {
+        self.activations.push(name.to_string());
+        self.b.name_last_output(name)
+    }
+
+    fn to_float(&mut self, x: &Act) -> String {
+        match &x.quant {
+            None => x.name.clone(),
+            Some(q) => self.b.node(
+                "DequantizeLinear",
+                &[&x.name, &q.scale_name, &q.zero_name],
+                vec![],
+            ),
+        }
+    }
+
+    fn to_int8(&mut self, x: &str, name: &str) -> Result<Act, BuildError> {
+        let (lo, hi) = self.range(name)?;
+        let q = self.quant(lo, hi);
+        let y = self
+            .b
+            .node("QuantizeLinear", &[x, &q.scale_name, &q.zero_name], vec![]);
+        Ok(Act {
+            name: y,
+            quant: Some(q),
+        })
+    }
+
+    fn int8(&self) -> bool {
+        matches!(self.precision, Precision::Int8 { .. })
+    }
+
+    /// One convolution (+ ReLU6), in float or as `QLinearConv`.
+    fn conv(&mut self, x: &Act, layer: &Layer) -> Result<Act, BuildError> {
+        let (w, bias) = self.folded(layer)?;
+        let int8_layer = match self.precision {
+            Precision::F32 => false,
+            Precision::Int8 { int8_depthwise, .. } => layer.group == 1 || int8_depthwise,
+        };
+        if !int8_layer {
+            let xf = self.to_float(x);
+            let y = self.b.conv(
+                &xf,
+                &w,
+                layer.dims,
+                Some(&bias),
+                layer.stride,
+                Padding::SameUpper,
+                layer.group,
+            );
+            if layer.relu6 {
+                self.b.clip(&y, 0.0, 6.0);
+            }
+            let y = self.named(layer.name);
+            return if self.int8() {
+                self.to_int8(&y, layer.name)
+            } else {
+                Ok(Act {
+                    name: y,
+                    quant: None,
+                })
+            };
+        }
+        // int8: the input must be quantized (the caller keeps it so).
+        let xq = match &x.quant {
+            Some(_) => x.clone(),
+            None => {
+                let name = x.name.clone();
+                self.to_int8(&name, &name)?
+            }
+        };
+        let xquant = xq.quant.clone().expect("quantized above");
+        let out = layer.dims[0];
+        let per_out = w.len() / out;
+        let mut wq = Vec::with_capacity(w.len());
+        let mut wscale = Vec::with_capacity(out);
+        let mut bq = Vec::with_capacity(out);
+        for o in 0..out {
+            let row = &w[o * per_out..(o + 1) * per_out];
+            // A dead channel (all weights 0, seen in the checkpoint) gets scale 1: a tiny scale
+            // would blow its bias up past the int32 accumulator.
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+            wq.extend(
+                row.iter()
+                    .map(|v| (v / s).round().clamp(-127.0, 127.0) as i8),
+            );
+            wscale.push(s);
+            // Keep the bias well inside int32 so accumulations cannot overflow.
+            let limit = (1 << 24) as f32;
+            let b = (bias[o] / (xquant.scale * s)).round().clamp(-limit, limit);
+            bq.push(b as i32);
+        }
+        let (lo, hi) = self.range(layer.name)?;
+        // ReLU6 folded into the output range: int8 saturation does the clipping.
+        let (lo, hi) = if layer.relu6 {
+            (0.0, hi.clamp(1e-3, 6.0))
+        } else {
+            (lo, hi)
+        };
+        let yq = self.quant(lo, hi);
+        let wname = self.b.constant_i8("qw", &layer.dims, &wq);
+        let wscale_name = self.b.constant("qw_scale", &[out], &wscale);
+        let wzero = self.b.constant_i8("qw_zero", &[out], &vec![0; out]);
+        let bname = self.b.constant_i32("qb", &[out], &bq);
+        let k = layer.dims[2] as i64;
+        let s = layer.stride as i64;
+        let y = self.b.node(
+            "QLinearConv",
+            &[
+                &xq.name,
+                &xquant.scale_name,
+                &xquant.zero_name,
+                &wname,
+                &wscale_name,
+                &wzero,
+                &yq.scale_name,
+                &yq.zero_name,
+                &bname,
+            ],
+            vec![
+                ("kernel_shape", Attr::Ints(vec![k, k])),
+                ("strides", Attr::Ints(vec![s, s])),
+                ("auto_pad", Attr::String("SAME_UPPER".into())),
+                ("group", Attr::Int(layer.group as i64)),
+            ],
         );
-        Ok(if relu6 { self.b.clip(&y, 0.0, 6.0) } else { y })
+        Ok(Act {
+            name: y,
+            quant: Some(yq),
+        })
+    }
+
+    /// Residual connection, added in float (ONNX has no standard int8 add).
+    fn add(&mut self, a: &Act, b: &Act, name: &str) -> Result<Act, BuildError> {
+        let (af, bf) = (self.to_float(a), self.to_float(b));
+        self.b.node("Add", &[&af, &bf], vec![]);
+        let y = self.named(name);
+        if self.int8() {
+            self.to_int8(&y, name)
+        } else {
+            Ok(Act {
+                name: y,
+                quant: None,
+            })
+        }
     }
 }
 
-/// Builds EfficientNet-Lite0 from `ckpt` and returns the ONNX bytes.
-pub fn build_lite0(ckpt: &Checkpoint, options: &BuildOptions) -> Result<Vec<u8>, BuildError> {
+/// Writes the network; with `all_activations_as_outputs`, every named activation is an output too
+/// (for calibration).
+fn write_lite0(
+    ckpt: &Checkpoint,
+    options: &BuildOptions,
+    all_activations_as_outputs: bool,
+) -> Result<Vec<u8>, BuildError> {
     let size = options.input_size;
     if !size.is_multiple_of(32) || !(32..=2048).contains(&size) {
         return Err(BuildError::InputSize(size));
@@ -217,18 +453,30 @@ pub fn build_lite0(ckpt: &Checkpoint, options: &BuildOptions) -> Result<Vec<u8>,
     let mut net = Net {
         b: ModelBuilder::new("efficientnet-lite0"),
         ckpt,
+        precision: options.precision,
+        activations: Vec::new(),
     };
     let image = net
         .b
         .input("image", &[1.into(), 3.into(), size.into(), size.into()]);
-    let mut x = net.conv_bn(
-        &image,
-        "_conv_stem",
-        "_bn0",
-        [STEM_CHANNELS, 3, 3, 3],
-        2,
-        1,
-        true,
+    let mut x = Act {
+        name: image.clone(),
+        quant: None,
+    };
+    if net.int8() {
+        x = net.to_int8(&image, "image")?;
+    }
+    x = net.conv(
+        &x,
+        &Layer {
+            name: "stem",
+            conv: "_conv_stem",
+            bn: "_bn0",
+            dims: [STEM_CHANNELS, 3, 3, 3],
+            stride: 2,
+            group: 1,
+            relu6: true,
+        },
     )?;
     let mut channels = STEM_CHANNELS;
     let mut block = 0;
@@ -238,44 +486,69 @@ pub fn build_lite0(ckpt: &Checkpoint, options: &BuildOptions) -> Result<Vec<u8>,
             let stride = if r == 0 { stage.stride } else { 1 };
             let p = format!("_blocks.{block}");
             let mid = channels * stage.expand;
+            let k = stage.kernel;
             let mut h = x.clone();
             if stage.expand != 1 {
-                h = net.conv_bn(
+                let (conv, bn, name) = (
+                    format!("{p}._expand_conv"),
+                    format!("{p}._bn0"),
+                    format!("b{block}_expand"),
+                );
+                h = net.conv(
                     &h,
-                    &format!("{p}._expand_conv"),
-                    &format!("{p}._bn0"),
-                    [mid, channels, 1, 1],
-                    1,
-                    1,
-                    true,
+                    &Layer {
+                        name: &name,
+                        conv: &conv,
+                        bn: &bn,
+                        dims: [mid, channels, 1, 1],
+                        stride: 1,
+                        group: 1,
+                        relu6: true,
+                    },
                 )?;
             }
-            let k = stage.kernel;
-            h = net.conv_bn(
+            let (conv, bn, name) = (
+                format!("{p}._depthwise_conv"),
+                format!("{p}._bn1"),
+                format!("b{block}_depthwise"),
+            );
+            h = net.conv(
                 &h,
-                &format!("{p}._depthwise_conv"),
-                &format!("{p}._bn1"),
-                [mid, 1, k, k],
-                stride,
-                mid,
-                true,
+                &Layer {
+                    name: &name,
+                    conv: &conv,
+                    bn: &bn,
+                    dims: [mid, 1, k, k],
+                    stride,
+                    group: mid,
+                    relu6: true,
+                },
             )?;
-            h = net.conv_bn(
+            let (conv, bn, name) = (
+                format!("{p}._project_conv"),
+                format!("{p}._bn2"),
+                format!("b{block}_project"),
+            );
+            h = net.conv(
                 &h,
-                &format!("{p}._project_conv"),
-                &format!("{p}._bn2"),
-                [stage.channels, mid, 1, 1],
-                1,
-                1,
-                false,
+                &Layer {
+                    name: &name,
+                    conv: &conv,
+                    bn: &bn,
+                    dims: [stage.channels, mid, 1, 1],
+                    stride: 1,
+                    group: 1,
+                    relu6: false,
+                },
             )?;
             if stride == 1 && channels == stage.channels {
-                h = net.b.node("Add", &[&h, &x], vec![]);
+                h = net.add(&h, &x, &format!("b{block}_add"))?;
             }
             if let Some(tap) = LITE0_TAPS.iter().find(|t| t.block == block) {
-                // Identity gives the tap a stable name without renaming internal values.
+                // The taps leave the network in float, under stable names.
+                let f = net.to_float(&h);
                 net.b
-                    .node_with_outputs("Identity", &[&h], &[tap.name], vec![]);
+                    .node_with_outputs("Identity", &[&f], &[tap.name], vec![]);
                 taps.push(*tap);
             }
             x = h;
@@ -291,15 +564,19 @@ pub fn build_lite0(ckpt: &Checkpoint, options: &BuildOptions) -> Result<Vec<u8>,
         );
     }
     if options.with_classifier {
-        let h = net.conv_bn(
+        let h = net.conv(
             &x,
-            "_conv_head",
-            "_bn1",
-            [HEAD_CHANNELS, channels, 1, 1],
-            1,
-            1,
-            true,
+            &Layer {
+                name: "head",
+                conv: "_conv_head",
+                bn: "_bn1",
+                dims: [HEAD_CHANNELS, channels, 1, 1],
+                stride: 1,
+                group: 1,
+                relu6: true,
+            },
         )?;
+        let h = net.to_float(&h);
         let pooled = net.b.node("GlobalAveragePool", &[&h], vec![]);
         let flat = net
             .b
@@ -316,5 +593,107 @@ pub fn build_lite0(ckpt: &Checkpoint, options: &BuildOptions) -> Result<Vec<u8>,
         );
         net.b.output(LOGITS, &[Dim::Fixed(1), Dim::Fixed(CLASSES)]);
     }
+    if all_activations_as_outputs {
+        for name in net.activations.clone() {
+            // Shapes are left to tract: only calibration reads these.
+            net.b.output_unshaped(&name);
+        }
+    }
     Ok(net.b.to_bytes()?)
+}
+
+/// Builds EfficientNet-Lite0 from `ckpt` and returns the ONNX bytes.
+pub fn build_lite0(ckpt: &Checkpoint, options: &BuildOptions) -> Result<Vec<u8>, BuildError> {
+    write_lite0(ckpt, options, false)
+}
+
+/// Runs the float network on `images` (each `3 x size x size`, normalized) and records the range
+/// of every activation, for [`Precision::Int8`] (with the classifier's, if it will be built).
+pub fn calibrate<'i>(
+    ckpt: &Checkpoint,
+    input_size: usize,
+    with_classifier: bool,
+    images: impl IntoIterator<Item = &'i [f32]>,
+) -> Result<ActivationRanges, BuildError> {
+    use tract_onnx::prelude::*;
+    let options = BuildOptions {
+        input_size,
+        with_classifier,
+        precision: Precision::F32,
+    };
+    let bytes = write_lite0(ckpt, &options, true)?;
+    let tract = |e: TractError| BuildError::Calibration(format!("{e:#}"));
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(&bytes))
+        .map_err(tract)?;
+    let names: Vec<String> = model
+        .output_outlets()
+        .map_err(tract)?
+        .iter()
+        .map(|o| {
+            model
+                .outlet_label(*o)
+                .map(str::to_string)
+                .unwrap_or_default()
+        })
+        .collect();
+    let plan = model
+        .into_optimized()
+        .and_then(|m| m.into_runnable())
+        .map_err(tract)?;
+    let mut ranges = ActivationRanges::default();
+    for image in images {
+        let x = Tensor::from_shape(&[1, 3, input_size, input_size], image).map_err(tract)?;
+        ranges.observe("image", image.iter().copied());
+        let outputs = plan.run(tvec!(x.into())).map_err(tract)?;
+        for (name, value) in names.iter().zip(outputs.iter()) {
+            let view = value.to_plain_array_view::<f32>().map_err(tract)?;
+            ranges.observe(name, view.iter().copied());
+        }
+        ranges.images += 1;
+    }
+    if ranges.images == 0 {
+        return Err(BuildError::Calibration("no calibration images".into()));
+    }
+    Ok(ranges)
+}
+
+/// Loads up to `count` images of `folder` (PNG/JPEG, evenly spread over the sorted list), each
+/// resized whole to `size x size` and normalized for Lite0, for [`calibrate`]. Unreadable files
+/// are skipped with a warning.
+pub fn calibration_images(
+    folder: &std::path::Path,
+    count: usize,
+    size: usize,
+) -> Result<Vec<Vec<f32>>, BuildError> {
+    use crate::frames::{FolderSource, FrameSource};
+    use crate::tiler::{sample_tile, Normalization, PixelBox};
+    let mut source =
+        FolderSource::open(folder, false).map_err(|e| BuildError::Calibration(e.to_string()))?;
+    let step = source.len().div_ceil(count.max(1)).max(1);
+    let norm = Normalization {
+        mean: INPUT_MEAN,
+        std: INPUT_STD,
+    };
+    let mut images = Vec::new();
+    let mut index = 0usize;
+    while let Some(frame) = source
+        .next_frame()
+        .map_err(|e| BuildError::Calibration(e.to_string()))?
+    {
+        if index % step == 0 && images.len() < count {
+            let (w, h) = frame.image.dimensions();
+            let rect = PixelBox {
+                x: 0,
+                y: 0,
+                width: w,
+                height: h,
+            };
+            let mut out = vec![0.0; 3 * size * size];
+            sample_tile(&frame.image, &rect, size, size, &norm, &mut out);
+            images.push(out);
+        }
+        index += 1;
+    }
+    Ok(images)
 }

@@ -214,50 +214,98 @@ impl ModelBuilder {
         self.graph.output.push(float_value_info(name, dims));
     }
 
-    /// Adds a float constant (initializer) and returns its name.
-    pub fn constant(&mut self, hint: &str, dims: &[usize], data: &[f32]) -> String {
+    fn raw_constant(
+        &mut self,
+        hint: &str,
+        dims: &[usize],
+        data_type: pb::tensor_proto::DataType,
+        count: usize,
+        raw_data: Vec<u8>,
+    ) -> String {
         let name = self.fresh(hint);
         let expected: usize = dims.iter().product();
-        if expected != data.len() {
+        if expected != count {
             self.fail(OnnxWriteError::ConstantSize {
                 name: name.clone(),
                 dims: dims.to_vec(),
                 expected,
-                got: data.len(),
+                got: count,
             });
         }
         self.define(&name);
         self.graph.initializer.push(pb::TensorProto {
             name: name.clone(),
             dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: pb::tensor_proto::DataType::Float as i32,
-            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            data_type: data_type as i32,
+            raw_data,
             ..Default::default()
         });
         name
     }
 
-    /// Adds an int64 constant (shapes, axes) and returns its name.
-    pub fn constant_i64(&mut self, hint: &str, dims: &[usize], data: &[i64]) -> String {
-        let name = self.fresh(hint);
-        let expected: usize = dims.iter().product();
-        if expected != data.len() {
-            self.fail(OnnxWriteError::ConstantSize {
-                name: name.clone(),
-                dims: dims.to_vec(),
-                expected,
-                got: data.len(),
+    /// Declares an existing value as a float graph output of unspecified shape.
+    pub fn output_unshaped(&mut self, name: &str) {
+        if !self.defined.contains(name) {
+            self.fail(OnnxWriteError::UnknownValue {
+                user: "graph output".into(),
+                name: name.to_string(),
             });
         }
-        self.define(&name);
-        self.graph.initializer.push(pb::TensorProto {
-            name: name.clone(),
-            dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: pb::tensor_proto::DataType::Int64 as i32,
-            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ..Default::default()
-        });
-        name
+        let mut info = float_value_info(name, &[]);
+        if let Some(pb::type_proto::Value::TensorType(t)) =
+            info.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            t.shape = None;
+        }
+        self.graph.output.push(info);
+    }
+
+    /// Adds a float constant (initializer) and returns its name.
+    pub fn constant(&mut self, hint: &str, dims: &[usize], data: &[f32]) -> String {
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.raw_constant(
+            hint,
+            dims,
+            pb::tensor_proto::DataType::Float,
+            data.len(),
+            raw,
+        )
+    }
+
+    /// Adds an int64 constant (shapes, axes) and returns its name.
+    pub fn constant_i64(&mut self, hint: &str, dims: &[usize], data: &[i64]) -> String {
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.raw_constant(
+            hint,
+            dims,
+            pb::tensor_proto::DataType::Int64,
+            data.len(),
+            raw,
+        )
+    }
+
+    /// Adds an int32 constant (quantized biases) and returns its name.
+    pub fn constant_i32(&mut self, hint: &str, dims: &[usize], data: &[i32]) -> String {
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.raw_constant(
+            hint,
+            dims,
+            pb::tensor_proto::DataType::Int32,
+            data.len(),
+            raw,
+        )
+    }
+
+    /// Adds an int8 constant (quantized weights, zero points) and returns its name.
+    pub fn constant_i8(&mut self, hint: &str, dims: &[usize], data: &[i8]) -> String {
+        let raw = data.iter().map(|&v| v as u8).collect();
+        self.raw_constant(
+            hint,
+            dims,
+            pb::tensor_proto::DataType::Int8,
+            data.len(),
+            raw,
+        )
     }
 
     /// Adds a node with explicitly named outputs.
