@@ -1,0 +1,236 @@
+//! Extractor benchmark: per-image latency of EfficientNet-Lite0 at 256x256 in tract, float32 vs
+//! int8 (float or int8 depthwise), with 1 and 2 threads, against onnxruntime on the same ONNX
+//! files; int8 fidelity (tap cosine vs float) on defect-free images; the ops tract chose.
+//!
+//! `cargo bench --features train --bench extractor` (needs tests/setup.sh; uses the shared data
+//! folder `../shared/data` when present, else synthetic frames).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use edge_inspector::engine::set_threads;
+use edge_inspector::extractor::efficientnet::{
+    build_lite0, calibrate, calibration_images, BuildOptions, Precision, INPUT_MEAN, INPUT_STD,
+};
+use edge_inspector::extractor::Checkpoint;
+use edge_inspector::fixtures::concrete_frame;
+use edge_inspector::tiler::{sample_tile, Normalization, PixelBox};
+use tract_onnx::prelude::*;
+
+const SIZE: usize = 256;
+const RUNS: usize = 30;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn weights() -> PathBuf {
+    let out = Command::new("python3")
+        .arg(root().join("tests/reference/lite0_weights.py"))
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "run tests/setup.sh first");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// Defect-free images: magnetic-tile train/good (real), else synthetic concrete.
+fn normal_images(count: usize) -> (String, Vec<Vec<f32>>) {
+    let shared = root().join("../shared/data/magnetic-tile/train/good");
+    if shared.is_dir() {
+        let images = calibration_images(&shared, count, SIZE).expect("reading shared data");
+        return ("magnetic-tile train/good".into(), images);
+    }
+    let norm = Normalization {
+        mean: INPUT_MEAN,
+        std: INPUT_STD,
+    };
+    let images = (0..count as u64)
+        .map(|seed| {
+            let frame = concrete_frame(512, 512, seed, &[]);
+            let rect = PixelBox {
+                x: 0,
+                y: 0,
+                width: 512,
+                height: 512,
+            };
+            let mut out = vec![0.0; 3 * SIZE * SIZE];
+            sample_tile(&frame, &rect, SIZE, SIZE, &norm, &mut out);
+            out
+        })
+        .collect();
+    ("synthetic concrete (shared data absent)".into(), images)
+}
+
+fn plan(bytes: &[u8]) -> Arc<TypedSimplePlan> {
+    tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(bytes))
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap()
+}
+
+fn run(plan: &Arc<TypedSimplePlan>, input: &[f32]) -> Vec<Vec<f32>> {
+    let x = Tensor::from_shape(&[1, 3, SIZE, SIZE], input).unwrap();
+    plan.run(tvec!(x.into()))
+        .unwrap()
+        .iter()
+        .map(|t| {
+            t.to_plain_array_view::<f32>()
+                .unwrap()
+                .iter()
+                .copied()
+                .collect()
+        })
+        .collect()
+}
+
+fn median_ms(mut f: impl FnMut()) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    let mut times: Vec<f64> = (0..RUNS)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[RUNS / 2]
+}
+
+fn ort_ms(model: &Path, threads: usize, raw: &Path) -> Option<f64> {
+    let out = Command::new("python3")
+        .arg(root().join("benches/ort_bench.py"))
+        .arg(model)
+        .arg(threads.to_string())
+        .arg(RUNS.to_string())
+        .arg(raw)
+        .arg(format!("1,3,{SIZE},{SIZE}"))
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64) * (*y as f64))
+        .sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+fn op_census(plan: &Arc<TypedSimplePlan>) -> BTreeMap<String, usize> {
+    let mut census = BTreeMap::new();
+    for node in plan.model().nodes() {
+        *census.entry(node.op().name().to_string()).or_insert(0) += 1;
+    }
+    census
+}
+
+fn main() {
+    let ckpt = Checkpoint::read(&weights()).expect("checkpoint");
+    let (source, images) = normal_images(48);
+    let (calib, held_out) = images.split_at(32);
+    let ranges = calibrate(&ckpt, SIZE, false, calib.iter().map(|v| v.as_slice())).unwrap();
+    let build = |precision| {
+        build_lite0(
+            &ckpt,
+            &BuildOptions {
+                input_size: SIZE,
+                with_classifier: false,
+                precision,
+            },
+        )
+        .unwrap()
+    };
+    let variants = [
+        ("float32", build(Precision::F32)),
+        (
+            "int8, float depthwise",
+            build(Precision::Int8 {
+                ranges: &ranges,
+                int8_depthwise: false,
+            }),
+        ),
+        (
+            "int8, int8 depthwise",
+            build(Precision::Int8 {
+                ranges: &ranges,
+                int8_depthwise: true,
+            }),
+        ),
+    ];
+    let dir = std::env::temp_dir().join(format!("ei-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let raw = dir.join("input.raw");
+    let bytes: Vec<u8> = held_out[0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&raw, bytes).unwrap();
+
+    println!("EfficientNet-Lite0 taps at {SIZE}x{SIZE}, median of {RUNS} runs, ms per image");
+    println!(
+        "calibration: 32 images, fidelity: {} held-out images, of {source}",
+        held_out.len()
+    );
+    println!();
+    println!("| model | tract 1T | tract 2T | ort 1T | ort 2T | tract/ort 1T | tract/ort 2T | min tap cosine vs float |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let float_plan = plan(&variants[0].1);
+    let float_taps: Vec<Vec<Vec<f32>>> = held_out.iter().map(|i| run(&float_plan, i)).collect();
+    let mut float_1t = 0.0;
+    for (name, onnx) in &variants {
+        let path = dir.join(format!("{}.onnx", name.replace([' ', ','], "_")));
+        std::fs::write(&path, onnx).unwrap();
+        let p = plan(onnx);
+        let mut min_cos = 1.0f64;
+        for (image, reference) in held_out.iter().zip(&float_taps) {
+            for (a, b) in run(&p, image).iter().zip(reference) {
+                min_cos = min_cos.min(cosine(a, b));
+            }
+        }
+        let mut row = Vec::new();
+        for threads in [1, 2] {
+            set_threads(threads);
+            row.push(median_ms(|| {
+                run(&p, &held_out[0]);
+            }));
+        }
+        let ort: Vec<Option<f64>> = [1, 2].iter().map(|&t| ort_ms(&path, t, &raw)).collect();
+        let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
+        let ratio =
+            |a: f64, b: Option<f64>| b.map_or("n/a".to_string(), |b| format!("{:.2}", a / b));
+        if *name == "float32" {
+            float_1t = row[0];
+        }
+        println!(
+            "| {name} | {:.1} | {:.1} | {} | {} | {} | {} | {min_cos:.4} |",
+            row[0],
+            row[1],
+            fmt(ort[0]),
+            fmt(ort[1]),
+            ratio(row[0], ort[0]),
+            ratio(row[1], ort[1]),
+        );
+        if *name != "float32" {
+            println!(
+                "|   speed-up over float32 in tract, 1 thread | {:.2}x | | | | | | |",
+                float_1t / row[0]
+            );
+        }
+    }
+    set_threads(1);
+    for (name, onnx) in &variants[1..] {
+        println!("\nops in tract's optimized plan, {name}:");
+        for (op, count) in op_census(&plan(onnx)) {
+            println!("  {count:3} {op}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
