@@ -10,13 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use edge_inspector::engine::set_threads;
+use edge_inspector::engine::{optimized_plan, run_plan, set_threads};
 use edge_inspector::extractor::efficientnet::{
-    build_lite0, calibrate, calibration_images, BuildOptions, Precision, INPUT_MEAN, INPUT_STD,
+    build_lite0, calibrate, calibration_images, lite0_input, BuildOptions, Precision,
 };
 use edge_inspector::extractor::Checkpoint;
 use edge_inspector::fixtures::concrete_frame;
-use edge_inspector::tiler::{sample_tile, Normalization, PixelBox};
 use tract_onnx::prelude::*;
 
 const SIZE: usize = 256;
@@ -42,50 +41,14 @@ fn normal_images(count: usize) -> (String, Vec<Vec<f32>>) {
         let images = calibration_images(&shared, count, SIZE).expect("reading shared data");
         return ("magnetic-tile train/good".into(), images);
     }
-    let norm = Normalization {
-        mean: INPUT_MEAN,
-        std: INPUT_STD,
-    };
     let images = (0..count as u64)
-        .map(|seed| {
-            let frame = concrete_frame(512, 512, seed, &[]);
-            let rect = PixelBox {
-                x: 0,
-                y: 0,
-                width: 512,
-                height: 512,
-            };
-            let mut out = vec![0.0; 3 * SIZE * SIZE];
-            sample_tile(&frame, &rect, SIZE, SIZE, &norm, &mut out);
-            out
-        })
+        .map(|seed| lite0_input(&concrete_frame(512, 512, seed, &[]), SIZE))
         .collect();
     ("synthetic concrete (shared data absent)".into(), images)
 }
 
-fn plan(bytes: &[u8]) -> Arc<TypedSimplePlan> {
-    tract_onnx::onnx()
-        .model_for_read(&mut std::io::Cursor::new(bytes))
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap()
-}
-
 fn run(plan: &Arc<TypedSimplePlan>, input: &[f32]) -> Vec<Vec<f32>> {
-    let x = Tensor::from_shape(&[1, 3, SIZE, SIZE], input).unwrap();
-    plan.run(tvec!(x.into()))
-        .unwrap()
-        .iter()
-        .map(|t| {
-            t.to_plain_array_view::<f32>()
-                .unwrap()
-                .iter()
-                .copied()
-                .collect()
-        })
-        .collect()
+    run_plan(plan, &[(&[1, 3, SIZE, SIZE], input)]).unwrap()
 }
 
 fn median_ms(mut f: impl FnMut()) -> f64 {
@@ -182,13 +145,13 @@ fn main() {
     println!();
     println!("| model | tract 1T | tract 2T | ort 1T | ort 2T | tract/ort 1T | tract/ort 2T | min tap cosine vs float |");
     println!("|---|---|---|---|---|---|---|---|");
-    let float_plan = plan(&variants[0].1);
+    let float_plan = optimized_plan(&variants[0].1).unwrap();
     let float_taps: Vec<Vec<Vec<f32>>> = held_out.iter().map(|i| run(&float_plan, i)).collect();
     let mut float_1t = 0.0;
     for (name, onnx) in &variants {
         let path = dir.join(format!("{}.onnx", name.replace([' ', ','], "_")));
         std::fs::write(&path, onnx).unwrap();
-        let p = plan(onnx);
+        let p = optimized_plan(onnx).unwrap();
         let mut min_cos = 1.0f64;
         for (image, reference) in held_out.iter().zip(&float_taps) {
             for (a, b) in run(&p, image).iter().zip(reference) {
@@ -228,7 +191,7 @@ fn main() {
     set_threads(1);
     for (name, onnx) in &variants[1..] {
         println!("\nops in tract's optimized plan, {name}:");
-        for (op, count) in op_census(&plan(onnx)) {
+        for (op, count) in op_census(&optimized_plan(onnx).unwrap()) {
             println!("  {count:3} {op}");
         }
     }

@@ -220,3 +220,34 @@ impl Engine {
         Ok(())
     }
 }
+
+/// Parses and optimizes an in-memory ONNX model with its declared input shapes: for tests,
+/// calibration and tools that run a model a few times (the daemon uses [`Engine`]).
+pub fn optimized_plan(onnx: &[u8]) -> Result<Arc<TypedSimplePlan>, EngineError> {
+    tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(onnx))
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .map_err(tract_err("model"))
+}
+
+/// Runs `plan` once on float inputs `(shape, values)`; returns every output as row-major floats.
+pub fn run_plan(
+    plan: &Arc<TypedSimplePlan>,
+    inputs: &[(&[usize], &[f32])],
+) -> Result<Vec<Vec<f32>>, EngineError> {
+    let err = tract_err("model");
+    let mut values = TVec::new();
+    for (shape, data) in inputs {
+        values.push(Tensor::from_shape(shape, data).map_err(&err)?.into());
+    }
+    let outputs = plan.run(values).map_err(&err)?;
+    outputs
+        .iter()
+        .map(|t| {
+            t.to_plain_array_view::<f32>()
+                .map(|v| v.iter().copied().collect())
+                .map_err(&err)
+        })
+        .collect()
+}

@@ -4,9 +4,9 @@
 mod common;
 
 use common::Scratch;
+use edge_inspector::engine::{optimized_plan, run_plan};
 use edge_inspector::extractor::adopt::adopt;
 use edge_inspector::onnx::{ModelBuilder, Padding};
-use tract_onnx::prelude::*;
 
 /// x -> Conv (x2, named `stage1`) -> Relu (named `stage2`) -> Mul by 10 (`final`).
 fn user_model() -> Vec<u8> {
@@ -29,25 +29,8 @@ fn named_intermediate_tensors_become_the_outputs_in_order() {
     std::fs::write(&input, user_model()).unwrap();
     let out = dir.path("extractor.onnx");
     adopt(&input, &["stage2".into(), "stage1".into()], &out).unwrap();
-    let plan = tract_onnx::onnx()
-        .model_for_path(&out)
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let x = Tensor::from_shape(&[1, 1, 2, 2], &[1f32, -2., 3., -4.]).unwrap();
-    let outputs = plan.run(tvec!(x.into())).unwrap();
-    let values: Vec<Vec<f32>> = outputs
-        .iter()
-        .map(|t| {
-            t.to_plain_array_view::<f32>()
-                .unwrap()
-                .iter()
-                .copied()
-                .collect()
-        })
-        .collect();
+    let plan = optimized_plan(&std::fs::read(&out).unwrap()).unwrap();
+    let values = run_plan(&plan, &[(&[1, 1, 2, 2], &[1f32, -2., 3., -4.])]).unwrap();
     assert_eq!(
         values,
         vec![vec![2.0, 0.0, 6.0, 0.0], vec![2.0, -4.0, 6.0, -8.0]]

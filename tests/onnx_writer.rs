@@ -1,29 +1,20 @@
 //! The ONNX writer: graphs built in Rust, run by tract, checked against values computed by hand.
 
+use edge_inspector::engine::{optimized_plan, run_plan};
 use edge_inspector::onnx::{Attr, Dim, ModelBuilder, Padding, IR_VERSION, OPSET_VERSION};
 use prost::Message;
 use tract_onnx::prelude::*;
 
 fn run(bytes: &[u8], inputs: Vec<Tensor>) -> Vec<Vec<f32>> {
-    let model = tract_onnx::onnx()
-        .model_for_read(&mut std::io::Cursor::new(bytes))
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let out = model
-        .run(inputs.into_iter().map(|t| t.into()).collect())
-        .unwrap();
-    out.iter()
+    let views: Vec<(Vec<usize>, Vec<f32>)> = inputs
+        .iter()
         .map(|t| {
-            t.to_plain_array_view::<f32>()
-                .unwrap()
-                .iter()
-                .copied()
-                .collect()
+            let v = t.to_plain_array_view::<f32>().unwrap();
+            (t.shape().to_vec(), v.iter().copied().collect())
         })
-        .collect()
+        .collect();
+    let refs: Vec<(&[usize], &[f32])> = views.iter().map(|(s, d)| (&s[..], &d[..])).collect();
+    run_plan(&optimized_plan(bytes).unwrap(), &refs).unwrap()
 }
 
 fn close(a: &[f32], b: &[f32]) {

@@ -235,14 +235,41 @@ struct Quant {
 }
 
 /// A convolution layer, batch norm folded in.
-struct Layer<'n> {
-    name: &'n str,
-    conv: &'n str,
-    bn: &'n str,
+struct Layer {
+    /// Name of its output activation (calibration key).
+    name: String,
+    /// Weight prefix of the convolution in the checkpoint.
+    conv: String,
+    /// Weight prefix of its batch norm.
+    bn: String,
     dims: [usize; 4],
     stride: usize,
     group: usize,
     relu6: bool,
+}
+
+impl Layer {
+    /// A convolution of block `block`: `kind` is `expand`, `depthwise` or `project`, `bn` the
+    /// batch norm the lukemelas port pairs with it (`bn0`, `bn1`, `bn2`).
+    fn in_block(
+        block: usize,
+        kind: &str,
+        bn: &str,
+        dims: [usize; 4],
+        stride: usize,
+        relu6: bool,
+    ) -> Layer {
+        Layer {
+            name: format!("b{block}_{kind}"),
+            conv: format!("_blocks.{block}._{kind}_conv"),
+            bn: format!("_blocks.{block}._{bn}"),
+            dims,
+            stride,
+            // Depthwise kernels have one input channel per group.
+            group: if dims[1] == 1 { dims[0] } else { 1 },
+            relu6,
+        }
+    }
 }
 
 struct Net<'a> {
@@ -255,7 +282,7 @@ struct Net<'a> {
 
 impl Net<'_> {
     fn folded(&self, layer: &Layer) -> Result<(Vec<f32>, Vec<f32>), BuildError> {
-        let (conv, bn, out) = (layer.conv, layer.bn, layer.dims[0]);
+        let (conv, bn, out) = (&layer.conv, &layer.bn, layer.dims[0]);
         let w = self.ckpt.get(&format!("{conv}.weight"), &layer.dims)?;
         let gamma = self.ckpt.get(&format!("{bn}.weight"), &[out])?;
         let beta = self.ckpt.get(&format!("{bn}.bias"), &[out])?;
@@ -295,7 +322,7 @@ impl Net<'_> {
         self.b.name_last_output(name)
     }
 
-    fn to_float(&mut self, x: &Act) -> String {
+    fn dequantized(&mut self, x: &Act) -> String {
         match &x.quant {
             None => x.name.clone(),
             Some(q) => self.b.node(
@@ -306,7 +333,7 @@ impl Net<'_> {
         }
     }
 
-    fn to_int8(&mut self, x: &str, name: &str) -> Result<Act, BuildError> {
+    fn quantized(&mut self, x: &str, name: &str) -> Result<Act, BuildError> {
         let (lo, hi) = self.range(name)?;
         let q = self.quant(lo, hi);
         let y = self
@@ -330,7 +357,7 @@ impl Net<'_> {
             Precision::Int8 { int8_depthwise, .. } => layer.group == 1 || int8_depthwise,
         };
         if !int8_layer {
-            let xf = self.to_float(x);
+            let xf = self.dequantized(x);
             let y = self.b.conv(
                 &xf,
                 &w,
@@ -343,9 +370,9 @@ impl Net<'_> {
             if layer.relu6 {
                 self.b.clip(&y, 0.0, 6.0);
             }
-            let y = self.named(layer.name);
+            let y = self.named(&layer.name);
             return if self.int8() {
-                self.to_int8(&y, layer.name)
+                self.quantized(&y, &layer.name)
             } else {
                 Ok(Act {
                     name: y,
@@ -358,7 +385,7 @@ impl Net<'_> {
             Some(_) => x.clone(),
             None => {
                 let name = x.name.clone();
-                self.to_int8(&name, &name)?
+                self.quantized(&name, &name)?
             }
         };
         let xquant = xq.quant.clone().expect("quantized above");
@@ -383,7 +410,7 @@ impl Net<'_> {
             let b = (bias[o] / (xquant.scale * s)).round().clamp(-limit, limit);
             bq.push(b as i32);
         }
-        let (lo, hi) = self.range(layer.name)?;
+        let (lo, hi) = self.range(&layer.name)?;
         // ReLU6 folded into the output range: int8 saturation does the clipping.
         let (lo, hi) = if layer.relu6 {
             (0.0, hi.clamp(1e-3, 6.0))
@@ -425,11 +452,11 @@ impl Net<'_> {
 
     /// Residual connection, added in float (ONNX has no standard int8 add).
     fn add(&mut self, a: &Act, b: &Act, name: &str) -> Result<Act, BuildError> {
-        let (af, bf) = (self.to_float(a), self.to_float(b));
+        let (af, bf) = (self.dequantized(a), self.dequantized(b));
         self.b.node("Add", &[&af, &bf], vec![]);
         let y = self.named(name);
         if self.int8() {
-            self.to_int8(&y, name)
+            self.quantized(&y, name)
         } else {
             Ok(Act {
                 name: y,
@@ -464,14 +491,14 @@ fn write_lite0(
         quant: None,
     };
     if net.int8() {
-        x = net.to_int8(&image, "image")?;
+        x = net.quantized(&image, "image")?;
     }
     x = net.conv(
         &x,
         &Layer {
-            name: "stem",
-            conv: "_conv_stem",
-            bn: "_bn0",
+            name: "stem".into(),
+            conv: "_conv_stem".into(),
+            bn: "_bn0".into(),
             dims: [STEM_CHANNELS, 3, 3, 3],
             stride: 2,
             group: 1,
@@ -484,69 +511,39 @@ fn write_lite0(
     for stage in LITE0_STAGES {
         for r in 0..stage.repeats {
             let stride = if r == 0 { stage.stride } else { 1 };
-            let p = format!("_blocks.{block}");
             let mid = channels * stage.expand;
             let k = stage.kernel;
-            let mut h = x.clone();
+            let mut layers = Vec::with_capacity(3);
             if stage.expand != 1 {
-                let (conv, bn, name) = (
-                    format!("{p}._expand_conv"),
-                    format!("{p}._bn0"),
-                    format!("b{block}_expand"),
-                );
-                h = net.conv(
-                    &h,
-                    &Layer {
-                        name: &name,
-                        conv: &conv,
-                        bn: &bn,
-                        dims: [mid, channels, 1, 1],
-                        stride: 1,
-                        group: 1,
-                        relu6: true,
-                    },
-                )?;
+                layers.push(Layer::in_block(
+                    block,
+                    "expand",
+                    "bn0",
+                    [mid, channels, 1, 1],
+                    1,
+                    true,
+                ));
             }
-            let (conv, bn, name) = (
-                format!("{p}._depthwise_conv"),
-                format!("{p}._bn1"),
-                format!("b{block}_depthwise"),
-            );
-            h = net.conv(
-                &h,
-                &Layer {
-                    name: &name,
-                    conv: &conv,
-                    bn: &bn,
-                    dims: [mid, 1, k, k],
-                    stride,
-                    group: mid,
-                    relu6: true,
-                },
-            )?;
-            let (conv, bn, name) = (
-                format!("{p}._project_conv"),
-                format!("{p}._bn2"),
-                format!("b{block}_project"),
-            );
-            h = net.conv(
-                &h,
-                &Layer {
-                    name: &name,
-                    conv: &conv,
-                    bn: &bn,
-                    dims: [stage.channels, mid, 1, 1],
-                    stride: 1,
-                    group: 1,
-                    relu6: false,
-                },
-            )?;
+            layers.push(Layer::in_block(
+                block,
+                "depthwise",
+                "bn1",
+                [mid, 1, k, k],
+                stride,
+                true,
+            ));
+            let project = [stage.channels, mid, 1, 1];
+            layers.push(Layer::in_block(block, "project", "bn2", project, 1, false));
+            let mut h = x.clone();
+            for layer in &layers {
+                h = net.conv(&h, layer)?;
+            }
             if stride == 1 && channels == stage.channels {
                 h = net.add(&h, &x, &format!("b{block}_add"))?;
             }
             if let Some(tap) = LITE0_TAPS.iter().find(|t| t.block == block) {
                 // The taps leave the network in float, under stable names.
-                let f = net.to_float(&h);
+                let f = net.dequantized(&h);
                 net.b
                     .node_with_outputs("Identity", &[&f], &[tap.name], vec![]);
                 taps.push(*tap);
@@ -567,16 +564,16 @@ fn write_lite0(
         let h = net.conv(
             &x,
             &Layer {
-                name: "head",
-                conv: "_conv_head",
-                bn: "_bn1",
+                name: "head".into(),
+                conv: "_conv_head".into(),
+                bn: "_bn1".into(),
                 dims: [HEAD_CHANNELS, channels, 1, 1],
                 stride: 1,
                 group: 1,
                 relu6: true,
             },
         )?;
-        let h = net.to_float(&h);
+        let h = net.dequantized(&h);
         let pooled = net.b.node("GlobalAveragePool", &[&h], vec![]);
         let flat = net
             .b
@@ -658,6 +655,24 @@ pub fn calibrate<'i>(
     Ok(ranges)
 }
 
+/// A whole image resized to `size x size` (bilinear) and normalized for Lite0, planar `3 x H x W`.
+pub fn lite0_input(image: &image::RgbImage, size: usize) -> Vec<f32> {
+    use crate::tiler::{sample_tile, Normalization, PixelBox};
+    let rect = PixelBox {
+        x: 0,
+        y: 0,
+        width: image.width(),
+        height: image.height(),
+    };
+    let norm = Normalization {
+        mean: INPUT_MEAN,
+        std: INPUT_STD,
+    };
+    let mut out = vec![0.0; 3 * size * size];
+    sample_tile(image, &rect, size, size, &norm, &mut out);
+    out
+}
+
 /// Loads up to `count` images of `folder` (PNG/JPEG, evenly spread over the sorted list), each
 /// resized whole to `size x size` and normalized for Lite0, for [`calibrate`]. Unreadable files
 /// are skipped with a warning.
@@ -667,31 +682,17 @@ pub fn calibration_images(
     size: usize,
 ) -> Result<Vec<Vec<f32>>, BuildError> {
     use crate::frames::{FolderSource, FrameSource};
-    use crate::tiler::{sample_tile, Normalization, PixelBox};
     let mut source =
         FolderSource::open(folder, false).map_err(|e| BuildError::Calibration(e.to_string()))?;
     let step = source.len().div_ceil(count.max(1)).max(1);
-    let norm = Normalization {
-        mean: INPUT_MEAN,
-        std: INPUT_STD,
-    };
     let mut images = Vec::new();
     let mut index = 0usize;
     while let Some(frame) = source
         .next_frame()
         .map_err(|e| BuildError::Calibration(e.to_string()))?
     {
-        if index % step == 0 && images.len() < count {
-            let (w, h) = frame.image.dimensions();
-            let rect = PixelBox {
-                x: 0,
-                y: 0,
-                width: w,
-                height: h,
-            };
-            let mut out = vec![0.0; 3 * size * size];
-            sample_tile(&frame.image, &rect, size, size, &norm, &mut out);
-            images.push(out);
+        if index.is_multiple_of(step) && images.len() < count {
+            images.push(lite0_input(&frame.image, size));
         }
         index += 1;
     }
