@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::engine::ExtractorPrecision;
+
 /// Serial speeds accepted for `alerts.baud`.
 pub const BAUD_RATES: [u32; 10] = [
     9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 921600, 1000000,
@@ -80,6 +82,9 @@ pub struct ModelConfig {
     /// Overrides the bundle's calibrated threshold (use with care: it changes the false-alarm rate).
     #[serde(default)]
     pub threshold: Option<f32>,
+    /// Extractor arithmetic: `f32`, or `f16` on boards with fp16 arithmetic (Raspberry Pi 5).
+    #[serde(default)]
+    pub precision: ExtractorPrecision,
 }
 
 fn one() -> usize {

@@ -324,7 +324,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
         .unwrap_or(bundle.manifest.threshold.value);
     let scorer = Scorer::new(&bundle.manifest, threshold);
     set_threads(config.model.threads);
-    let engine = Engine::new(bundle)?;
+    let engine = Engine::new(bundle, config.model.precision)?;
     let indicators = Indicators::open(config.gpio.as_ref())?;
     let (source, interval) = open_source(&config.source)?;
     let target = match config.alerts.output {

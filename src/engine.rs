@@ -47,6 +47,19 @@ fn tract_err(model: &'static str) -> impl Fn(TractError) -> EngineError {
     }
 }
 
+/// Arithmetic of the extractor. The flow head always runs in float32: its log-determinants
+/// sum many small terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExtractorPrecision {
+    /// float32 everywhere (int8 extractors are int8 inside and float32 at their edges).
+    #[default]
+    F32,
+    /// float16 through tract's `f32_to_f16` transform: for aarch64 boards with fp16 arithmetic
+    /// (Cortex-A76, Raspberry Pi 5); elsewhere tract emulates it, slowly.
+    F16,
+}
+
 struct HeadPlan {
     batch: usize,
     state: TypedSimpleState,
@@ -74,6 +87,7 @@ impl LevelMaps {
 /// The bundle's models, optimized and ready to run.
 pub struct Engine {
     bundle: Bundle,
+    precision: ExtractorPrecision,
     extractor: TypedSimpleState,
     heads: Vec<HeadPlan>,
     // Head inputs: one `batch x C x h x w` buffer per level, refilled per frame.
@@ -104,10 +118,19 @@ pub fn set_threads(threads: usize) {
 
 impl Engine {
     /// Optimizes the bundle's extractor; head plans are made on first use of each batch size.
-    pub fn new(bundle: Bundle) -> Result<Engine, EngineError> {
-        let plan = bundle
-            .extractor
-            .clone()
+    pub fn new(bundle: Bundle, precision: ExtractorPrecision) -> Result<Engine, EngineError> {
+        let mut model = bundle.extractor.clone();
+        if precision == ExtractorPrecision::F16 {
+            let err = tract_err("extractor");
+            let f16 = tract_onnx::tract_core::transform::get_transform("f32_to_f16")
+                .map_err(&err)?
+                .ok_or_else(|| EngineError::Tract {
+                    model: "extractor",
+                    message: "this tract has no f32_to_f16 transform".into(),
+                })?;
+            model = f16.transform_into(model).map_err(&err)?;
+        }
+        let plan = model
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(tract_err("extractor"))?;
@@ -115,6 +138,7 @@ impl Engine {
         let features = vec![Vec::new(); bundle.manifest.levels.len()];
         Ok(Engine {
             bundle,
+            precision,
             extractor,
             heads: Vec::new(),
             features,
@@ -172,13 +196,20 @@ impl Engine {
             buf.resize(tiles * level.channels * level.height * level.width, 0.0);
         }
         for (t, tile) in input.chunks_exact(tile_len).enumerate() {
-            let x = Tensor::from_shape(&[1, 3, h, w], tile).map_err(tract_err("extractor"))?;
+            let mut x = Tensor::from_shape(&[1, 3, h, w], tile).map_err(tract_err("extractor"))?;
+            if self.precision == ExtractorPrecision::F16 {
+                x = x
+                    .cast_to::<f16>()
+                    .map_err(tract_err("extractor"))?
+                    .into_owned();
+            }
             let taps = self
                 .extractor
                 .run(tvec!(x.into()))
                 .map_err(tract_err("extractor"))?;
             for ((tap, buf), level) in taps.iter().zip(&mut self.features).zip(&manifest.levels) {
                 let n = level.channels * level.height * level.width;
+                let tap = tap.cast_to::<f32>().map_err(tract_err("extractor"))?;
                 let view = tap
                     .to_plain_array_view::<f32>()
                     .map_err(tract_err("extractor"))?;

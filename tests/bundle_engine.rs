@@ -5,7 +5,7 @@ mod common;
 
 use common::Scratch;
 use edge_inspector::bundle::{sha256_hex, write_bundle, Bundle, BundleError, MANIFEST_FILE};
-use edge_inspector::engine::{Engine, LevelMaps};
+use edge_inspector::engine::{Engine, ExtractorPrecision, LevelMaps};
 use edge_inspector::fixtures::{
     brightness_extractor, brightness_head, brightness_manifest, write_brightness_bundle,
     BrightnessModel,
@@ -23,7 +23,7 @@ fn engine_computes_the_known_brightness_likelihood() {
     let manifest_bytes = std::fs::read(dir.path(MANIFEST_FILE)).unwrap();
     assert_eq!(bundle.model_id, sha256_hex(&manifest_bytes)[..12]);
     let manifest = bundle.manifest.clone();
-    let mut engine = Engine::new(bundle).unwrap();
+    let mut engine = Engine::new(bundle, ExtractorPrecision::F32).unwrap();
 
     // Tile 0: grey exactly at the mean. Tile 1: one sigma brighter. Tile 2: left half at the mean,
     // right half 3 sigma darker (cells never straddle the edge at x = 64).
@@ -159,4 +159,32 @@ fn model_shapes_that_disagree_with_the_manifest_are_refused() {
         err.contains("extractor.onnx") && err.contains("tap4"),
         "{err}"
     );
+}
+
+#[test]
+fn f16_extractor_matches_f32_within_half_precision() {
+    let dir = Scratch::new("engine-f16");
+    write_brightness_bundle(&dir.0, &BrightnessModel::default()).unwrap();
+    let n = 128 * 128;
+    // A ramp of grey levels around the mean, so every cell differs.
+    let input: Vec<f32> = (0..3 * n)
+        .map(|i| 0.4 + 0.3 * ((i % n) as f32 / n as f32))
+        .collect();
+    let mut maps = [LevelMaps::default(), LevelMaps::default()];
+    for (precision, out) in [ExtractorPrecision::F32, ExtractorPrecision::F16]
+        .into_iter()
+        .zip(maps.iter_mut())
+    {
+        let mut engine = Engine::new(Bundle::load(&dir.0).unwrap(), precision).unwrap();
+        engine.run(&input, 1, out).unwrap();
+    }
+    for level in 0..3 {
+        let (a, b) = (maps[0].tile(level, 0), maps[1].tile(level, 0));
+        let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let spread = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+        println!("level {level}: max |f16 - f32| = {worst:.2e} (values up to {spread:.2})");
+        // Grey levels carry ~5e-4 error in f16; logp = -z^2/2 with z = (f - 0.55) / 0.08.
+        assert!(worst < 0.05, "level {level}: {worst}");
+        assert!(spread > 1.0, "the ramp must spread the likelihoods");
+    }
 }
