@@ -143,19 +143,24 @@ fn open(target: &LinkTarget) -> Option<Box<dyn Write + Send>> {
         LinkTarget::Stdout => Some(Box::new(std::io::stdout())),
         LinkTarget::Serial { port, baud } => {
             let path = port.to_string_lossy();
-            match serialport::new(path.as_ref(), *baud)
+            let e = match serialport::new(path.as_ref(), *baud)
                 .timeout(WRITE_TIMEOUT)
                 .open_native()
             {
                 Ok(p) => {
                     log::info!("serial link open on {path} at {baud} baud");
-                    Some(Box::new(p))
+                    return Some(Box::new(p));
                 }
-                Err(e) => {
-                    log::warn!("cannot open serial port {path}: {e}; retrying");
-                    None
-                }
+                Err(e) => e,
+            };
+            // serialport configures through termios2, which some drivers (and qemu-user) lack.
+            #[cfg(target_os = "linux")]
+            if let Ok(p) = super::tty::RawTty::open(port, *baud, WRITE_TIMEOUT) {
+                log::info!("serial link open on {path} at {baud} baud (plain termios: {e})");
+                return Some(Box::new(p));
             }
+            log::warn!("cannot open serial port {path}: {e}; retrying");
+            None
         }
     }
 }

@@ -7,6 +7,8 @@
 
 pub mod link;
 pub mod message;
+#[cfg(target_os = "linux")]
+pub mod tty;
 
 pub use link::{AlertLink, LinkError, LinkTarget};
 pub use message::{Alert, Line, Status, LINE_CAPACITY, PROTOCOL_VERSION};
