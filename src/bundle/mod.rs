@@ -247,22 +247,14 @@ fn check_declared_input(
 }
 
 fn load_extractor(path: &Path, manifest: &Manifest) -> Result<TypedModel, BundleError> {
-    let mut model = tract_onnx::onnx()
-        .model_for_path(path)
-        .map_err(model_error(path))?;
+    let taps: Vec<&str> = manifest.levels.iter().map(|l| l.tap.as_str()).collect();
+    let model = parse_with_outputs(path, &taps, "tap")?;
     if model.input_outlets().map_err(model_error(path))?.len() != 1 {
         return Err(BundleError::Model {
             path: path.to_path_buf(),
             message: "the extractor must have exactly one input (the image)".into(),
         });
     }
-    let taps: Vec<&str> = manifest.levels.iter().map(|l| l.tap.as_str()).collect();
-    model
-        .select_outputs_by_name(&taps)
-        .map_err(|e| BundleError::Model {
-            path: path.to_path_buf(),
-            message: format!("tap outputs {taps:?} not found: {e:#}"),
-        })?;
     let input = [1, 3, manifest.input.height, manifest.input.width];
     let outlet = model.input_outlets().map_err(model_error(path))?[0];
     check_declared_input(&model, outlet, &input, path)?;
@@ -280,15 +272,24 @@ fn load_extractor(path: &Path, manifest: &Manifest) -> Result<TypedModel, Bundle
 }
 
 fn load_head(path: &Path, manifest: &Manifest) -> Result<InferenceModel, BundleError> {
+    let outputs: Vec<&str> = manifest.levels.iter().map(|l| l.logp.as_str()).collect();
+    parse_with_outputs(path, &outputs, "logp")
+}
+
+/// Parses an ONNX file and makes `outputs` (the manifest's `what` names) its outputs, in order.
+fn parse_with_outputs(
+    path: &Path,
+    outputs: &[&str],
+    what: &str,
+) -> Result<InferenceModel, BundleError> {
     let mut model = tract_onnx::onnx()
         .model_for_path(path)
         .map_err(model_error(path))?;
-    let outputs: Vec<&str> = manifest.levels.iter().map(|l| l.logp.as_str()).collect();
     model
-        .select_outputs_by_name(&outputs)
+        .select_outputs_by_name(outputs)
         .map_err(|e| BundleError::Model {
             path: path.to_path_buf(),
-            message: format!("logp outputs {outputs:?} not found: {e:#}"),
+            message: format!("{what} outputs {outputs:?} not found: {e:#}"),
         })?;
     Ok(model)
 }
