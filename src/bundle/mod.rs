@@ -128,15 +128,14 @@ impl Bundle {
         let manifest_path = dir.join(MANIFEST_FILE);
         let manifest_bytes = read(&manifest_path)?;
         let text =
-            String::from_utf8(manifest_bytes.clone()).map_err(|_| BundleError::ManifestSyntax {
+            std::str::from_utf8(&manifest_bytes).map_err(|_| BundleError::ManifestSyntax {
                 path: manifest_path.clone(),
                 message: "not UTF-8 text".into(),
             })?;
-        let manifest: Manifest =
-            toml::from_str(&text).map_err(|e| BundleError::ManifestSyntax {
-                path: manifest_path.clone(),
-                message: e.to_string(),
-            })?;
+        let manifest: Manifest = toml::from_str(text).map_err(|e| BundleError::ManifestSyntax {
+            path: manifest_path.clone(),
+            message: e.to_string(),
+        })?;
         manifest
             .validate()
             .map_err(|source| BundleError::InvalidManifest {
