@@ -11,6 +11,8 @@ pub mod alerts;
 pub mod bundle;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "train")]
+pub mod dataset;
 pub mod engine;
 #[cfg(feature = "train")]
 pub mod extractor;

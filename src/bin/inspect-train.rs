@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use edge_inspector::dataset::crops::{prepare_crops, CropProtocol};
+use edge_inspector::dataset::with_masks;
 use edge_inspector::extractor::adopt::adopt;
 use edge_inspector::extractor::efficientnet::{
     build_lite0, calibrate, calibration_images, BuildOptions, Precision, LITE0_TAPS,
@@ -51,11 +53,71 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Cut whole images with crack masks into a k x k grid (the paper's crop protocol) and
+    /// write an MVTec AD layout: crack-free crops of the first images for training, all crops
+    /// of the next images for testing.
+    PrepareCrops {
+        /// Folder of source images.
+        #[arg(long)]
+        images: PathBuf,
+        /// Folder of masks, same file stems as the images.
+        #[arg(long)]
+        masks: PathBuf,
+        /// Cells per side.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
+        grid: u32,
+        /// Source images for training (default: the first half).
+        #[arg(long)]
+        train_images: Option<usize>,
+        /// Source images for testing (default: the rest).
+        #[arg(long)]
+        test_images: Option<usize>,
+        /// Output folder (MVTec AD layout).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn prepare(
+    images: &std::path::Path,
+    masks: &std::path::Path,
+    grid: u32,
+    train_images: Option<usize>,
+    test_images: Option<usize>,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let total = with_masks(images, masks, "crack")?.len();
+    let train = train_images.unwrap_or(total / 2);
+    let test = test_images.unwrap_or(total.saturating_sub(train));
+    let protocol = CropProtocol {
+        grid,
+        train_images: train,
+        test_images: test,
+    };
+    let s = prepare_crops(images, masks, &protocol, out)?;
+    println!(
+        "{}: {train} training images -> {} train/good ({} cracked crops left out); \
+         {test} test images -> {} test/good, {} test/crack",
+        out.display(),
+        s.train_good,
+        s.train_dropped,
+        s.test_good,
+        s.test_crack
+    );
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match Cli::parse().command {
+        Command::PrepareCrops {
+            images,
+            masks,
+            grid,
+            train_images,
+            test_images,
+            out,
+        } => prepare(&images, &masks, grid, train_images, test_images, &out),
         Command::Extractor {
             weights,
             onnx,

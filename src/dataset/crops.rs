@@ -1,0 +1,126 @@
+//! The paper's crop protocol: whole images with masks cut into a k x k grid of sub-images.
+//!
+//! Source images are taken in file-name order. The first `train_images` give the training set:
+//! their crack-free crops go to `train/good`, their cracked crops are dropped (training is on
+//! defect-free images only). The next `test_images` give the test set: crack-free crops go to
+//! `test/good`, cracked crops to `test/crack` with their mask crops in
+//! `ground_truth/crack/<name>_mask.png`. Cells are `floor(W / k) x floor(H / k)` pixels from the
+//! top-left corner; the remainder pixels at the right and bottom edges are not used. A crop is
+//! cracked when any of its mask pixels is > 127. Output names are `<stem>_r<row>c<col>.png`.
+//! The result is an MVTec AD layout that [`super::Dataset::mvtec`] reads.
+
+use std::path::Path;
+
+use image::GenericImageView;
+
+use super::{load_image, load_mask, with_masks, DatasetError};
+
+/// Parameters of the protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CropProtocol {
+    /// Cells per side (the paper: 3).
+    pub grid: u32,
+    /// Source images for the training set, taken first.
+    pub train_images: usize,
+    /// Source images for the test set, taken next.
+    pub test_images: usize,
+}
+
+/// How many crops went where.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CropSummary {
+    /// Crack-free crops of training images.
+    pub train_good: usize,
+    /// Cracked crops of training images, left out.
+    pub train_dropped: usize,
+    /// Crack-free crops of test images.
+    pub test_good: usize,
+    /// Cracked crops of test images (with masks).
+    pub test_crack: usize,
+}
+
+/// Runs the protocol on `images` with masks of the same stem in `masks`, writing into `out`.
+pub fn prepare_crops(
+    images: &Path,
+    masks: &Path,
+    protocol: &CropProtocol,
+    out: &Path,
+) -> Result<CropSummary, DatasetError> {
+    let sources = with_masks(images, masks, "crack")?;
+    let needed = protocol.train_images + protocol.test_images;
+    if protocol.grid == 0 || needed > sources.len() {
+        return Err(DatasetError::Layout {
+            path: images.to_path_buf(),
+            message: format!(
+                "{} images with masks, but the protocol asks for {} training + {} test images \
+                 and a grid of {} (at least 1)",
+                sources.len(),
+                protocol.train_images,
+                protocol.test_images,
+                protocol.grid
+            ),
+        });
+    }
+    let dirs = [
+        "train/good",
+        "test/good",
+        "test/crack",
+        "ground_truth/crack",
+    ];
+    for d in dirs {
+        let path = out.join(d);
+        std::fs::create_dir_all(&path).map_err(|source| DatasetError::Io { path, source })?;
+    }
+    let write = |img: &image::DynamicImage, rel: String| -> Result<(), DatasetError> {
+        let path = out.join(rel);
+        img.save(&path).map_err(|e| DatasetError::Decode {
+            path: path.clone(),
+            message: e.to_string(),
+        })
+    };
+    let mut summary = CropSummary::default();
+    for (index, sample) in sources.iter().take(needed).enumerate() {
+        let for_training = index < protocol.train_images;
+        let image = load_image(&sample.image)?;
+        let Some(mask_path) = &sample.mask else {
+            continue;
+        };
+        let mask = load_mask(mask_path, &sample.image, image.dimensions())?;
+        let (cw, ch) = (
+            image.width() / protocol.grid,
+            image.height() / protocol.grid,
+        );
+        let stem = sample
+            .image
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for r in 0..protocol.grid {
+            for c in 0..protocol.grid {
+                let (x, y) = (c * cw, r * ch);
+                let crop = image::DynamicImage::ImageRgb8(image.view(x, y, cw, ch).to_image());
+                let mcrop = mask.view(x, y, cw, ch).to_image();
+                let cracked = mcrop.pixels().any(|p| p.0[0] > 127);
+                let name = format!("{stem}_r{r}c{c}");
+                match (for_training, cracked) {
+                    (true, false) => {
+                        write(&crop, format!("train/good/{name}.png"))?;
+                        summary.train_good += 1;
+                    }
+                    (true, true) => summary.train_dropped += 1,
+                    (false, false) => {
+                        write(&crop, format!("test/good/{name}.png"))?;
+                        summary.test_good += 1;
+                    }
+                    (false, true) => {
+                        write(&crop, format!("test/crack/{name}.png"))?;
+                        let m = image::DynamicImage::ImageLuma8(mcrop);
+                        write(&m, format!("ground_truth/crack/{name}_mask.png"))?;
+                        summary.test_crack += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(summary)
+}
