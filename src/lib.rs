@@ -21,4 +21,6 @@ pub mod frames;
 pub mod gpio;
 pub mod onnx;
 pub mod scorer;
+#[cfg(feature = "train")]
+pub mod synth;
 pub mod tiler;

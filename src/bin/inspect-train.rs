@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use edge_inspector::dataset::crops::{prepare_crops, CropProtocol};
-use edge_inspector::dataset::with_masks;
+use edge_inspector::dataset::{load_image, with_masks};
 use edge_inspector::extractor::adopt::adopt;
 use edge_inspector::extractor::efficientnet::{
     build_lite0, calibrate, calibration_images, BuildOptions, Precision, LITE0_TAPS,
 };
 use edge_inspector::extractor::Checkpoint;
+use edge_inspector::synth::poisson::seamless_clone;
 
 /// Builds extractors and trains, evaluates and exports edge-inspector models.
 #[derive(Parser, Debug)]
@@ -53,6 +54,25 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Paste the masked part of SOURCE into TARGET centred at X,Y with Poisson image editing
+    /// (OpenCV NORMAL_CLONE semantics) and write the result.
+    Blend {
+        /// Image to paste into.
+        #[arg(long)]
+        target: PathBuf,
+        /// Image to cut from.
+        #[arg(long)]
+        source: PathBuf,
+        /// Mask of the part of SOURCE to paste (> 127 is pasted), same size as SOURCE.
+        #[arg(long)]
+        mask: PathBuf,
+        /// Centre of the paste in TARGET pixels, `X,Y`.
+        #[arg(long, value_parser = parse_point)]
+        at: (i64, i64),
+        /// Output image.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Cut whole images with crack masks into a k x k grid (the paper's crop protocol) and
     /// write an MVTec AD layout: crack-free crops of the first images for training, all crops
     /// of the next images for testing.
@@ -76,6 +96,16 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// Parses `X,Y`.
+fn parse_point(text: &str) -> Result<(i64, i64), String> {
+    let bad = || format!("{text:?} is not X,Y (two integers separated by a comma)");
+    let (x, y) = text.split_once(',').ok_or_else(bad)?;
+    Ok((
+        x.trim().parse().map_err(|_| bad())?,
+        y.trim().parse().map_err(|_| bad())?,
+    ))
 }
 
 fn prepare(
@@ -110,6 +140,27 @@ fn prepare(
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match Cli::parse().command {
+        Command::Blend {
+            target,
+            source,
+            mask,
+            at,
+            out,
+        } => {
+            let t = load_image(&target)?;
+            let s = load_image(&source)?;
+            let m = image::open(&mask)
+                .with_context(|| format!("reading {}", mask.display()))?
+                .into_luma8();
+            let blended = seamless_clone(&s, &t, &m, at).with_context(|| {
+                format!("blending {} into {}", source.display(), target.display())
+            })?;
+            blended
+                .save(&out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("{}", out.display());
+            Ok(())
+        }
         Command::PrepareCrops {
             images,
             masks,

@@ -1,0 +1,3 @@
+//! Synthetic anomalies (trainer side, feature `train`): Poisson image editing.
+
+pub mod poisson;
