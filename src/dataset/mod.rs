@@ -85,31 +85,12 @@ pub struct Dataset {
     pub test: Vec<Sample>,
 }
 
-fn is_image(path: &Path) -> bool {
-    matches!(
-        path.extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase())
-            .as_deref(),
-        Some("png" | "jpg" | "jpeg" | "bmp")
-    )
-}
-
-/// The image files of `dir`, sorted.
+/// The image files (PNG, JPEG) of `dir`, sorted.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
-    let io = |source| DatasetError::Io {
+    crate::frames::list_image_files(dir).map_err(|source| DatasetError::Io {
         path: dir.to_path_buf(),
         source,
-    };
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let path = entry.map_err(io)?.path();
-        if path.is_file() && is_image(&path) {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
+    })
 }
 
 fn stem(path: &Path) -> String {

@@ -30,21 +30,26 @@ fn is_image(path: &Path) -> bool {
     )
 }
 
+/// The PNG and JPEG files of `dir` (the formats this build decodes), sorted by path.
+pub fn list_image_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() && is_image(&path) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 impl FolderSource {
     /// Lists `folder`; fails if it cannot be read or holds no PNG/JPEG file.
     pub fn open(folder: &Path, looping: bool) -> Result<FolderSource, FrameError> {
-        let io = |source| FrameError::Io {
+        let files = list_image_files(folder).map_err(|source| FrameError::Io {
             path: folder.to_path_buf(),
             source,
-        };
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(folder).map_err(io)? {
-            let path = entry.map_err(io)?.path();
-            if path.is_file() && is_image(&path) {
-                files.push(path);
-            }
-        }
-        files.sort();
+        })?;
         if files.is_empty() {
             return Err(FrameError::NoFrames {
                 path: folder.to_path_buf(),

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use image::RgbImage;
 
-pub use folder::FolderSource;
+pub use folder::{list_image_files, FolderSource};
 
 /// One captured frame.
 #[derive(Clone, Debug)]
