@@ -143,14 +143,7 @@ impl Dataset {
                 message: "no train/good folder (MVTec AD layout expected)".into(),
             });
         }
-        let train = list_images(&train_dir)?
-            .into_iter()
-            .map(|image| Sample {
-                image,
-                mask: None,
-                class: "good".into(),
-            })
-            .collect();
+        let train = good_samples(&train_dir)?;
         let test_dir = root.join("test");
         let io = |source| DatasetError::Io {
             path: test_dir.clone(),
@@ -197,17 +190,22 @@ impl Dataset {
     /// with masks of the same file stem (any image extension) in `masks`. Every normal image is
     /// a training image; the test set holds the defect images.
     pub fn generic(normal: &Path, defects: &Path, masks: &Path) -> Result<Dataset, DatasetError> {
-        let train = list_images(normal)?
-            .into_iter()
-            .map(|image| Sample {
-                image,
-                mask: None,
-                class: "good".into(),
-            })
-            .collect();
+        let train = good_samples(normal)?;
         let test = with_masks(defects, masks, "defect")?;
         Ok(Dataset { train, test })
     }
+}
+
+/// The images of `dir` as defect-free samples.
+fn good_samples(dir: &Path) -> Result<Vec<Sample>, DatasetError> {
+    Ok(list_images(dir)?
+        .into_iter()
+        .map(|image| Sample {
+            image,
+            mask: None,
+            class: "good".into(),
+        })
+        .collect())
 }
 
 /// The images of `images`, each paired with the mask of the same file stem in `masks`.
