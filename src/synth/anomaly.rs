@@ -6,7 +6,7 @@
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
 
-use super::poisson::{seamless_clone, BlendError};
+use super::poisson::{placement, seamless_clone, BlendError};
 use crate::fixtures::SplitMix;
 
 /// Pixels of context pasted around the defect. The Poisson blend takes the source's gradients
@@ -195,25 +195,16 @@ pub fn synthesize(
     let y = 1 + h / 2 + (rng.unit() * (th - h - 2 + 1) as f32) as u32;
     let (x, y) = (x.min(tw - 1 - (w - w / 2)), y.min(th - 1 - (h - h / 2)));
     let paste = dilate(&t.mask, PASTE_MARGIN);
-    let image = seamless_clone(&t.image, target, &paste, (x as i64, y as i64))?;
-    // Where the paste landed: seamless_clone centres the paste mask's bounding box (its 1-pixel
-    // frame excluded); M is the defect itself, at the same offset.
-    let inner = |px: u32, py: u32| px > 0 && py > 0 && px + 1 < w && py + 1 < h;
-    let (mut bx0, mut by0) = (u32::MAX, u32::MAX);
-    let (mut bx1, mut by1) = (0, 0);
-    for (px, py, p) in paste.enumerate_pixels() {
-        if p.0[0] > 127 && inner(px, py) {
-            (bx0, by0, bx1, by1) = (bx0.min(px), by0.min(py), bx1.max(px + 1), by1.max(py + 1));
-        }
-    }
-    if bx0 == u32::MAX {
-        return Err(SynthError::EmptyMask);
-    }
-    let (ox, oy) = (x - (bx1 - bx0) / 2, y - (by1 - by0) / 2);
+    let center = (x as i64, y as i64);
+    let place = placement(&paste, center, target.dimensions())?.ok_or(SynthError::EmptyMask)?;
+    let image = seamless_clone(&t.image, target, &paste, center)?;
+    // M is the defect itself, at the offset where the paste landed.
     let mut mask = GrayImage::new(tw, th);
+    let b = place.source;
     for (px, py, p) in t.mask.enumerate_pixels() {
-        if p.0[0] > 127 && inner(px, py) && px >= bx0 && py >= by0 {
-            mask.put_pixel(ox + px - bx0, oy + py - by0, Luma([255]));
+        let inside = px >= b.x && py >= b.y && px < b.x + b.width && py < b.y + b.height;
+        if p.0[0] > 127 && inside {
+            mask.put_pixel(place.x + px - b.x, place.y + py - b.y, Luma([255]));
         }
     }
     Ok(Augmented { image, mask })

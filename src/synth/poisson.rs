@@ -14,6 +14,8 @@ use image::{GrayImage, RgbImage};
 use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftPlanner};
 
+use crate::tiler::PixelBox;
+
 /// Errors of blending.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BlendError {
@@ -175,6 +177,64 @@ fn backward(v: &[f64], i: usize, n: usize, stride: usize) -> f64 {
     v[i * stride] - v[prev * stride]
 }
 
+/// Where a paste lands: the mask's bounding box in the source and its top-left in the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// Bounding box of the mask in source pixels (its 1-pixel frame ignored, as OpenCV does).
+    pub source: PixelBox,
+    /// Left column of the box in the target.
+    pub x: u32,
+    /// Top row of the box in the target.
+    pub y: u32,
+}
+
+/// Whether `(x, y)` is pasted: mask > 127 and not on the mask's 1-pixel frame.
+fn masked(mask: &GrayImage, x: u32, y: u32) -> bool {
+    let (w, h) = mask.dimensions();
+    x > 0 && y > 0 && x + 1 < w && y + 1 < h && mask.get_pixel(x, y).0[0] > 127
+}
+
+/// Where `mask` pastes into a `target_size` image when centred at `center` (OpenCV: the box's
+/// top-left is `center - size / 2`); `None` for an empty mask, an error if it leaves the target.
+pub fn placement(
+    mask: &GrayImage,
+    center: (i64, i64),
+    target_size: (u32, u32),
+) -> Result<Option<Placement>, BlendError> {
+    let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
+    for (x, y, _) in mask.enumerate_pixels() {
+        if masked(mask, x, y) {
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
+        }
+    }
+    if x0 == u32::MAX {
+        return Ok(None);
+    }
+    let (w, h) = (x1 - x0, y1 - y0);
+    let (dx, dy) = (center.0 - (w / 2) as i64, center.1 - (h / 2) as i64);
+    let (tw, th) = target_size;
+    if dx < 0 || dy < 0 || dx + w as i64 > tw as i64 || dy + h as i64 > th as i64 {
+        return Err(BlendError::OutOfBounds {
+            w,
+            h,
+            cx: center.0,
+            cy: center.1,
+            tw,
+            th,
+        });
+    }
+    Ok(Some(Placement {
+        source: PixelBox {
+            x: x0,
+            y: y0,
+            width: w,
+            height: h,
+        },
+        x: dx as u32,
+        y: dy as u32,
+    }))
+}
+
 /// Pastes the masked part of `source` into `target` centred at `center`, blending seamlessly.
 pub fn seamless_clone(
     source: &RgbImage,
@@ -190,40 +250,16 @@ pub fn seamless_clone(
             src_h: source.height(),
         });
     }
-    let (sw, sh) = source.dimensions();
-    // The mask's outer 1-pixel frame is ignored, as OpenCV does.
-    let inside = |x: u32, y: u32| {
-        x > 0 && y > 0 && x + 1 < sw && y + 1 < sh && mask.get_pixel(x, y).0[0] > 127
-    };
-    let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
-    for y in 0..sh {
-        for x in 0..sw {
-            if inside(x, y) {
-                (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
-            }
-        }
-    }
-    if x0 == u32::MAX {
+    let Some(place) = placement(mask, center, target.dimensions())? else {
         return Ok(target.clone());
-    }
-    let (w, h) = ((x1 - x0) as usize, (y1 - y0) as usize);
-    let (dx, dy) = (center.0 - w as i64 / 2, center.1 - h as i64 / 2);
-    let (tw, th) = target.dimensions();
-    if dx < 0 || dy < 0 || dx + w as i64 > tw as i64 || dy + h as i64 > th as i64 {
-        return Err(BlendError::OutOfBounds {
-            w: w as u32,
-            h: h as u32,
-            cx: center.0,
-            cy: center.1,
-            tw,
-            th,
-        });
-    }
-    let (dx, dy) = (dx as u32, dy as u32);
+    };
+    let (x0, y0) = (place.source.x, place.source.y);
+    let (w, h) = (place.source.width as usize, place.source.height as usize);
+    let (dx, dy) = (place.x, place.y);
     let mut m: Vec<bool> = Vec::with_capacity(w * h);
     for y in 0..h as u32 {
         for x in 0..w as u32 {
-            m.push(inside(x0 + x, y0 + y));
+            m.push(masked(mask, x0 + x, y0 + y));
         }
     }
     let raw = m.clone();
