@@ -207,12 +207,19 @@ fn default_pulse() -> u64 {
     200
 }
 
-struct Checker<'a> {
-    path: &'a Path,
+/// Builds [`ConfigError::Invalid`] messages for one file (shared with the trainer's configs).
+pub(crate) struct Checker<'a> {
+    /// The config file named in every message.
+    pub(crate) path: &'a Path,
 }
 
 impl Checker<'_> {
-    fn fail(&self, key: &str, value: impl std::fmt::Display, expected: &str) -> ConfigError {
+    pub(crate) fn fail(
+        &self,
+        key: &str,
+        value: impl std::fmt::Display,
+        expected: &str,
+    ) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_path_buf(),
             key: key.to_string(),
@@ -221,7 +228,7 @@ impl Checker<'_> {
         }
     }
 
-    fn range<T: PartialOrd + std::fmt::Display + Copy>(
+    pub(crate) fn range<T: PartialOrd + std::fmt::Display + Copy>(
         &self,
         key: &str,
         value: T,

@@ -157,6 +157,32 @@ pub struct Normalization {
     pub std: [f32; 3],
 }
 
+/// Resizes a whole image to `width x height` with exactly the sampling of [`sample_tile`],
+/// rounded to 8 bits: the trainer sees images resized as the daemon resizes tiles.
+pub fn resize_rgb(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let rect = PixelBox {
+        x: 0,
+        y: 0,
+        width: image.width(),
+        height: image.height(),
+    };
+    // mean 0, std 1/255: the sampled values stay on the 0..255 scale.
+    let identity = Normalization {
+        mean: [0.0; 3],
+        std: [1.0 / 255.0; 3],
+    };
+    let (w, h) = (width as usize, height as usize);
+    let mut planar = vec![0.0; 3 * w * h];
+    sample_tile(image, &rect, w, h, &identity, &mut planar);
+    let plane = w * h;
+    RgbImage::from_fn(width, height, |x, y| {
+        let i = y as usize * w + x as usize;
+        image::Rgb(std::array::from_fn(|c| {
+            planar[c * plane + i].round().clamp(0.0, 255.0) as u8
+        }))
+    })
+}
+
 /// Resizes the `rect` of `frame` to `width x height` with bilinear sampling (pixel centres
 /// aligned, as OpenCV's `INTER_LINEAR`), normalizes it and writes it planar (`3 x H x W`) into `out`.
 ///

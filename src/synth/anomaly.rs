@@ -49,6 +49,9 @@ pub struct SynthConfig {
     pub max_rotation_deg: f32,
     /// Flip horizontally with probability 1/2.
     pub flip: bool,
+    /// Largest side of the transformed defect as a fraction of the target's shorter side;
+    /// larger draws are scaled down to fit.
+    pub max_extent: f32,
 }
 
 impl Default for SynthConfig {
@@ -57,6 +60,7 @@ impl Default for SynthConfig {
             scale: (0.5, 1.0),
             max_rotation_deg: 180.0,
             flip: true,
+            max_extent: 0.5,
         }
     }
 }
@@ -127,6 +131,44 @@ impl Defect {
         })
     }
 
+    /// The part of the defect within a `side x side` window centred on its `index`-th defect
+    /// pixel (row-major, taken modulo their count), cut again with `margin` pixels of context.
+    pub fn window(&self, index: usize, side: u32, margin: u32) -> Result<Defect, SynthError> {
+        let count = self.mask.pixels().filter(|p| p.0[0] > 127).count();
+        let (cx, cy) = self
+            .mask
+            .enumerate_pixels()
+            .filter(|(_, _, p)| p.0[0] > 127)
+            .nth(index % count.max(1))
+            .map(|(x, y, _)| (x, y))
+            .ok_or(SynthError::EmptyMask)?;
+        let (x0, y0) = (cx.saturating_sub(side / 2), cy.saturating_sub(side / 2));
+        let (x1, y1) = (x0 + side, y0 + side);
+        let inner = GrayImage::from_fn(self.mask.width(), self.mask.height(), |x, y| {
+            let keep = x >= x0 && x < x1 && y >= y0 && y < y1;
+            Luma([if keep {
+                self.mask.get_pixel(x, y).0[0]
+            } else {
+                0
+            }])
+        });
+        Defect::cut(&self.image, &inner, margin)
+    }
+
+    /// The defect in grey (ITU-R BT.601 luma in all three channels), for grey targets: pasting
+    /// colour gradients would tint them.
+    pub fn grey(&self) -> Defect {
+        let image = RgbImage::from_fn(self.image.width(), self.image.height(), |x, y| {
+            let [r, g, b] = self.image.get_pixel(x, y).0;
+            let l = (0.299 * r as f32 + 0.587 * g as f32 + 0.114 * b as f32).round() as u8;
+            Rgb([l, l, l])
+        });
+        Defect {
+            image,
+            mask: self.mask.clone(),
+        }
+    }
+
     /// The defect scaled by `scale`, rotated by `degrees` about its centre and optionally flipped,
     /// on a canvas that holds it all (bilinear pixels, nearest mask).
     pub fn transformed(&self, scale: f32, degrees: f32, flip: bool) -> Defect {
@@ -173,7 +215,13 @@ impl Defect {
     }
 }
 
-/// Pastes `defect`, randomly transformed within `config`, at a random place of `target`.
+/// Whether every pixel of `image` has equal channels.
+fn is_grey(image: &RgbImage) -> bool {
+    image.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2])
+}
+
+/// Pastes `defect`, randomly transformed within `config`, at a random place of `target`. A grey
+/// target gets a grey defect.
 pub fn synthesize(
     target: &RgbImage,
     defect: &Defect,
@@ -184,7 +232,19 @@ pub fn synthesize(
     let scale = config.scale.0 + rng.unit() * (config.scale.1 - config.scale.0);
     let degrees = (rng.unit() * 2.0 - 1.0) * config.max_rotation_deg;
     let flip = config.flip && rng.unit() < 0.5;
-    let t = defect.transformed(scale, degrees, flip);
+    let grey;
+    let defect = if is_grey(target) {
+        grey = defect.grey();
+        &grey
+    } else {
+        defect
+    };
+    let mut t = defect.transformed(scale, degrees, flip);
+    let limit = config.max_extent * target.width().min(target.height()) as f32;
+    let side = t.mask.width().max(t.mask.height()) as f32;
+    if side > limit {
+        t = defect.transformed(scale * limit / side, degrees, flip);
+    }
     let (w, h) = t.mask.dimensions();
     let (tw, th) = target.dimensions();
     // The blend needs the box plus a 1-pixel frame inside the target.

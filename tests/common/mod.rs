@@ -101,3 +101,46 @@ pub fn run_inspectd(args: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+/// Writes a generic-layout defect source under `dir`: `images/` with three 120x90 colour
+/// pictures of a dark reddish crack (a diagonal band 3 px wide, each at its own angle) and one
+/// without, and `masks/` with their masks (the last one empty). Returns (images, masks).
+pub fn defect_source(dir: &Path) -> (PathBuf, PathBuf) {
+    use image::{GrayImage, Luma, Rgb, RgbImage};
+    let (images, masks) = (dir.join("images"), dir.join("masks"));
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&masks).unwrap();
+    for (i, slope) in [0.3f32, 0.8, -0.5, f32::NAN].iter().enumerate() {
+        let crack = |x: u32, y: u32| {
+            !slope.is_nan() && (10..110).contains(&x) && {
+                let line = 45.0 + slope * (x as f32 - 60.0);
+                (y as f32 - line).abs() < 1.5
+            }
+        };
+        RgbImage::from_fn(120, 90, |x, y| {
+            if crack(x, y) {
+                Rgb([60, 20, 15])
+            } else {
+                Rgb([170, 160, 150 + (x % 7) as u8])
+            }
+        })
+        .save(images.join(format!("crack{i}.png")))
+        .unwrap();
+        GrayImage::from_fn(120, 90, |x, y| Luma([if crack(x, y) { 255 } else { 0 }]))
+            .save(masks.join(format!("crack{i}.png")))
+            .unwrap();
+    }
+    (images, masks)
+}
+
+/// Writes `count` defect-free 160x120 concrete frames as PNG into `dir`.
+pub fn normal_images(dir: &Path, count: u64) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    (0..count)
+        .map(|i| {
+            let p = dir.join(format!("good{i:02}.png"));
+            concrete_frame(160, 120, 100 + i, &[]).save(&p).unwrap();
+            p
+        })
+        .collect()
+}
