@@ -16,6 +16,8 @@ pub mod dataset;
 pub mod engine;
 #[cfg(feature = "train")]
 pub mod extractor;
+#[cfg(feature = "train")]
+pub mod features;
 pub mod fixtures;
 pub mod frames;
 pub mod gpio;

@@ -5,13 +5,21 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use edge_inspector::dataset::crops::{prepare_crops, CropProtocol};
-use edge_inspector::dataset::{load_image, with_masks};
+use edge_inspector::dataset::{list_images, load_image, with_masks};
 use edge_inspector::extractor::adopt::adopt;
 use edge_inspector::extractor::efficientnet::{
-    build_lite0, calibrate, calibration_images, BuildOptions, Precision, LITE0_TAPS,
+    build_lite0, calibrate, calibration_images, BuildOptions, Precision, INPUT_MEAN, INPUT_STD,
+    LITE0_TAPS,
 };
 use edge_inspector::extractor::Checkpoint;
+use edge_inspector::features::build::CacheBuild;
+use edge_inspector::features::cache::FeatureCache;
+use edge_inspector::features::FeatureExtractor;
+use edge_inspector::synth::bank::{file_hash, Synthesizer};
+use edge_inspector::synth::config::SynthesisSettings;
 use edge_inspector::synth::poisson::seamless_clone;
+use edge_inspector::synth::sheet::contact_sheet;
+use edge_inspector::tiler::{resize_rgb, Normalization};
 
 /// Builds extractors and trains, evaluates and exports edge-inspector models.
 #[derive(Parser, Debug)]
@@ -72,6 +80,49 @@ enum Command {
         /// Output image.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Write a contact sheet of synthetic anomalies: for images spread over FOLDER, the image,
+    /// its first augmentation (exactly what the feature cache holds) and that with the mask's
+    /// outline in red.
+    SynthSheet {
+        /// Trainer config with a [synthesis] table.
+        #[arg(long)]
+        synthesis: PathBuf,
+        /// Folder of defect-free images.
+        #[arg(long)]
+        images: PathBuf,
+        /// Samples on the sheet.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+        count: u32,
+        /// Side the images are resized to before pasting (the extractor's input size).
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(32..=2048))]
+        size: u32,
+        /// Side of each picture on the sheet.
+        #[arg(long, default_value_t = 192, value_parser = clap::value_parser!(u32).range(32..=1024))]
+        cell: u32,
+        /// Output PNG.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run the extractor once over every image of FOLDER and its augmentations and cache the
+    /// taps (with the masks M of the augmentations) under CACHE, keyed by the extractor's hash,
+    /// the image's hash and the augmentation seed. Intact records are kept.
+    Features {
+        /// Extractor ONNX (input 1 x 3 x S x S; every output is a tap).
+        #[arg(long)]
+        extractor: PathBuf,
+        /// Folder of defect-free training images.
+        #[arg(long)]
+        images: PathBuf,
+        /// Trainer config with a [synthesis] table (omit for the images alone).
+        #[arg(long)]
+        synthesis: Option<PathBuf>,
+        /// Cache root.
+        #[arg(long)]
+        cache: PathBuf,
+        /// Worker threads (default: every core).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+        workers: Option<u32>,
     },
     /// Cut whole images with crack masks into a k x k grid (the paper's crop protocol) and
     /// write an MVTec AD layout: crack-free crops of the first images for training, all crops
@@ -137,6 +188,115 @@ fn prepare(
     Ok(())
 }
 
+/// Images spread evenly over `folder`, `count` at most.
+fn spread(folder: &std::path::Path, count: usize) -> anyhow::Result<Vec<PathBuf>> {
+    let all = list_images(folder)?;
+    anyhow::ensure!(
+        !all.is_empty(),
+        "{}: no PNG or JPEG image",
+        folder.display()
+    );
+    let step = all.len().div_ceil(count).max(1);
+    Ok(all.into_iter().step_by(step).take(count).collect())
+}
+
+fn synth_sheet(
+    synthesis: &std::path::Path,
+    images: &std::path::Path,
+    count: u32,
+    size: u32,
+    cell: u32,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let synth = Synthesizer::new(SynthesisSettings::load(synthesis)?)?;
+    log::info!(
+        "{} defects loaded ({} sources with empty masks skipped)",
+        synth.bank().len(),
+        synth.bank().skipped()
+    );
+    let mut samples = Vec::new();
+    for path in spread(images, count as usize)? {
+        let image = resize_rgb(&load_image(&path)?, size, size);
+        let seed = synth.seed_for(&file_hash(&path)?, 0);
+        let aug = synth.augment(&image, seed)?;
+        log::info!(
+            "{}: defect from {}, seed {seed:016x}",
+            path.display(),
+            aug.defect.display()
+        );
+        samples.push((image, aug.augmented));
+    }
+    contact_sheet(&samples, 2, cell)
+        .save(out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("{}: {} samples", out.display(), samples.len());
+    Ok(())
+}
+
+fn features(
+    extractor: &std::path::Path,
+    images: &std::path::Path,
+    synthesis: Option<&std::path::Path>,
+    cache: &std::path::Path,
+    workers: Option<u32>,
+) -> anyhow::Result<()> {
+    let onnx =
+        std::fs::read(extractor).with_context(|| format!("reading {}", extractor.display()))?;
+    let normalization = Normalization {
+        mean: INPUT_MEAN,
+        std: INPUT_STD,
+    };
+    let fx = FeatureExtractor::new(&onnx, normalization)
+        .with_context(|| format!("loading {}", extractor.display()))?;
+    let synth = match synthesis {
+        Some(path) => Some(Synthesizer::new(SynthesisSettings::load(path)?)?),
+        None => None,
+    };
+    let store = FeatureCache::open(cache, fx.hash())?;
+    let workers = workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |w| w as usize,
+    );
+    let files = list_images(images)?;
+    log::info!(
+        "{} images of {}, {} workers, cache {}",
+        files.len(),
+        images.display(),
+        workers,
+        store.dir().display()
+    );
+    let summary = CacheBuild {
+        extractor: &fx,
+        synthesizer: synth.as_ref(),
+        cache: &store,
+        workers,
+        progress: true,
+    }
+    .run(&files)?;
+    let records: usize = summary.images.iter().map(|i| i.keys.len()).sum();
+    let rate = if summary.computed > 0 {
+        format!(
+            ", {:.1} ms per computed record",
+            1000.0 * summary.seconds / summary.computed as f64
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "{}: {} images, {records} records ({} cached, {} computed, {} repaired), \
+         {} unreadable images, {} failed augmentations, {:.1} s{rate}",
+        store.dir().display(),
+        summary.images.len(),
+        summary.hits,
+        summary.computed,
+        summary.repaired,
+        summary.unreadable,
+        summary.failed_augmentations,
+        summary.seconds,
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match Cli::parse().command {
@@ -161,6 +321,21 @@ fn main() -> anyhow::Result<()> {
             println!("{}", out.display());
             Ok(())
         }
+        Command::SynthSheet {
+            synthesis,
+            images,
+            count,
+            size,
+            cell,
+            out,
+        } => synth_sheet(&synthesis, &images, count, size, cell, &out),
+        Command::Features {
+            extractor,
+            images,
+            synthesis,
+            cache,
+            workers,
+        } => features(&extractor, &images, synthesis.as_deref(), &cache, workers),
         Command::PrepareCrops {
             images,
             masks,
