@@ -2,7 +2,7 @@
 //! int8 (float or int8 depthwise), with 1 and 2 threads, against onnxruntime on the same ONNX
 //! files; int8 fidelity (tap cosine vs float) on defect-free images; the ops tract chose.
 //!
-//! `cargo bench --features train --bench extractor` (needs tests/setup.sh; uses the shared data
+//! `cargo bench --features data --bench extractor` (needs tests/setup.sh; uses the shared data
 //! folder `../shared/data` when present, else synthetic frames).
 
 use std::collections::BTreeMap;

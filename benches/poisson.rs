@@ -1,7 +1,7 @@
 //! Poisson blending speed: the project's DST solver vs OpenCV's `seamlessClone(NORMAL_CLONE)`
 //! (one thread each) on the same pastes into 256x256 and 512x512 targets.
 //!
-//! `cargo bench --features train --bench poisson` (needs tests/setup.sh for OpenCV).
+//! `cargo bench --features data --bench poisson` (needs tests/setup.sh for OpenCV).
 
 use std::path::Path;
 use std::process::Command;

@@ -64,8 +64,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/cross"
 
 echo "== $triple with $($RUSTC --version), tests under $qemu -cpu $cpu"
 if [ "$build_only" = yes ]; then
-    cargo build --target "$triple" --all-targets --features train
+    cargo build --target "$triple" --all-targets --features data
 else
     # Doc tests are left to the host run: rustup's rustdoc has no ARM std.
-    cargo test --target "$triple" --features train --lib --bins --tests
+    cargo test --target "$triple" --features data --lib --bins --tests
 fi

@@ -1,6 +1,6 @@
 //! PyTorch checkpoints in the zip format of torch >= 1.6, strided and offset views included
 //! (the legacy format is covered by the EfficientNet-Lite0 tests).
-#![cfg(feature = "train")]
+#![cfg(feature = "data")]
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! A user's ONNX network becomes an extractor by exposing named intermediate tensors.
-#![cfg(feature = "train")]
+#![cfg(feature = "data")]
 
 mod common;
 

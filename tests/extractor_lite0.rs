@@ -1,6 +1,6 @@
 //! EfficientNet-Lite0 built from its real ImageNet weights: it classifies real photographs, and
 //! tract and onnxruntime agree on its taps.
-#![cfg(feature = "train")]
+#![cfg(feature = "data")]
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! and augmentation, damaged records recomputed. The extractor is a real ONNX model run by tract
 //! (the brightness extractor: mean grey level over 8/16/32-pixel cells), so the expected
 //! features can be reasoned about.
-#![cfg(feature = "train")]
+#![cfg(feature = "data")]
 
 mod common;
 

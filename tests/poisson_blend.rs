@@ -1,6 +1,6 @@
 //! Poisson image editing against OpenCV's `seamlessClone(..., NORMAL_CLONE)` (PyPI
 //! `opencv-python-headless`, tests/reference/opencv_blend.py), on images the test makes.
-#![cfg(feature = "train")]
+#![cfg(feature = "data")]
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! Synthetic anomalies: defects cut by their masks, transformed, pasted, with the mask M.
-#![cfg(feature = "train")]
+#![cfg(feature = "data")]
 
 use edge_inspector::fixtures::concrete_frame;
 use edge_inspector::synth::anomaly::{

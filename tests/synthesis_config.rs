@@ -1,6 +1,6 @@
 //! The `[synthesis]` config, the defect bank cut from a source dataset, seeded augmentation of
 //! training images and the contact sheet, on images the test makes.
-#![cfg(feature = "train")]
+#![cfg(feature = "data")]
 
 mod common;
 
