@@ -32,3 +32,5 @@ pub mod scorer;
 #[cfg(feature = "data")]
 pub mod synth;
 pub mod tiler;
+#[cfg(feature = "train")]
+pub mod train;

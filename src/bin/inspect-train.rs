@@ -15,11 +15,14 @@ use edge_inspector::extractor::Checkpoint;
 use edge_inspector::features::build::CacheBuild;
 use edge_inspector::features::cache::FeatureCache;
 use edge_inspector::features::FeatureExtractor;
+use edge_inspector::losses::Objective;
 use edge_inspector::synth::bank::{file_hash, Synthesizer};
 use edge_inspector::synth::config::SynthesisSettings;
 use edge_inspector::synth::poisson::seamless_clone;
 use edge_inspector::synth::sheet::contact_sheet;
 use edge_inspector::tiler::{resize_rgb, Normalization};
+use edge_inspector::train::settings::TrainSettings;
+use edge_inspector::train::{run_fit, FitJob};
 
 /// Builds extractors and trains, evaluates and exports edge-inspector models.
 #[derive(Parser, Debug)]
@@ -124,6 +127,41 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
         workers: Option<u32>,
     },
+    /// Train the flows on defect-free images (features cached first), export them with the
+    /// extractor as a bundle, calibrate the score and choose the threshold on held-out images.
+    Fit {
+        /// Trainer config: [training] (defaults if absent) and [synthesis] (needed by every
+        /// objective but `none`).
+        #[arg(long)]
+        config: PathBuf,
+        /// Extractor ONNX (input 1 x 3 x S x S; every output is a tap).
+        #[arg(long)]
+        extractor: PathBuf,
+        /// Human name of the extractor for the manifest.
+        #[arg(long, default_value = "efficientnet-lite0")]
+        extractor_name: String,
+        /// Folder of defect-free training images.
+        #[arg(long)]
+        images: PathBuf,
+        /// Feature cache root.
+        #[arg(long)]
+        cache: PathBuf,
+        /// Override `training.objective`.
+        #[arg(long, value_enum)]
+        loss: Option<Objective>,
+        /// Override `training.epochs`.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        epochs: Option<u32>,
+        /// Where the flows train.
+        #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
+        device: TrainDevice,
+        /// Extraction workers (default: every core).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+        workers: Option<u32>,
+        /// Output bundle folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Cut whole images with crack masks into a k x k grid (the paper's crop protocol) and
     /// write an MVTec AD layout: crack-free crops of the first images for training, all crops
     /// of the next images for testing.
@@ -147,6 +185,125 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// Where the flows train.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TrainDevice {
+    /// burn's pure-Rust CPU backend (always built).
+    Cpu,
+    /// CUDA (build with `--features cuda`).
+    Cuda,
+    /// Vulkan through wgpu (build with `--features vulkan`).
+    Vulkan,
+}
+
+/// The burn device for `choice`, with autodiff on.
+fn burn_device(choice: TrainDevice) -> anyhow::Result<burn::tensor::Device> {
+    use burn::tensor::Device;
+    let device = match choice {
+        TrainDevice::Cpu => Device::flex(),
+        #[cfg(feature = "cuda")]
+        TrainDevice::Cuda => Device::cuda(0),
+        #[cfg(feature = "vulkan")]
+        TrainDevice::Vulkan => Device::vulkan(Default::default()),
+        #[allow(unreachable_patterns)]
+        other => anyhow::bail!(
+            "--device {other:?}: this build has no such backend (build with --features {})",
+            format!("{other:?}").to_lowercase()
+        ),
+    };
+    Ok(device.autodiff())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fit(
+    config: &std::path::Path,
+    extractor: &std::path::Path,
+    extractor_name: String,
+    images: &std::path::Path,
+    cache: &std::path::Path,
+    loss: Option<Objective>,
+    epochs: Option<u32>,
+    device: TrainDevice,
+    workers: Option<u32>,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let mut settings = TrainSettings::load(config)?;
+    if let Some(loss) = loss {
+        settings.objective = loss;
+    }
+    if let Some(epochs) = epochs {
+        settings.epochs = epochs;
+        settings.warmup_epochs = settings.warmup_epochs.min(epochs);
+    }
+    settings.validate(config)?;
+    let synth = if settings.objective == Objective::None {
+        None
+    } else {
+        Some(Synthesizer::new(
+            SynthesisSettings::load(config).with_context(|| {
+                format!("--loss {:?} needs synthetic anomalies", settings.objective)
+            })?,
+        )?)
+    };
+    let onnx =
+        std::fs::read(extractor).with_context(|| format!("reading {}", extractor.display()))?;
+    let mut provenance = toml::Table::new();
+    let text = |v: String| toml::Value::String(v);
+    provenance.insert("images".into(), text(images.display().to_string()));
+    provenance.insert(
+        "objective".into(),
+        text(format!("{:?}", settings.objective).to_lowercase()),
+    );
+    provenance.insert(
+        "nf_loss".into(),
+        text(format!("{:?}", settings.nf_loss).to_lowercase()),
+    );
+    provenance.insert(
+        "epochs".into(),
+        toml::Value::Integer(settings.epochs.into()),
+    );
+    provenance.insert("seed".into(), toml::Value::Integer(settings.seed as i64));
+    provenance.insert("config".into(), text(config.display().to_string()));
+    let workers = workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |w| w as usize,
+    );
+    let report = run_fit(
+        FitJob {
+            extractor: &onnx,
+            extractor_name,
+            normalization: Normalization {
+                mean: INPUT_MEAN,
+                std: INPUT_STD,
+            },
+            images: list_images(images)?,
+            synthesizer: synth.as_ref(),
+            cache_root: cache,
+            settings,
+            device: burn_device(device)?,
+            workers,
+            progress: true,
+            out,
+            provenance,
+        },
+        &mut |log| log::info!("{log}"),
+    )?;
+    let c = &report.calibration;
+    println!(
+        "{}: {} epochs on {} images; offsets {:?}, reference {:.4}; threshold {:.4} \
+         ({} of {} held-out images above)",
+        out.display(),
+        report.epochs.len(),
+        report.train_images.len(),
+        c.level_offsets,
+        c.reference,
+        c.threshold,
+        c.holdout_alarms,
+        c.holdout_scores.len()
+    );
+    Ok(())
 }
 
 /// Parses `X,Y`.
@@ -336,6 +493,29 @@ fn main() -> anyhow::Result<()> {
             cache,
             workers,
         } => features(&extractor, &images, synthesis.as_deref(), &cache, workers),
+        Command::Fit {
+            config,
+            extractor,
+            extractor_name,
+            images,
+            cache,
+            loss,
+            epochs,
+            device,
+            workers,
+            out,
+        } => fit(
+            &config,
+            &extractor,
+            extractor_name,
+            &images,
+            &cache,
+            loss,
+            epochs,
+            device,
+            workers,
+            &out,
+        ),
         Command::PrepareCrops {
             images,
             masks,

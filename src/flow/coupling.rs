@@ -263,7 +263,10 @@ mod tests {
                 for j in 0..n {
                     let dot: f32 = (0..n).map(|k| r[i * n + k] * r[j * n + k]).sum();
                     let want = if i == j { 1.0 } else { 0.0 };
-                    assert!((dot - want).abs() < 1e-5, "n={n}: row {i} . row {j} = {dot}");
+                    assert!(
+                        (dot - want).abs() < 1e-5,
+                        "n={n}: row {i} . row {j} = {dot}"
+                    );
                 }
             }
             let rows: Vec<Vec<f64>> = r

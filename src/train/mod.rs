@@ -1,0 +1,247 @@
+//! The trainer (feature `train`): [`settings`] of the `[training]` table, the CFlow-AD loop on
+//! cached features ([`fit`]), and the calibrated bundle ([`calibrate`]). [`run_fit`] chains
+//! them: features into the cache, held-out split, epochs, export, calibration.
+
+pub mod calibrate;
+pub mod fit;
+pub mod settings;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+
+use crate::bundle::{BundleError, LevelSpec};
+use crate::dataset::DatasetError;
+use crate::engine::EngineError;
+use crate::features::build::{BuildError, CacheBuild, CachedImage};
+use crate::features::cache::{CacheError, FeatureCache};
+use crate::features::{ExtractError, FeatureExtractor};
+use crate::fixtures::logp_name;
+use crate::onnx::OnnxWriteError;
+use crate::synth::bank::Synthesizer;
+use crate::tiler::Normalization;
+use calibrate::{write_calibrated_bundle, BundleParts, Calibration};
+use fit::{EpochLog, LevelShape, Trainer};
+use settings::TrainSettings;
+
+/// Errors of training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The feature cache failed.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// Filling the cache failed.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The extractor failed.
+    #[error(transparent)]
+    Extract(#[from] ExtractError),
+    /// A record the cache pass listed is gone.
+    #[error("{image}: its cached features disappeared during training")]
+    MissingRecord {
+        /// The image.
+        image: PathBuf,
+    },
+    /// An image could not be read.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    /// The bundle could not be written or read back.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The daemon's engine failed on the bundle.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The head could not be exported.
+    #[error(transparent)]
+    Onnx(#[from] OnnxWriteError),
+    /// Too few images to train and hold some out.
+    #[error("{images} usable images: at least 2 are needed (training and held-out)")]
+    TooFewImages {
+        /// Images available.
+        images: usize,
+    },
+    /// The extractor's taps cannot make a bundle.
+    #[error("tap {tap}: {message}")]
+    Level {
+        /// The tap.
+        tap: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A training run.
+pub struct FitJob<'a> {
+    /// The extractor ONNX bytes (copied into the bundle).
+    pub extractor: &'a [u8],
+    /// Its human name.
+    pub extractor_name: String,
+    /// Input normalization of the extractor.
+    pub normalization: Normalization,
+    /// Defect-free images.
+    pub images: Vec<PathBuf>,
+    /// Synthetic anomalies (`None`: L_NF only, the objective must be `none`).
+    pub synthesizer: Option<&'a Synthesizer>,
+    /// Feature cache root.
+    pub cache_root: &'a Path,
+    /// `[training]` settings.
+    pub settings: TrainSettings,
+    /// Where the flows train (autodiff on).
+    pub device: Device,
+    /// Extraction workers.
+    pub workers: usize,
+    /// Draw progress bars.
+    pub progress: bool,
+    /// Output bundle folder.
+    pub out: &'a Path,
+    /// Provenance written into the manifest's `[training]`.
+    pub provenance: toml::Table,
+}
+
+/// What a run did.
+pub struct FitReport {
+    /// One line per epoch.
+    pub epochs: Vec<EpochLog>,
+    /// Images trained on.
+    pub train_images: Vec<CachedImage>,
+    /// Images held out for the threshold.
+    pub holdout_images: Vec<PathBuf>,
+    /// Score constants and threshold.
+    pub calibration: Calibration,
+    /// The trained decoders.
+    pub trainer: Trainer,
+    /// The cache the features are in.
+    pub cache: FeatureCache,
+}
+
+/// Whether an image is held out: the first 8 bytes of its hash, as a fraction of 2^64, fall
+/// below `fraction` (stable whatever the file order).
+fn held_out(image: &CachedImage, fraction: f64) -> bool {
+    let crate::features::cache::RecordKey::Image { image: hash } = image.keys[0] else {
+        return false;
+    };
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&hash[..8]);
+    (u64::from_be_bytes(head) as f64 / u64::MAX as f64) < fraction
+}
+
+/// Runs the whole chain, calling `on_epoch` after each epoch.
+pub fn run_fit(job: FitJob, on_epoch: &mut dyn FnMut(&EpochLog)) -> Result<FitReport, TrainError> {
+    let fx = FeatureExtractor::new(job.extractor, job.normalization)?;
+    let cache = FeatureCache::open(job.cache_root, fx.hash())?;
+    let summary = CacheBuild {
+        extractor: &fx,
+        synthesizer: job.synthesizer,
+        cache: &cache,
+        workers: job.workers,
+        progress: job.progress,
+    }
+    .run(&job.images)?;
+    log::info!(
+        "features: {} cached, {} computed, {} repaired, {} unreadable images",
+        summary.hits,
+        summary.computed,
+        summary.repaired,
+        summary.unreadable
+    );
+    let s = &job.settings;
+    let (mut holdout, mut train): (Vec<CachedImage>, Vec<CachedImage>) = summary
+        .images
+        .into_iter()
+        .partition(|i| held_out(i, s.holdout_fraction));
+    if holdout.is_empty() && train.len() > 1 {
+        holdout.extend(train.pop());
+    }
+    if train.is_empty() || holdout.is_empty() {
+        return Err(TrainError::TooFewImages {
+            images: train.len() + holdout.len(),
+        });
+    }
+    let first = cache
+        .load(&train[0].keys[0])?
+        .ok_or_else(|| TrainError::MissingRecord {
+            image: train[0].image.clone(),
+        })?;
+    let size = fx.input_size() as usize;
+    let mut shapes = Vec::new();
+    let mut specs = Vec::new();
+    for level in &first.levels {
+        let (h, w) = (level.height as usize, level.width as usize);
+        if h == 0 || !size.is_multiple_of(h) || h != w || level.channels < 2 {
+            return Err(TrainError::Level {
+                tap: level.name.clone(),
+                message: format!(
+                    "{}x{}x{} cannot carry a flow: square maps dividing the {size} px input \
+                     and at least 2 channels are needed",
+                    level.channels, h, w
+                ),
+            });
+        }
+        let stride = size / h;
+        shapes.push(LevelShape {
+            name: level.name.clone(),
+            channels: level.channels as usize,
+            height: h,
+            width: w,
+        });
+        specs.push(LevelSpec {
+            tap: level.name.clone(),
+            logp: logp_name(stride),
+            channels: level.channels as usize,
+            height: h,
+            width: w,
+            stride,
+        });
+    }
+    log::info!(
+        "{} training images, {} held out; levels {}",
+        train.len(),
+        holdout.len(),
+        shapes
+            .iter()
+            .map(|l| format!("{} ({}x{}x{})", l.name, l.channels, l.height, l.width))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut trainer = Trainer::new(shapes, s.clone(), job.device.clone());
+    let mut epochs = Vec::new();
+    for epoch in 0..s.epochs {
+        let log = trainer.epoch(epoch, &cache, &train, job.progress)?;
+        on_epoch(&log);
+        epochs.push(log);
+    }
+    let decoders: Vec<_> = trainer.decoders().iter().map(|d| d.to_weights()).collect();
+    let parts = BundleParts {
+        extractor: job.extractor,
+        extractor_name: job.extractor_name.clone(),
+        input_size: size,
+        normalization: job.normalization,
+        levels: specs,
+        combine: s.combine,
+        training: job.provenance.clone(),
+    };
+    // Calibration on up to 200 training images spread over the set.
+    let step = train.len().div_ceil(200).max(1);
+    let calibration_images: Vec<PathBuf> = train
+        .iter()
+        .step_by(step)
+        .map(|i| i.image.clone())
+        .collect();
+    let holdout_images: Vec<PathBuf> = holdout.iter().map(|i| i.image.clone()).collect();
+    let calibration = write_calibrated_bundle(
+        job.out,
+        &parts,
+        &decoders,
+        &calibration_images,
+        &holdout_images,
+        s.false_alarm_rate,
+    )?;
+    Ok(FitReport {
+        epochs,
+        train_images: train,
+        holdout_images,
+        calibration,
+        trainer,
+        cache,
+    })
+}

@@ -1,0 +1,170 @@
+//! The whole trainer on a small real problem: a real ONNX extractor run by tract (mean colour
+//! of 8 and 16-pixel cells, 4 channels), images the test makes, synthetic cracks, the fusion
+//! objective; then the bundle it writes, read by the daemon's engine and scorer.
+#![cfg(feature = "train")]
+
+mod common;
+
+use burn::tensor::Device;
+use common::{defect_source, normal_images, Scratch};
+use edge_inspector::bundle::Bundle;
+use edge_inspector::engine::{Engine, ExtractorPrecision, LevelMaps};
+use edge_inspector::fixtures::concrete_frame;
+use edge_inspector::losses::Objective;
+use edge_inspector::onnx::{Dim, ModelBuilder, Padding};
+use edge_inspector::scorer::Scorer;
+use edge_inspector::synth::bank::Synthesizer;
+use edge_inspector::synth::config::SynthesisSettings;
+use edge_inspector::tiler::{Normalization, PixelBox};
+use edge_inspector::train::calibrate::model_input;
+use edge_inspector::train::settings::TrainSettings;
+use edge_inspector::train::{run_fit, FitJob};
+
+const SIDE: usize = 64;
+
+/// Taps `tap8` (4 x 8 x 8) and `tap16` (4 x 4 x 4): cell means of R, G, B and R - B.
+fn colour_cells() -> Vec<u8> {
+    let mut b = ModelBuilder::new("colour-cells");
+    let x = b.input("image", &[1.into(), 3.into(), SIDE.into(), SIDE.into()]);
+    #[rustfmt::skip]
+    let w = [
+        1.0, 0.0, 0.0,
+        0.0, 1.0, 0.0,
+        0.0, 0.0, 1.0,
+        2.0, 0.0, -2.0,
+    ];
+    let mixed = b.conv(&x, &w, [4, 3, 1, 1], None, 1, Padding::Symmetric(0), 1);
+    for stride in [8usize, 16] {
+        b.average_pool(&mixed, stride);
+        let tap = b.name_last_output(&format!("tap{stride}"));
+        let side = SIDE / stride;
+        b.output(
+            &tap,
+            &[1.into(), 4.into(), Dim::Fixed(side), Dim::Fixed(side)],
+        );
+    }
+    b.to_bytes().unwrap()
+}
+
+#[test]
+fn fit_trains_exports_and_calibrates_a_bundle_the_daemon_agrees_with() {
+    let dir = Scratch::new("train-fit");
+    defect_source(&dir.path("defects"));
+    let images = normal_images(&dir.path("good"), 20);
+    let config = dir.path("train.toml");
+    std::fs::write(
+        &config,
+        "[synthesis]\ndefects = { images = \"defects/images\", masks = \"defects/masks\" }\n\
+         window = 40\nmax_extent = 0.6\naugmentations_per_image = 2\nseed = 5\n\
+         [training]\nepochs = 4\nimage_batch = 4\nfiber_batch = 32\nlr = 1e-3\nblocks = 2\n\
+         objective = \"fusion\"\ncontrastive_start_epoch = 1\nholdout_fraction = 0.2\n\
+         false_alarm_rate = 0.1\nschedule = \"cosine\"\nwarmup_epochs = 1\n",
+    )
+    .unwrap();
+    let settings = TrainSettings::load(&config).unwrap();
+    assert_eq!(settings.objective, Objective::Fusion);
+    let synth = Synthesizer::new(SynthesisSettings::load(&config).unwrap()).unwrap();
+    let extractor = colour_cells();
+    let normalization = Normalization {
+        mean: [0.5; 3],
+        std: [0.25; 3],
+    };
+    let out = dir.path("bundle");
+    let mut lines = Vec::new();
+    let report = run_fit(
+        FitJob {
+            extractor: &extractor,
+            extractor_name: "colour-cells".into(),
+            normalization,
+            images: images.clone(),
+            synthesizer: Some(&synth),
+            cache_root: &dir.path("cache"),
+            settings,
+            device: Device::flex().autodiff(),
+            workers: 2,
+            progress: false,
+            out: &out,
+            provenance: toml::Table::new(),
+        },
+        &mut |log| lines.push(log.to_string()),
+    )
+    .unwrap();
+
+    // The loop: 4 epochs logged, L_NF going down, the contrastive term on from epoch 2.
+    assert_eq!(report.epochs.len(), 4);
+    assert_eq!(lines.len(), 4);
+    println!("{}", lines.join("\n"));
+    let (first, last) = (&report.epochs[0], &report.epochs[3]);
+    assert!(last.nf < first.nf, "L_NF {} -> {}", first.nf, last.nf);
+    assert_eq!(first.contrastive, 0.0, "off in the first epoch");
+    assert!(last.contrastive != 0.0);
+    let n_train = report.train_images.len();
+    let n_holdout = report.holdout_images.len();
+    assert_eq!(n_train + n_holdout, 20);
+    assert!(n_holdout >= 1 && n_train >= 10, "{n_train} / {n_holdout}");
+    // Steps: per batch and level, ceil(fibers / 32); 64 and 16 fibers per image.
+    let batches: Vec<usize> = report.train_images.chunks(4).map(|c| c.len()).collect();
+    let steps: usize = batches
+        .iter()
+        .map(|&b| (b * 64).div_ceil(32) + (b * 16).div_ceil(32))
+        .sum();
+    assert_eq!(first.steps, steps);
+
+    // The bundle: the daemon's engine gives the trainer's own log p (burn) on the same image.
+    let bundle = Bundle::load(&out).unwrap();
+    let m = bundle.manifest.clone();
+    assert_eq!(m.levels.len(), 2);
+    assert_eq!((m.levels[0].stride, m.levels[1].stride), (8, 16));
+    assert_eq!(m.threshold.method, "false-alarm-rate");
+    let mut engine = Engine::new(bundle, ExtractorPrecision::F32).unwrap();
+    let mut maps = LevelMaps::default();
+    for entry in report.train_images.iter().take(3) {
+        let input = model_input(&entry.image, SIDE, &normalization).unwrap();
+        engine.run(&input, 1, &mut maps).unwrap();
+        let record = report.cache.load(&entry.keys[0]).unwrap().unwrap();
+        for level in 0..2 {
+            let trainer = report.trainer.logp_map(level, &record);
+            let daemon = maps.tile(level, 0);
+            let worst = trainer
+                .iter()
+                .zip(daemon)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= 1e-4,
+                "level {level}: |trainer - daemon| = {worst:.2e}"
+            );
+        }
+    }
+
+    // Calibration: on the held-out images at most 10% of tiles alarm; the threshold is the
+    // holdout score it says; a frame with a large dark stain scores above it.
+    let c = &report.calibration;
+    assert!(c.holdout_alarms <= (0.1 * n_holdout as f64).floor() as usize);
+    assert_eq!(m.threshold.value, c.threshold);
+    assert_eq!(m.score.level_offsets, c.level_offsets);
+    let mut scorer = Scorer::new(&m, m.threshold.value);
+    let stained = dir.path("stained.png");
+    concrete_frame(
+        160,
+        120,
+        77,
+        &[PixelBox {
+            x: 40,
+            y: 30,
+            width: 60,
+            height: 50,
+        }],
+    )
+    .save(&stained)
+    .unwrap();
+    let input = model_input(&stained, SIDE, &normalization).unwrap();
+    engine.run(&input, 1, &mut maps).unwrap();
+    let score = scorer.score(&[maps.tile(0, 0), maps.tile(1, 0)]);
+    println!(
+        "stained frame scores {:.4}; threshold {:.4}; held-out scores {:?}",
+        score.score, c.threshold, c.holdout_scores
+    );
+    assert!(score.score > c.threshold, "a large stain must alarm");
+    assert!(score.region.is_some());
+}
