@@ -85,6 +85,8 @@ fn fit_trains_exports_and_calibrates_a_bundle_the_daemon_agrees_with() {
             progress: false,
             out: &out,
             provenance: toml::Table::new(),
+            checkpoint: None,
+            resume: false,
         },
         &mut |log| lines.push(log.to_string()),
     )
@@ -167,4 +169,126 @@ fn fit_trains_exports_and_calibrates_a_bundle_the_daemon_agrees_with() {
     );
     assert!(score.score > c.threshold, "a large stain must alarm");
     assert!(score.region.is_some());
+}
+
+#[test]
+fn a_run_resumed_from_its_checkpoint_ends_where_an_unbroken_run_ends() {
+    let dir = Scratch::new("train-resume");
+    defect_source(&dir.path("defects"));
+    let images = normal_images(&dir.path("good"), 10);
+    let config = dir.path("train.toml");
+    std::fs::write(
+        &config,
+        "[synthesis]\ndefects = { images = \"defects/images\", masks = \"defects/masks\" }\n\
+         window = 40\nmax_extent = 0.6\nseed = 5\n\
+         [training]\nepochs = 3\nimage_batch = 3\nfiber_batch = 48\nlr = 1e-3\nblocks = 2\n\
+         objective = \"boundary\"\ncontrastive_start_epoch = 1\nholdout_fraction = 0.2\n",
+    )
+    .unwrap();
+    let synth = Synthesizer::new(SynthesisSettings::load(&config).unwrap()).unwrap();
+    let extractor = colour_cells();
+    let snapshot = dir.path("after-two-epochs.ckpt");
+    let run = |name: &str, checkpoint: &std::path::Path, resume: bool| {
+        let out = dir.path(name);
+        let mut epochs_seen = Vec::new();
+        let report = run_fit(
+            FitJob {
+                extractor: &extractor,
+                extractor_name: "colour-cells".into(),
+                normalization: Normalization {
+                    mean: [0.5; 3],
+                    std: [0.25; 3],
+                },
+                images: images.clone(),
+                synthesizer: Some(&synth),
+                cache_root: &dir.path("cache"),
+                settings: TrainSettings::load(&config).unwrap(),
+                device: Device::flex().autodiff(),
+                workers: 1,
+                progress: false,
+                out: &out,
+                provenance: toml::Table::new(),
+                checkpoint: Some(checkpoint),
+                resume,
+            },
+            &mut |log| {
+                epochs_seen.push(log.epoch);
+                // Called before the epoch's own checkpoint is written: during the third
+                // epoch's report the file holds the state after two, as after a crash.
+                if log.epoch == 2 && !resume {
+                    std::fs::copy(checkpoint, &snapshot).unwrap();
+                }
+            },
+        )
+        .unwrap();
+        let weights: Vec<_> = report
+            .trainer
+            .decoders()
+            .iter()
+            .map(|d| d.to_weights())
+            .collect();
+        (
+            epochs_seen,
+            weights,
+            std::fs::read(out.join("head.onnx")).unwrap(),
+        )
+    };
+    let whole = run("whole", &dir.path("whole.ckpt"), false);
+    assert_eq!(whole.0, vec![0, 1, 2]);
+    let saved = edge_inspector::train::checkpoint::Checkpoint::load(&snapshot).unwrap();
+    assert_eq!(saved.next_epoch, 2);
+    assert!(
+        saved.levels.iter().all(|l| !l.adam.is_empty()),
+        "Adam state saved"
+    );
+
+    let resumed = run("resumed", &snapshot, true);
+    assert_eq!(resumed.0, vec![2], "only the third epoch is trained again");
+    // (assert! rather than assert_eq!: a failure would print megabytes of weights)
+    assert!(resumed.1 == whole.1, "weights differ from the unbroken run");
+    assert!(
+        resumed.2 == whole.2,
+        "head.onnx differs from the unbroken run"
+    );
+
+    // A checkpoint of other decoders is refused with both shapes named.
+    let mut other = saved.clone();
+    other.levels.pop();
+    other.save(&snapshot).unwrap();
+    let err = run_fit(
+        FitJob {
+            extractor: &extractor,
+            extractor_name: "colour-cells".into(),
+            normalization: Normalization {
+                mean: [0.5; 3],
+                std: [0.25; 3],
+            },
+            images: images.clone(),
+            synthesizer: Some(&synth),
+            cache_root: &dir.path("cache"),
+            settings: TrainSettings::load(&config).unwrap(),
+            device: Device::flex().autodiff(),
+            workers: 1,
+            progress: false,
+            out: &dir.path("refused"),
+            provenance: toml::Table::new(),
+            checkpoint: Some(&snapshot),
+            resume: true,
+        },
+        &mut |_| {},
+    )
+    .err()
+    .expect("a mismatched checkpoint is refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("after-two-epochs.ckpt") && message.contains("C=4 x 2 blocks"),
+        "{message}"
+    );
+    // A damaged one too.
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&snapshot, bytes).unwrap();
+    let err = edge_inspector::train::checkpoint::Checkpoint::load(&snapshot).unwrap_err();
+    assert!(err.to_string().contains("checksum"), "{err}");
 }

@@ -158,6 +158,12 @@ enum Command {
         /// Extraction workers (default: every core).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
         workers: Option<u32>,
+        /// Checkpoint written after every epoch (default: the output folder's path + `.ckpt`).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Go on from the checkpoint if there is one.
+        #[arg(long)]
+        resume: bool,
         /// Output bundle folder.
         #[arg(long)]
         out: PathBuf,
@@ -227,8 +233,15 @@ fn fit(
     epochs: Option<u32>,
     device: TrainDevice,
     workers: Option<u32>,
+    checkpoint: Option<PathBuf>,
+    resume: bool,
     out: &std::path::Path,
 ) -> anyhow::Result<()> {
+    let checkpoint = checkpoint.unwrap_or_else(|| {
+        let mut name = out.as_os_str().to_owned();
+        name.push(".ckpt");
+        PathBuf::from(name)
+    });
     let mut settings = TrainSettings::load(config)?;
     if let Some(loss) = loss {
         settings.objective = loss;
@@ -287,6 +300,8 @@ fn fit(
             progress: true,
             out,
             provenance,
+            checkpoint: Some(&checkpoint),
+            resume,
         },
         &mut |log| log::info!("{log}"),
     )?;
@@ -503,6 +518,8 @@ fn main() -> anyhow::Result<()> {
             epochs,
             device,
             workers,
+            checkpoint,
+            resume,
             out,
         } => fit(
             &config,
@@ -514,6 +531,8 @@ fn main() -> anyhow::Result<()> {
             epochs,
             device,
             workers,
+            checkpoint,
+            resume,
             &out,
         ),
         Command::PrepareCrops {

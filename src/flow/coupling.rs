@@ -7,7 +7,7 @@
 //! `x2' = x2 exp(s) + a_t`, `u = [x1, x2']`, `scale = 0.2 ln(1 + exp(0.5 g))`,
 //! `y = (u scale + offset) R^T`, `log|det J| = sum(s) + sum(ln scale)`.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::nn::{Linear, Relu};
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -199,6 +199,42 @@ impl CouplingBlock {
             rotation_t: tensor2(&transposed(&w.rotation, c, c), c, c, device),
             channels: c,
         }
+    }
+
+    /// Like [`CouplingBlock::from_weights`], with the parameter ids of a checkpoint (hidden
+    /// weight and bias, output weight and bias, global scale, global offset), so that an
+    /// optimizer state saved with them applies again.
+    pub fn from_weights_with_ids(
+        w: &BlockWeights,
+        ids: [u64; 6],
+        device: &Device,
+    ) -> CouplingBlock {
+        let mut block = CouplingBlock::from_weights(w, device);
+        let set = |p: &mut ParamId, id: u64| *p = ParamId::from(id);
+        set(&mut block.hidden.weight.id, ids[0]);
+        if let Some(b) = block.hidden.bias.as_mut() {
+            set(&mut b.id, ids[1]);
+        }
+        set(&mut block.output.weight.id, ids[2]);
+        if let Some(b) = block.output.bias.as_mut() {
+            set(&mut b.id, ids[3]);
+        }
+        set(&mut block.global_scale.id, ids[4]);
+        set(&mut block.global_offset.id, ids[5]);
+        block
+    }
+
+    /// The ids of the six trainable parameters, in [`CouplingBlock::from_weights_with_ids`] order.
+    pub fn param_ids(&self) -> [u64; 6] {
+        let bias = |l: &Linear| l.bias.as_ref().map_or(0, |b| b.id.val());
+        [
+            self.hidden.weight.id.val(),
+            bias(&self.hidden),
+            self.output.weight.id.val(),
+            bias(&self.output),
+            self.global_scale.id.val(),
+            self.global_offset.id.val(),
+        ]
     }
 
     /// The block's weights, in FrEIA's conventions.

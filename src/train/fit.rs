@@ -2,13 +2,15 @@
 //! real images (and of their augmentations, at the same positions) are shuffled together and cut
 //! into chunks of `fiber_batch`; each chunk is one Adam step of that level's decoder.
 
+use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
+use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::checkpoint::{describe, Checkpoint, CheckpointError, SavedBlock, SavedLevel};
 use super::settings::TrainSettings;
 use super::TrainError;
 use crate::features::build::CachedImage;
@@ -16,7 +18,7 @@ use crate::features::cache::{FeatureCache, FeatureRecord, RecordKey};
 use crate::fixtures::SplitMix;
 use crate::flow::coupling::floats;
 use crate::flow::positional::{positional_fibers, CONDITION_DIM};
-use crate::flow::Decoder;
+use crate::flow::{CouplingBlock, Decoder};
 use crate::losses::{nf_paper, nf_reference, objective_term, NfLoss, PairedFibers};
 
 /// Shape of one feature level.
@@ -110,6 +112,79 @@ impl Trainer {
             settings,
             device,
         }
+    }
+
+    /// The state to resume from before `next_epoch`.
+    pub fn checkpoint(&self, next_epoch: u32) -> Result<Checkpoint, TrainError> {
+        let mut levels = Vec::new();
+        for (decoder, optim) in self.decoders.iter().zip(&self.optimizers) {
+            let adam = optim
+                .to_record()
+                .into_bytes()
+                .map_err(|e| TrainError::Record(e.to_string()))?;
+            levels.push(SavedLevel {
+                blocks: decoder
+                    .blocks
+                    .iter()
+                    .map(|b| SavedBlock {
+                        weights: b.to_weights(),
+                        ids: b.param_ids(),
+                    })
+                    .collect(),
+                adam: adam.to_vec(),
+            });
+        }
+        Ok(Checkpoint { next_epoch, levels })
+    }
+
+    /// A trainer continuing from `saved` (read from `path`), which must hold decoders of the
+    /// shapes of `levels` and `settings`.
+    pub fn resume(
+        saved: Checkpoint,
+        path: &Path,
+        levels: Vec<LevelShape>,
+        settings: TrainSettings,
+        device: Device,
+    ) -> Result<Trainer, TrainError> {
+        let expected = describe(
+            levels
+                .iter()
+                .map(|l| (l.channels, settings.blocks as usize)),
+        );
+        if saved.describe() != expected {
+            return Err(CheckpointError::Mismatch {
+                path: path.to_path_buf(),
+                found: saved.describe(),
+                expected,
+            }
+            .into());
+        }
+        let mut decoders = Vec::new();
+        let mut optimizers = Vec::new();
+        for level in saved.levels {
+            decoders.push(Decoder {
+                blocks: level
+                    .blocks
+                    .iter()
+                    .map(|b| CouplingBlock::from_weights_with_ids(&b.weights, b.ids, &device))
+                    .collect(),
+            });
+            let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(level.adam))
+                .map_err(|e| TrainError::Record(e.to_string()))?;
+            optimizers.push(
+                AdamConfig::new()
+                    .with_epsilon(1e-8)
+                    .init()
+                    .load_record(record),
+            );
+        }
+        Ok(Trainer {
+            levels,
+            decoders,
+            optimizers,
+            settings,
+            device,
+        })
     }
 
     /// The decoders, one per level.

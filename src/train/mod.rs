@@ -3,6 +3,7 @@
 //! them: features into the cache, held-out split, epochs, export, calibration.
 
 pub mod calibrate;
+pub mod checkpoint;
 pub mod fit;
 pub mod settings;
 
@@ -60,6 +61,12 @@ pub enum TrainError {
         /// Images available.
         images: usize,
     },
+    /// A checkpoint could not be used.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    /// burn could not encode or decode an optimizer state.
+    #[error("optimizer state: {0}")]
+    Record(String),
     /// The extractor's taps cannot make a bundle.
     #[error("tap {tap}: {message}")]
     Level {
@@ -96,6 +103,10 @@ pub struct FitJob<'a> {
     pub out: &'a Path,
     /// Provenance written into the manifest's `[training]`.
     pub provenance: toml::Table,
+    /// Checkpoint file, written after every epoch.
+    pub checkpoint: Option<&'a Path>,
+    /// Go on from the checkpoint when it exists.
+    pub resume: bool,
 }
 
 /// What a run did.
@@ -203,12 +214,26 @@ pub fn run_fit(job: FitJob, on_epoch: &mut dyn FnMut(&EpochLog)) -> Result<FitRe
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut trainer = Trainer::new(shapes, s.clone(), job.device.clone());
+    let (mut trainer, start) = match job.checkpoint.filter(|p| job.resume && p.exists()) {
+        Some(path) => {
+            let saved = checkpoint::Checkpoint::load(path)?;
+            let next = saved.next_epoch;
+            log::info!("resuming from {} at epoch {}", path.display(), next + 1);
+            (
+                Trainer::resume(saved, path, shapes, s.clone(), job.device.clone())?,
+                next,
+            )
+        }
+        None => (Trainer::new(shapes, s.clone(), job.device.clone()), 0),
+    };
     let mut epochs = Vec::new();
-    for epoch in 0..s.epochs {
+    for epoch in start..s.epochs {
         let log = trainer.epoch(epoch, &cache, &train, job.progress)?;
         on_epoch(&log);
         epochs.push(log);
+        if let Some(path) = job.checkpoint {
+            trainer.checkpoint(epoch + 1)?.save(path)?;
+        }
     }
     let decoders: Vec<_> = trainer.decoders().iter().map(|d| d.to_weights()).collect();
     let parts = BundleParts {

@@ -187,7 +187,7 @@ impl TrainSettings {
             Schedule::Paper => {
                 let passed = [0.25, 0.375, 0.45]
                     .iter()
-                    .filter(|&&m| epoch as f64 >= (m * e).round())
+                    .filter(|&&m| epoch as f64 >= m * e)
                     .count();
                 self.lr * 0.1f64.powi(passed as i32)
             }
@@ -228,6 +228,13 @@ mod tests {
         assert!((lr(89) - 0.01).abs() < 1e-12);
         assert!((lr(90) - 0.001).abs() < 1e-12);
         assert!((lr(199) - 0.001).abs() < 1e-12);
+        // Short runs keep the full rate until a milestone is really passed.
+        let short = TrainSettings {
+            epochs: 2,
+            ..Default::default()
+        };
+        assert_eq!(short.lr_at(0), short.lr);
+        assert!((short.lr_at(1) / short.lr - 0.001).abs() < 1e-12);
     }
 
     #[test]
