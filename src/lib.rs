@@ -27,6 +27,8 @@ pub mod frames;
 pub mod gpio;
 #[cfg(feature = "train")]
 pub mod losses;
+#[cfg(feature = "data")]
+pub mod metrics;
 pub mod onnx;
 pub mod scorer;
 #[cfg(feature = "data")]

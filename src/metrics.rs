@@ -1,0 +1,203 @@
+//! Anomaly-detection metrics (DESIGN.md, "Metrics"): pixel AUROC over all test pixels, AUPRO by
+//! the MVTec AD definition, image AUROC with the maximum pixel as the image score. Exact with
+//! ties: pixels of equal score move the ROC and PRO curves together, as one step.
+
+/// Area under the ROC curve of `scores` for `labels` (true = defect), `None` when one class
+/// is missing. Ties count one half (the trapezoid over a tied group), as scikit-learn's
+/// `roc_auc_score`.
+pub fn auroc(scores: &[f32], labels: &[bool]) -> Option<f64> {
+    let positives = labels.iter().filter(|&&l| l).count();
+    let negatives = labels.len() - positives;
+    if positives == 0 || negatives == 0 || scores.len() != labels.len() {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp, mut area) = (0usize, 0usize, 0.0f64);
+    let mut i = 0;
+    while i < order.len() {
+        let (tp0, fp0) = (tp, fp);
+        let s = scores[order[i]];
+        while i < order.len() && scores[order[i]] == s {
+            if labels[order[i]] {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            i += 1;
+        }
+        // Trapezoid from (fp0, tp0) to (fp, tp).
+        area += (fp - fp0) as f64 * (tp + tp0) as f64 / 2.0;
+    }
+    Some(area / (positives as f64 * negatives as f64))
+}
+
+/// Labels the 8-connected regions of `mask` (`width x height`, nonzero = defect): returns the
+/// label of each pixel (0 = background, 1..=n) and `n`.
+pub fn regions(mask: &[u8], width: usize, height: usize) -> (Vec<u32>, u32) {
+    let mut labels = vec![0u32; mask.len()];
+    let mut count = 0;
+    let mut stack = Vec::new();
+    for start in 0..mask.len() {
+        if mask[start] == 0 || labels[start] != 0 {
+            continue;
+        }
+        count += 1;
+        labels[start] = count;
+        stack.push(start);
+        while let Some(p) = stack.pop() {
+            let (x, y) = ((p % width) as i64, (p / width) as i64);
+            for dy in -1..=1 {
+                for dx in -1..=1 {
+                    let (nx, ny) = (x + dx, y + dy);
+                    if nx < 0 || ny < 0 || nx >= width as i64 || ny >= height as i64 {
+                        continue;
+                    }
+                    let q = ny as usize * width + nx as usize;
+                    if mask[q] != 0 && labels[q] == 0 {
+                        labels[q] = count;
+                        stack.push(q);
+                    }
+                }
+            }
+        }
+    }
+    (labels, count)
+}
+
+/// The PRO curve: `(fpr, pro)` points from (0, 0) to (1, 1), one per distinct score (highest
+/// first). `maps` and `masks` hold one `width x height` image each.
+pub fn pro_curve(maps: &[&[f32]], masks: &[&[u8]], width: usize, height: usize) -> Vec<(f64, f64)> {
+    let mut scores = Vec::new();
+    let mut fp_step = Vec::new();
+    let mut pro_step = Vec::new();
+    let (mut normal_pixels, mut total_regions) = (0usize, 0u32);
+    for (map, mask) in maps.iter().zip(masks) {
+        let (labels, n) = regions(mask, width, height);
+        let mut sizes = vec![0usize; n as usize + 1];
+        for &l in &labels {
+            sizes[l as usize] += 1;
+        }
+        total_regions += n;
+        for (&score, &l) in map.iter().zip(&labels) {
+            scores.push(score);
+            if l == 0 {
+                normal_pixels += 1;
+                fp_step.push(1.0);
+                pro_step.push(0.0);
+            } else {
+                fp_step.push(0.0);
+                pro_step.push(1.0 / sizes[l as usize] as f64);
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let mut curve = vec![(0.0, 0.0)];
+    let (mut fp, mut pro) = (0.0f64, 0.0f64);
+    for (k, &i) in order.iter().enumerate() {
+        fp += fp_step[i];
+        pro += pro_step[i];
+        let last_of_tie = order
+            .get(k + 1)
+            .is_none_or(|&next| scores[next] != scores[i]);
+        if last_of_tie {
+            curve.push((
+                (fp / normal_pixels.max(1) as f64).min(1.0),
+                (pro / total_regions.max(1) as f64).min(1.0),
+            ));
+        }
+    }
+    curve.push((1.0, 1.0));
+    curve
+}
+
+/// Area under `curve` (sorted by x) from 0 to `x_max`, interpolating linearly at `x_max`.
+pub fn area_up_to(curve: &[(f64, f64)], x_max: f64) -> f64 {
+    let mut area = 0.0;
+    for w in curve.windows(2) {
+        let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+        if x0 >= x_max {
+            break;
+        }
+        if x1 <= x_max {
+            area += 0.5 * (y0 + y1) * (x1 - x0);
+        } else {
+            let y = y0 + (y1 - y0) * (x_max - x0) / (x1 - x0);
+            area += 0.5 * (y0 + y) * (x_max - x0);
+        }
+    }
+    area
+}
+
+/// AUPRO up to `fpr_limit` (MVTec AD: 0.3), normalized by the limit; `None` when there is no
+/// defect pixel or no normal pixel.
+pub fn aupro(
+    maps: &[&[f32]],
+    masks: &[&[u8]],
+    width: usize,
+    height: usize,
+    fpr_limit: f64,
+) -> Option<f64> {
+    let defect = masks
+        .iter()
+        .flat_map(|m| m.iter())
+        .filter(|&&v| v != 0)
+        .count();
+    let total: usize = masks.iter().map(|m| m.len()).sum();
+    if defect == 0 || defect == total {
+        return None;
+    }
+    Some(area_up_to(&pro_curve(maps, masks, width, height), fpr_limit) / fpr_limit)
+}
+
+/// Pixel AUROC over every pixel of every image.
+pub fn pixel_auroc(maps: &[&[f32]], masks: &[&[u8]]) -> Option<f64> {
+    let scores: Vec<f32> = maps.iter().flat_map(|m| m.iter().copied()).collect();
+    let labels: Vec<bool> = masks
+        .iter()
+        .flat_map(|m| m.iter().map(|&v| v != 0))
+        .collect();
+    auroc(&scores, &labels)
+}
+
+/// Image AUROC: each image scored by its highest pixel, labelled by whether its mask has a
+/// defect pixel.
+pub fn image_auroc(maps: &[&[f32]], masks: &[&[u8]]) -> Option<f64> {
+    let scores: Vec<f32> = maps
+        .iter()
+        .map(|m| m.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+        .collect();
+    let labels: Vec<bool> = masks.iter().map(|m| m.iter().any(|&v| v != 0)).collect();
+    auroc(&scores, &labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auroc_by_hand() {
+        // Perfect, reversed, and all tied.
+        assert_eq!(auroc(&[0.9, 0.8, 0.1], &[true, true, false]), Some(1.0));
+        assert_eq!(auroc(&[0.1, 0.2, 0.9], &[true, true, false]), Some(0.0));
+        assert_eq!(auroc(&[0.5; 4], &[true, false, true, false]), Some(0.5));
+        // One of two positives ties with the negative: (1 + 0.5) / 2.
+        assert_eq!(auroc(&[0.9, 0.5, 0.5], &[true, true, false]), Some(0.75));
+        assert_eq!(auroc(&[0.9], &[true]), None);
+    }
+
+    #[test]
+    fn regions_are_8_connected() {
+        #[rustfmt::skip]
+        let mask = [
+            1, 0, 0, 1,
+            0, 1, 0, 0,
+            0, 0, 0, 1,
+        ];
+        let (labels, n) = regions(&mask, 4, 3);
+        assert_eq!(n, 3, "the diagonal pair is one region");
+        assert_eq!(labels[0], labels[5]);
+        assert_ne!(labels[3], labels[11]);
+    }
+}
