@@ -14,6 +14,8 @@ pub mod daemon;
 #[cfg(feature = "data")]
 pub mod dataset;
 pub mod engine;
+#[cfg(feature = "data")]
+pub mod eval;
 #[cfg(feature = "train")]
 pub mod export;
 #[cfg(feature = "data")]

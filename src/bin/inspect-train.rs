@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use edge_inspector::dataset::crops::{prepare_crops, CropProtocol};
 use edge_inspector::dataset::{list_images, load_image, with_masks};
+use edge_inspector::eval::evaluate;
 use edge_inspector::extractor::adopt::adopt;
 use edge_inspector::extractor::efficientnet::{
     build_lite0, calibrate, calibration_images, BuildOptions, Precision, INPUT_MEAN, INPUT_STD,
@@ -167,6 +168,23 @@ enum Command {
         /// Output bundle folder.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Evaluate a bundle on the test split of an MVTec-layout dataset as the daemon runs it:
+    /// writes metrics.json (pixel AUROC, AUPRO, image AUROC, tile precision/recall/F1 and false
+    /// alarms per 1000 defect-free tiles at the bundle's threshold) and heatmaps.png.
+    Eval {
+        /// The bundle folder.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Dataset root (MVTec AD layout).
+        #[arg(long)]
+        data: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// At most this many test images per class.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
     },
     /// Cut whole images with crack masks into a k x k grid (the paper's crop protocol) and
     /// write an MVTec AD layout: crack-free crops of the first images for training, all crops
@@ -535,6 +553,33 @@ fn main() -> anyhow::Result<()> {
             resume,
             &out,
         ),
+        Command::Eval {
+            bundle,
+            data,
+            out,
+            limit,
+        } => {
+            let r = evaluate(&bundle, &data, &out, limit.map(|l| l as usize), true)?;
+            let show = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
+            println!(
+                "{}: {} images ({} defect-free): pixel AUROC {}, AUPRO {}, image AUROC {}; at \
+                 threshold {:.4}: tile precision {:.3}, recall {:.3}, F1 {:.3}, {:.1} false alarms \
+                 per 1000 defect-free tiles; {:.1} ms per image",
+                out.display(),
+                r.images,
+                r.good,
+                show(r.pixel_auroc),
+                show(r.aupro),
+                show(r.image_auroc),
+                r.threshold,
+                r.tile_precision,
+                r.tile_recall,
+                r.tile_f1,
+                r.false_alarms_per_1000,
+                1000.0 * r.seconds_per_image
+            );
+            Ok(())
+        }
         Command::PrepareCrops {
             images,
             masks,

@@ -1,0 +1,64 @@
+//! `eval` runs a bundle on an MVTec-layout test set as the daemon would and writes the metrics
+//! and the heatmap sheet: here the brightness bundle on concrete frames with dark patches.
+#![cfg(feature = "data")]
+
+mod common;
+
+use common::{patch, Scratch};
+use edge_inspector::eval::evaluate;
+use edge_inspector::fixtures::concrete_frame;
+use edge_inspector::metrics::pixel_auroc;
+use image::{GrayImage, Luma};
+
+#[test]
+fn eval_writes_metrics_and_heatmaps_that_agree_with_the_dataset() {
+    let dir = Scratch::new("eval");
+    let bundle = common::bundle(&dir.0);
+    let root = dir.path("data");
+    for sub in ["train/good", "test/good", "test/stain", "ground_truth/stain"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    concrete_frame(200, 150, 1, &[])
+        .save(root.join("train/good/0.png"))
+        .unwrap();
+    for i in 0..4u64 {
+        concrete_frame(200, 150, 10 + i, &[])
+            .save(root.join(format!("test/good/{i}.png")))
+            .unwrap();
+    }
+    for i in 0..5u32 {
+        let b = patch(20 + 25 * i, 30 + 10 * i, 30 + 4 * i);
+        concrete_frame(200, 150, 20 + i as u64, &[b])
+            .save(root.join(format!("test/stain/{i}.png")))
+            .unwrap();
+        GrayImage::from_fn(200, 150, |x, y| {
+            let inside = x >= b.x && x < b.x + b.width && y >= b.y && y < b.y + b.height;
+            Luma([if inside { 255 } else { 0 }])
+        })
+        .save(root.join(format!("ground_truth/stain/{i}_mask.png")))
+        .unwrap();
+    }
+    let out = dir.path("eval");
+    let report = evaluate(&bundle, &root, &out, None, false).unwrap();
+    assert_eq!((report.images, report.good), (9, 4));
+    assert!(report.pixel_auroc.unwrap() > 0.9, "{report:?}");
+    assert!(report.aupro.unwrap() > 0.5, "{report:?}");
+    assert_eq!(report.image_auroc, Some(1.0), "every stain outscores every clean frame");
+    assert_eq!(report.tile_recall, 1.0);
+    assert_eq!(report.false_alarms_per_1000, 0.0);
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(json["images"], 9);
+    let written = json["pixel_auroc"].as_f64().unwrap();
+    assert!((written - report.pixel_auroc.unwrap()).abs() < 1e-12);
+    let sheet = image::open(out.join("heatmaps.png")).unwrap();
+    // 5 defect rows (8 asked, 5 exist) + 2 defect-free, of 192 px with 6 px gaps; 4 columns.
+    assert_eq!(sheet.height(), 7 * (192 + 6) + 6);
+    assert_eq!(sheet.width(), 4 * 192 + 5 * 6);
+    // `limit` keeps that many per class.
+    let limited = evaluate(&bundle, &root, &dir.path("eval2"), Some(2), false).unwrap();
+    assert_eq!(limited.images, 4);
+    // Sanity of the pixel metric on its own.
+    assert_eq!(pixel_auroc(&[&[0.1, 0.9]], &[&[0, 1]]), Some(1.0));
+}
