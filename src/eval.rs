@@ -6,14 +6,14 @@
 use std::path::{Path, PathBuf};
 
 use image::{imageops, GrayImage, Rgb, RgbImage};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::bundle::{Bundle, BundleError};
 use crate::dataset::{load_image, load_mask, Dataset, DatasetError};
 use crate::engine::{Engine, EngineError, ExtractorPrecision, LevelMaps};
 use crate::metrics::{aupro, image_auroc, pixel_auroc};
+use crate::records::progress_bar;
 use crate::scorer::Scorer;
-use crate::tiler::{resize_rgb, sample_tile, Normalization, PixelBox};
+use crate::tiler::{model_input, Normalization};
 
 /// Errors of evaluation.
 #[derive(Debug, thiserror::Error)]
@@ -109,29 +109,18 @@ pub fn evaluate(
     if samples.is_empty() {
         return Err(EvalError::Empty(data.to_path_buf()));
     }
-    let bar = if progress {
-        ProgressBar::with_draw_target(Some(samples.len() as u64), ProgressDrawTarget::stderr())
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("eval {bar:40} {pos}/{len} images, {eta} left")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let bar = progress_bar(
+        progress,
+        samples.len(),
+        "eval {bar:40} {pos}/{len} images, {eta} left",
     );
     let start = std::time::Instant::now();
-    let whole = PixelBox {
-        x: 0,
-        y: 0,
-        width: side as u32,
-        height: side as u32,
-    };
     let mut scored = Vec::with_capacity(samples.len());
     let mut maps = LevelMaps::default();
     let mut input = vec![0.0; 3 * side * side];
     for s in &samples {
         let image = load_image(&s.image)?;
-        let resized = resize_rgb(&image, side as u32, side as u32);
-        sample_tile(&resized, &whole, side, side, &norm, &mut input);
+        let resized = model_input(&image, side, &norm, &mut input);
         engine.run(&input, 1, &mut maps)?;
         let levels: Vec<&[f32]> = (0..manifest.levels.len())
             .map(|l| maps.tile(l, 0))

@@ -32,6 +32,8 @@ pub mod losses;
 #[cfg(feature = "data")]
 pub mod metrics;
 pub mod onnx;
+#[cfg(feature = "data")]
+mod records;
 pub mod scorer;
 #[cfg(feature = "data")]
 pub mod synth;

@@ -183,6 +183,26 @@ pub fn resize_rgb(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     })
 }
 
+/// A whole image as a model input: resized to `size x size` by [`resize_rgb`] (as the trainer
+/// sees images), then normalized and written planar into `out` (`3 * size * size` values).
+/// Returns the resized image.
+pub fn model_input(
+    image: &RgbImage,
+    size: usize,
+    norm: &Normalization,
+    out: &mut [f32],
+) -> RgbImage {
+    let resized = resize_rgb(image, size as u32, size as u32);
+    let whole = PixelBox {
+        x: 0,
+        y: 0,
+        width: size as u32,
+        height: size as u32,
+    };
+    sample_tile(&resized, &whole, size, size, norm, out);
+    resized
+}
+
 /// Resizes the `rect` of `frame` to `width x height` with bilinear sampling (pixel centres
 /// aligned, as OpenCV's `INTER_LINEAR`), normalizes it and writes it planar (`3 x H x W`) into `out`.
 ///

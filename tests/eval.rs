@@ -15,7 +15,12 @@ fn eval_writes_metrics_and_heatmaps_that_agree_with_the_dataset() {
     let dir = Scratch::new("eval");
     let bundle = common::bundle(&dir.0);
     let root = dir.path("data");
-    for sub in ["train/good", "test/good", "test/stain", "ground_truth/stain"] {
+    for sub in [
+        "train/good",
+        "test/good",
+        "test/stain",
+        "ground_truth/stain",
+    ] {
         std::fs::create_dir_all(root.join(sub)).unwrap();
     }
     concrete_frame(200, 150, 1, &[])
@@ -43,7 +48,11 @@ fn eval_writes_metrics_and_heatmaps_that_agree_with_the_dataset() {
     assert_eq!((report.images, report.good), (9, 4));
     assert!(report.pixel_auroc.unwrap() > 0.9, "{report:?}");
     assert!(report.aupro.unwrap() > 0.5, "{report:?}");
-    assert_eq!(report.image_auroc, Some(1.0), "every stain outscores every clean frame");
+    assert_eq!(
+        report.image_auroc,
+        Some(1.0),
+        "every stain outscores every clean frame"
+    );
     assert_eq!(report.tile_recall, 1.0);
     assert_eq!(report.false_alarms_per_1000, 0.0);
 

@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use super::cache::{CacheError, FeatureCache, FeatureRecord, RecordKey};
 use super::{ExtractError, FeatureExtractor, Level};
+use crate::records::progress_bar;
 use crate::synth::anomaly::downsample_mask;
 use crate::synth::bank::{file_hash, Synthesizer};
 use crate::tiler::resize_rgb;
@@ -93,19 +94,10 @@ impl CacheBuild<'_> {
         let per_image = 1 + self
             .synthesizer
             .map_or(0, |s| s.settings().augmentations_per_image as usize);
-        let bar = if self.progress {
-            ProgressBar::with_draw_target(
-                Some((images.len() * per_image) as u64),
-                ProgressDrawTarget::stderr(),
-            )
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "features {bar:40} {pos}/{len} records, {per_sec}, {eta} left",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        let bar = progress_bar(
+            self.progress,
+            images.len() * per_image,
+            "features {bar:40} {pos}/{len} records, {per_sec}, {eta} left",
         );
         let counters = Counters::default();
         let next = AtomicUsize::new(0);

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::Level;
+use crate::records::Reader;
 
 const MAGIC: &[u8; 8] = b"EIFEAT01";
 
@@ -184,7 +185,7 @@ pub fn decode(bytes: &[u8]) -> Result<FeatureRecord, &'static str> {
     if Sha256::digest(body).as_slice() != digest {
         return Err("checksum mismatch");
     }
-    let mut r = Reader { bytes: body, at: 0 };
+    let mut r = Reader::new(body);
     if r.take(MAGIC.len())? != MAGIC {
         return Err("not a feature record");
     }
@@ -215,40 +216,17 @@ pub fn decode(bytes: &[u8]) -> Result<FeatureRecord, &'static str> {
         let n = (l.channels as usize)
             .checked_mul(l.height as usize * l.width as usize)
             .ok_or("level too large")?;
-        let raw = r.take(n.checked_mul(4).ok_or("level too large")?)?;
-        l.data = raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        l.data = r.f32s(n)?;
     }
     let mut mask_maps = Vec::with_capacity(masks);
     for l in levels.iter().take(masks) {
         mask_maps.push(r.take(l.height as usize * l.width as usize)?.to_vec());
     }
-    if r.at != body.len() {
+    if !r.at_end() {
         return Err("trailing bytes");
     }
     Ok(FeatureRecord {
         levels,
         masks: mask_maps,
     })
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
-        let end = self.at.checked_add(n).ok_or("truncated")?;
-        let s = self.bytes.get(self.at..end).ok_or("truncated")?;
-        self.at = end;
-        Ok(s)
-    }
-
-    fn u32(&mut self) -> Result<u32, &'static str> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
 }

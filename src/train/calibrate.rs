@@ -14,7 +14,7 @@ use crate::engine::{Engine, ExtractorPrecision, LevelMaps};
 use crate::export::{head_onnx, LevelHead};
 use crate::flow::BlockWeights;
 use crate::scorer::Scorer;
-use crate::tiler::{resize_rgb, sample_tile, Normalization, PixelBox};
+use crate::tiler::{self, Normalization};
 
 use super::TrainError;
 
@@ -54,15 +54,8 @@ pub struct Calibration {
 /// The model input of an image as the daemon's tiler makes it: resized whole to the input
 /// side, normalized, planar.
 pub fn model_input(path: &Path, size: usize, norm: &Normalization) -> Result<Vec<f32>, TrainError> {
-    let image = resize_rgb(&load_image(path)?, size as u32, size as u32);
-    let whole = PixelBox {
-        x: 0,
-        y: 0,
-        width: size as u32,
-        height: size as u32,
-    };
     let mut out = vec![0.0; 3 * size * size];
-    sample_tile(&image, &whole, size, size, norm, &mut out);
+    tiler::model_input(&load_image(path)?, size, norm, &mut out);
     Ok(out)
 }
 

@@ -13,6 +13,13 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::flow::BlockWeights;
+use crate::records::Reader;
+
+/// A length-prefixed float vector.
+fn floats(r: &mut Reader) -> Result<Vec<f32>, &'static str> {
+    let n = r.u64()? as usize;
+    r.f32s(n)
+}
 
 const MAGIC: &[u8; 8] = b"EICKPT01";
 
@@ -149,38 +156,6 @@ pub fn describe(levels: impl Iterator<Item = (usize, usize)>) -> String {
         .join(", ")
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
-        let end = self.at.checked_add(n).ok_or("truncated")?;
-        let s = self.bytes.get(self.at..end).ok_or("truncated")?;
-        self.at = end;
-        Ok(s)
-    }
-    fn u32(&mut self) -> Result<u32, &'static str> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().map_err(|_| "truncated")?,
-        ))
-    }
-    fn u64(&mut self) -> Result<u64, &'static str> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().map_err(|_| "truncated")?,
-        ))
-    }
-    fn floats(&mut self) -> Result<Vec<f32>, &'static str> {
-        let n = self.u64()? as usize;
-        let raw = self.take(n.checked_mul(4).ok_or("too long")?)?;
-        Ok(raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
-    }
-}
-
 fn parse(bytes: &[u8]) -> Result<Checkpoint, &'static str> {
     if bytes.len() < MAGIC.len() + 32 {
         return Err("too short");
@@ -189,7 +164,7 @@ fn parse(bytes: &[u8]) -> Result<Checkpoint, &'static str> {
     if Sha256::digest(body).as_slice() != digest {
         return Err("checksum mismatch");
     }
-    let mut r = Reader { bytes: body, at: 0 };
+    let mut r = Reader::new(body);
     if r.take(8)? != MAGIC {
         return Err("not a checkpoint");
     }
@@ -208,13 +183,13 @@ fn parse(bytes: &[u8]) -> Result<Checkpoint, &'static str> {
             let weights = BlockWeights {
                 channels,
                 condition,
-                hidden_weight: r.floats()?,
-                hidden_bias: r.floats()?,
-                output_weight: r.floats()?,
-                output_bias: r.floats()?,
-                global_scale: r.floats()?,
-                global_offset: r.floats()?,
-                rotation: r.floats()?,
+                hidden_weight: floats(&mut r)?,
+                hidden_bias: floats(&mut r)?,
+                output_weight: floats(&mut r)?,
+                output_bias: floats(&mut r)?,
+                global_scale: floats(&mut r)?,
+                global_offset: floats(&mut r)?,
+                rotation: floats(&mut r)?,
             };
             let d = weights.subnet_input();
             let sizes_ok = channels >= 2
@@ -237,7 +212,7 @@ fn parse(bytes: &[u8]) -> Result<Checkpoint, &'static str> {
             adam,
         });
     }
-    if r.at != body.len() {
+    if !r.at_end() {
         return Err("trailing bytes");
     }
     Ok(Checkpoint { next_epoch, levels })

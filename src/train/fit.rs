@@ -8,7 +8,6 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
 use burn::tensor::{Bytes, Device, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::checkpoint::{describe, Checkpoint, CheckpointError, SavedBlock, SavedLevel};
 use super::settings::TrainSettings;
@@ -20,6 +19,7 @@ use crate::flow::coupling::floats;
 use crate::flow::positional::{positional_fibers, CONDITION_DIM};
 use crate::flow::{CouplingBlock, Decoder};
 use crate::losses::{nf_paper, nf_reference, objective_term, NfLoss, PairedFibers};
+use crate::records::progress_bar;
 
 /// Shape of one feature level.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -214,17 +214,13 @@ impl Trainer {
         for i in (1..order.len()).rev() {
             order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
         }
-        let bar = if progress {
-            ProgressBar::with_draw_target(Some(images.len() as u64), ProgressDrawTarget::stderr())
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template(&format!(
+        let bar = progress_bar(
+            progress,
+            images.len(),
+            &format!(
                 "epoch {} {{bar:40}} {{pos}}/{{len}} images, {{eta}} left",
                 epoch + 1
-            ))
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ),
         );
         let (mut nf_sum, mut term_sum, mut steps, mut term_steps, mut fibers) =
             (0.0, 0.0, 0usize, 0usize, 0usize);
