@@ -488,6 +488,8 @@ fn features(
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before any thread starts: tract reads its kernel knobs once.
+    edge_inspector::engine::avoid_faulty_kernels();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match Cli::parse().command {
         Command::Blend {

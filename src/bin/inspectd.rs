@@ -67,6 +67,8 @@ fn run(file: &Path) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: tract reads its kernel knobs once.
+    edge_inspector::engine::avoid_faulty_kernels();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
         .init();

@@ -281,6 +281,7 @@ fn parse_with_outputs(
     outputs: &[&str],
     what: &str,
 ) -> Result<InferenceModel, BundleError> {
+    crate::engine::avoid_faulty_kernels();
     let mut model = tract_onnx::onnx()
         .model_for_path(path)
         .map_err(model_error(path))?;
