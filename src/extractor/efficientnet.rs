@@ -656,21 +656,15 @@ pub fn calibrate<'i>(
     Ok(ranges)
 }
 
-/// A whole image resized to `size x size` (bilinear) and normalized for Lite0, planar `3 x H x W`.
+/// A whole image as Lite0's input, planar `3 x H x W`: resized to `size x size` and normalized
+/// by [`crate::tiler::model_input`], exactly as the trainer and the daemon prepare images.
 pub fn lite0_input(image: &image::RgbImage, size: usize) -> Vec<f32> {
-    use crate::tiler::{sample_tile, Normalization, PixelBox};
-    let rect = PixelBox {
-        x: 0,
-        y: 0,
-        width: image.width(),
-        height: image.height(),
-    };
-    let norm = Normalization {
+    let norm = crate::tiler::Normalization {
         mean: INPUT_MEAN,
         std: INPUT_STD,
     };
     let mut out = vec![0.0; 3 * size * size];
-    sample_tile(image, &rect, size, size, &norm, &mut out);
+    crate::tiler::model_input(image, size, &norm, &mut out);
     out
 }
 
