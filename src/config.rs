@@ -243,14 +243,42 @@ impl Checker<'_> {
     }
 }
 
+/// The text of a config file, the file named in the error.
+pub(crate) fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The `[name]` table of a trainer config, deserialized strictly (`None` when absent). The
+/// file's other tables belong to other parts of the trainer and are left alone.
+#[cfg(feature = "data")]
+pub(crate) fn config_table<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &Path,
+    name: &str,
+) -> Result<Option<T>, ConfigError> {
+    let syntax = |message: String| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message,
+    };
+    let table: toml::Table = toml::from_str(text).map_err(|e| syntax(e.to_string()))?;
+    table
+        .get(name)
+        .cloned()
+        .map(|value| {
+            value
+                .try_into()
+                .map_err(|e| syntax(format!("in [{name}]: {e}")))
+        })
+        .transpose()
+}
+
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Config::parse(&text, path)
+        Config::parse(&read_text(path)?, path)
     }
 
     /// Parses and validates config text; `path` is used in messages and to resolve relative paths.

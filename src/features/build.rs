@@ -91,9 +91,7 @@ impl CacheBuild<'_> {
     /// Runs the pass.
     pub fn run(&self, images: &[PathBuf]) -> Result<BuildSummary, BuildError> {
         let start = Instant::now();
-        let per_image = 1 + self
-            .synthesizer
-            .map_or(0, |s| s.settings().augmentations_per_image as usize);
+        let per_image = self.records_per_image();
         let bar = progress_bar(
             self.progress,
             images.len() * per_image,
@@ -141,6 +139,13 @@ impl CacheBuild<'_> {
         })
     }
 
+    /// Records per image: the image and each of its augmentations.
+    fn records_per_image(&self) -> usize {
+        1 + self
+            .synthesizer
+            .map_or(0, |s| s.settings().augmentations_per_image as usize)
+    }
+
     /// Checks and fills the records of one image; `None` if it cannot be read.
     fn one_image(
         &self,
@@ -148,9 +153,7 @@ impl CacheBuild<'_> {
         counters: &Counters,
         bar: &ProgressBar,
     ) -> Result<Option<CachedImage>, BuildError> {
-        let per_image = 1 + self
-            .synthesizer
-            .map_or(0, |s| s.settings().augmentations_per_image as usize);
+        let per_image = self.records_per_image();
         let unreadable = |message: String| {
             log::warn!("{message}; image skipped");
             counters.unreadable.fetch_add(1, Ordering::Relaxed);

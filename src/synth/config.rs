@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::anomaly::{SynthConfig, PASTE_MARGIN};
-use crate::config::{Checker, ConfigError};
+use crate::config::{config_table, read_text, Checker, ConfigError};
 
 /// Where the defects to paste are cut from.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -81,41 +81,19 @@ fn default_per_image() -> u32 {
     1
 }
 
-/// A file holding a `[synthesis]` table (alone, or beside the trainer's other tables).
-#[derive(Deserialize)]
-struct SynthesisFile {
-    synthesis: SynthesisSettings,
-}
-
 impl SynthesisSettings {
     /// Reads the `[synthesis]` table of `path`, validates it and resolves its paths.
     pub fn load(path: &Path) -> Result<SynthesisSettings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        SynthesisSettings::parse(&text, path)
+        SynthesisSettings::parse(&read_text(path)?, path)
     }
 
     /// Parses config text; `path` is named in messages and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<SynthesisSettings, ConfigError> {
-        // Other tables of a trainer config are not ours to judge; the [synthesis] table is
-        // checked strictly.
-        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let synthesis = table.get("synthesis").cloned().ok_or(ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: "no [synthesis] table".into(),
-        })?;
-        let mut one = toml::Table::new();
-        one.insert("synthesis".into(), synthesis);
-        let file: SynthesisFile = one.try_into().map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: format!("in [synthesis]: {e}"),
-        })?;
-        let mut s = file.synthesis;
+        let mut s: SynthesisSettings =
+            config_table(text, path, "synthesis")?.ok_or(ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message: "no [synthesis] table".into(),
+            })?;
         s.validate(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [

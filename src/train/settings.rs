@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::bundle::Combine;
-use crate::config::{Checker, ConfigError};
+use crate::config::{config_table, read_text, Checker, ConfigError};
 use crate::losses::{NfLoss, Objective};
 
 /// Learning-rate schedule.
@@ -119,27 +119,12 @@ impl Default for TrainSettings {
 impl TrainSettings {
     /// Reads the `[training]` table of `path` (defaults when absent) and validates it.
     pub fn load(path: &Path) -> Result<TrainSettings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        TrainSettings::parse(&text, path)
+        TrainSettings::parse(&read_text(path)?, path)
     }
 
     /// Parses config text; `path` is named in messages.
     pub fn parse(text: &str, path: &Path) -> Result<TrainSettings, ConfigError> {
-        let syntax = |message: String| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message,
-        };
-        let table: toml::Table = toml::from_str(text).map_err(|e| syntax(e.to_string()))?;
-        let training = table
-            .get("training")
-            .cloned()
-            .unwrap_or(toml::Value::Table(Default::default()));
-        let settings: TrainSettings = training
-            .try_into()
-            .map_err(|e| syntax(format!("in [training]: {e}")))?;
+        let settings: TrainSettings = config_table(text, path, "training")?.unwrap_or_default();
         settings.validate(path)?;
         Ok(settings)
     }
