@@ -109,6 +109,7 @@ fn main() {
             &BuildOptions {
                 input_size: SIZE,
                 with_classifier: false,
+                levels: 3,
                 precision,
             },
         )

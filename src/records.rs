@@ -32,7 +32,8 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    /// A `u64`.
+    /// A `u64` (checkpoints only).
+    #[cfg(feature = "train")]
     pub(crate) fn u64(&mut self) -> Result<u64, &'static str> {
         let b = self.take(8)?;
         Ok(u64::from_le_bytes(std::array::from_fn(|i| b[i])))

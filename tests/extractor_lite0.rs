@@ -101,6 +101,7 @@ fn classifier_recognises_real_photographs() {
         &BuildOptions {
             input_size: 224,
             with_classifier: true,
+            levels: 3,
             precision: Precision::F32,
         },
     )
@@ -127,6 +128,7 @@ fn taps_agree_with_onnxruntime() {
         &BuildOptions {
             input_size: size,
             with_classifier: false,
+            levels: 3,
             precision: Precision::F32,
         },
     )
@@ -184,6 +186,55 @@ fn taps_agree_with_onnxruntime() {
     }
 }
 
+#[test]
+fn fewer_levels_end_the_network_early_with_the_same_taps() {
+    let size = 128;
+    let build = |levels| {
+        build_lite0(
+            checkpoint(),
+            &BuildOptions {
+                input_size: size,
+                with_classifier: false,
+                levels,
+                precision: Precision::F32,
+            },
+        )
+        .unwrap()
+    };
+    let (full, two, one) = (build(3), build(2), build(1));
+    println!(
+        "extractor bytes: 3 levels {}, 2 levels {}, 1 level {}",
+        full.len(),
+        two.len(),
+        one.len()
+    );
+    // Blocks 11-15 hold most of Lite0's weights: stopping at tap16 must drop them.
+    assert!(two.len() * 3 < full.len(), "{} vs {}", two.len(), full.len());
+    assert!(one.len() < two.len());
+    let input = photo_input("coffee.jpg", size);
+    let reference = run_tract(&full, &input, size);
+    for (levels, bytes) in [(2, &two), (1, &one)] {
+        let taps = run_tract(bytes, &input, size);
+        assert_eq!(taps.len(), levels, "outputs of the {levels}-level build");
+        for (tap, (a, b)) in LITE0_TAPS.iter().zip(taps.iter().zip(&reference)) {
+            assert_eq!(a.len(), b.len(), "{}", tap.name);
+            let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(diff <= 1e-5, "{} of the {levels}-level build: {diff}", tap.name);
+        }
+    }
+    let err = build_lite0(
+        checkpoint(),
+        &BuildOptions {
+            input_size: size,
+            with_classifier: false,
+            levels: 4,
+            precision: Precision::F32,
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("1 to 3"), "{err}");
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -214,6 +265,7 @@ fn int8_taps_and_classes_stay_close_to_float() {
             &BuildOptions {
                 input_size: size,
                 with_classifier: true,
+                levels: 3,
                 precision,
             },
         )

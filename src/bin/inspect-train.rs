@@ -53,6 +53,10 @@ enum Command {
         /// Also output the 1000 ImageNet logits as `logits` (for verification).
         #[arg(long)]
         with_classifier: bool,
+        /// Feature levels of Lite0 (1: stride 8; 2: strides 8, 16; 3: strides 8, 16, 32).
+        /// Fewer levels end the network earlier: a smaller, faster extractor and head.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
+        levels: u8,
         /// Quantize to int8 (QLinearConv), calibrated on the defect-free images of this folder.
         #[arg(long, value_name = "FOLDER")]
         int8_calibration: Option<PathBuf>,
@@ -596,6 +600,7 @@ fn main() -> anyhow::Result<()> {
             taps,
             size,
             with_classifier,
+            levels,
             int8_calibration,
             calibration_images: count,
             int8_depthwise,
@@ -637,11 +642,12 @@ fn main() -> anyhow::Result<()> {
                 &BuildOptions {
                     input_size: size,
                     with_classifier,
+                    levels: usize::from(levels),
                     precision,
                 },
             )?;
             std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
-            let taps: Vec<String> = LITE0_TAPS
+            let taps: Vec<String> = LITE0_TAPS[..usize::from(levels)]
                 .iter()
                 .map(|t| format!("{} ({} ch, stride {})", t.name, t.channels, t.stride))
                 .collect();

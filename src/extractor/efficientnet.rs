@@ -152,6 +152,9 @@ pub enum BuildError {
     /// The input size is not usable.
     #[error("input size {0} must be a multiple of 32 between 32 and 2048")]
     InputSize(usize),
+    /// The number of levels is not usable.
+    #[error("levels {0}: EfficientNet-Lite0 has 1 to 3 feature levels (strides 8, 16, 32)")]
+    Levels(usize),
     /// An int8 build met an activation that calibration did not see.
     #[error("activation {0:?} has no calibration range")]
     Uncalibrated(String),
@@ -185,6 +188,9 @@ pub struct BuildOptions<'a> {
     pub input_size: usize,
     /// Also output the 1000 ImageNet logits (`logits`), for verification (float only).
     pub with_classifier: bool,
+    /// Feature levels: the first `levels` of [`LITE0_TAPS`] (1 to 3). Without the classifier
+    /// the network ends at the deepest of them, so fewer levels make a smaller, faster model.
+    pub levels: usize,
     /// Float or int8.
     pub precision: Precision<'a>,
 }
@@ -477,6 +483,15 @@ fn write_lite0(
     if !size.is_multiple_of(32) || !(32..=2048).contains(&size) {
         return Err(BuildError::InputSize(size));
     }
+    if !(1..=LITE0_TAPS.len()).contains(&options.levels) {
+        return Err(BuildError::Levels(options.levels));
+    }
+    let taps_wanted = &LITE0_TAPS[..options.levels];
+    // Blocks after the deepest tap only feed the classifier.
+    let last_block = match options.with_classifier {
+        true => usize::MAX,
+        false => taps_wanted[taps_wanted.len() - 1].block,
+    };
     let mut net = Net {
         b: ModelBuilder::new("efficientnet-lite0"),
         ckpt,
@@ -508,8 +523,11 @@ fn write_lite0(
     let mut channels = STEM_CHANNELS;
     let mut block = 0;
     let mut taps = Vec::new();
-    for stage in LITE0_STAGES {
+    'stages: for stage in LITE0_STAGES {
         for r in 0..stage.repeats {
+            if block > last_block {
+                break 'stages;
+            }
             let stride = if r == 0 { stage.stride } else { 1 };
             let mid = channels * stage.expand;
             let k = stage.kernel;
@@ -541,7 +559,7 @@ fn write_lite0(
             if stride == 1 && channels == stage.channels {
                 h = net.add(&h, &x, &format!("b{block}_add"))?;
             }
-            if let Some(tap) = LITE0_TAPS.iter().find(|t| t.block == block) {
+            if let Some(tap) = taps_wanted.iter().find(|t| t.block == block) {
                 // The taps leave the network in float, under stable names.
                 let f = net.dequantized(&h);
                 net.b
@@ -616,6 +634,7 @@ pub fn calibrate<'i>(
     let options = BuildOptions {
         input_size,
         with_classifier,
+        levels: LITE0_TAPS.len(),
         precision: Precision::F32,
     };
     let bytes = write_lite0(ckpt, &options, true)?;
