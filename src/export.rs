@@ -4,11 +4,13 @@
 //! positional encoding of that position.
 //!
 //! Constants are folded on the host, in f64, so that the graph is small and quick in tract:
-//! the condition's share of the first subnet layer (`P W1c^T + b1`) is one `hw x 2d` constant;
 //! `0.1` and `1/1.9` go into the second layer, split in its `a_s` and `a_t` halves; the global
 //! affine and the rotation become one matrix `diag(scale) R^T`, split by rows for `x1` and
 //! `x2'`, plus the constant `offset R^T`. No Concat, no Slice of the condition, no Transpose
-//! after the first.
+//! after the first. The condition's share of the first subnet layer, `P W1c^T + b1`, stays a
+//! MatMul of constants in the file: tract folds it into one `hw x 2d` constant when it optimizes
+//! the plan, while the file holds only `P` (`hw x 128`, once per level) and `W1c`, which keeps a
+//! Lite0 head at a fraction of the size of the folded form.
 
 use crate::fixtures::tap_name;
 use crate::flow::coupling::{BlockWeights, CLAMP};
@@ -123,10 +125,14 @@ fn level_graph(b: &mut ModelBuilder, level: &LevelHead) -> String {
     let (s1, s2) = (c - c / 2, c / 2);
     let mut ldj: Option<String> = None;
     let mut ldj_constant = 0.0f64;
+    let d_cond = level.blocks.first().map_or(0, |w| w.condition);
+    let positional = b.constant(
+        "positional",
+        &[hw, d_cond],
+        &positional_fibers(d_cond, h, w),
+    );
     for block in level.blocks {
-        let d_cond = block.condition;
         let d = block.subnet_input();
-        let cond = f64s(&positional_fibers(d_cond, h, w));
         let starts = b.constant_i64("starts", &[1], &[0]);
         let split = b.constant_i64("split", &[1], &[s1 as i64]);
         let end = b.constant_i64("end", &[1], &[c as i64]);
@@ -137,12 +143,11 @@ fn level_graph(b: &mut ModelBuilder, level: &LevelHead) -> String {
         // Layer 1: x1 W1a^T + (P W1c^T + b1).
         let w1a = columns_transposed(&block.hidden_weight, 2 * d, d, 0, s1);
         let w1c = columns_transposed(&block.hidden_weight, 2 * d, d, s1, d);
-        let mut pc = matmul(&cond, &w1c, hw, d_cond, 2 * d);
-        for (i, v) in pc.iter_mut().enumerate() {
-            *v += block.hidden_bias[i % (2 * d)] as f64;
-        }
         let w1a = b.constant("w1a", &[s1, 2 * d], &f32s(&w1a));
-        let pc = b.constant("cond_bias", &[hw, 2 * d], &f32s(&pc));
+        let w1c = b.constant("w1c", &[d_cond, 2 * d], &f32s(&w1c));
+        let b1 = b.constant("b1", &[2 * d], &block.hidden_bias);
+        let pc = b.node("MatMul", &[&positional, &w1c], vec![]);
+        let pc = b.node("Add", &[&pc, &b1], vec![]);
         let h1 = b.node("MatMul", &[&x1, &w1a], vec![]);
         let h1 = b.node("Add", &[&h1, &pc], vec![]);
         let h1 = b.node("Relu", &[&h1], vec![]);
