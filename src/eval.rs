@@ -1,7 +1,8 @@
 //! Evaluation of a bundle on a labelled dataset, exactly as the daemon runs it: each test image
 //! resized whole to the model input by the tiler's sampling, the daemon's engine and scorer, the
 //! ground-truth mask resized to the same grid (nearest). Writes `metrics.json` and a heatmap
-//! sheet (input, ground truth, anomaly map, region above the threshold) for people to look at.
+//! sheet (input, ground truth, anomaly map, region above the threshold) and the ROC and PRO
+//! curves (`roc.png`, `pro.png`) for people to look at.
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +11,10 @@ use image::{imageops, GrayImage, Rgb, RgbImage};
 use crate::bundle::{Bundle, BundleError};
 use crate::dataset::{load_image, load_mask, Dataset, DatasetError};
 use crate::engine::{Engine, EngineError, ExtractorPrecision, LevelMaps};
-use crate::metrics::{aupro, image_auroc, pixel_auroc};
+use crate::metrics::{
+    aupro, image_auroc, pixel_auroc, pixel_roc_curve, pro_curve, roc_curve, thinned,
+};
+use crate::plots::{LineChart, Series};
 use crate::records::progress_bar;
 use crate::scorer::Scorer;
 use crate::tiler::{model_input, Normalization};
@@ -38,6 +42,44 @@ pub enum EvalError {
     /// The test set has no image.
     #[error("{0}: no test image")]
     Empty(PathBuf),
+    /// A chart could not be drawn.
+    #[error(transparent)]
+    Plot(#[from] crate::plots::PlotError),
+}
+
+/// The curves behind the figures, thinned for drawing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Curves {
+    /// Pixel ROC `(fpr, tpr)` (empty without defect pixels).
+    pub pixel_roc: Vec<(f64, f64)>,
+    /// Image ROC `(fpr, tpr)`, image score = maximum pixel.
+    pub image_roc: Vec<(f64, f64)>,
+    /// PRO `(fpr, pro)`, the whole curve (AUPRO reads it up to 0.3).
+    pub pro: Vec<(f64, f64)>,
+}
+
+/// One test image as the model input, its mask and anomaly map (`side x side`).
+#[derive(Clone, Debug)]
+pub struct Example {
+    /// The image as the model saw it.
+    pub input: RgbImage,
+    /// Ground truth, 0 or 1 per pixel.
+    pub mask: Vec<u8>,
+    /// Anomaly map.
+    pub map: Vec<f32>,
+}
+
+/// Everything an evaluation produced.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    /// The figures (also in `metrics.json`).
+    pub report: EvalReport,
+    /// The curves (also drawn in `roc.png` and `pro.png`).
+    pub curves: Curves,
+    /// The rows of the heatmap sheet, same images for every bundle on the same data.
+    pub examples: Vec<Example>,
+    /// Side of the model input.
+    pub side: usize,
 }
 
 /// The figures of one evaluation.
@@ -76,14 +118,15 @@ struct Scored {
 }
 
 /// Evaluates the bundle at `bundle` on the MVTec-layout dataset at `data` (its test split),
-/// writing `metrics.json` and `heatmaps.png` into `out`. `limit` caps the images per class.
+/// writing `metrics.json`, `heatmaps.png`, `roc.png` and `pro.png` into `out`. `limit` caps
+/// the images per class.
 pub fn evaluate(
     bundle: &Path,
     data: &Path,
     out: &Path,
     limit: Option<usize>,
     progress: bool,
-) -> Result<EvalReport, EvalError> {
+) -> Result<Evaluation, EvalError> {
     let bundle = Bundle::load(bundle)?;
     let manifest = bundle.manifest.clone();
     let side = manifest.input.width;
@@ -198,14 +241,125 @@ pub fn evaluate(
         path: json.clone(),
         message: e.to_string(),
     })?;
+    let rows = sheet_rows(&scored);
     let sheet = out.join("heatmaps.png");
-    heatmap_sheet(&scored, side, threshold)
+    heatmap_sheet(&rows, side, threshold)
         .save(&sheet)
         .map_err(|e| EvalError::Write {
             path: sheet.clone(),
             message: e.to_string(),
         })?;
-    Ok(report)
+    // A thousandth of the axis is finer than a pixel of the charts.
+    let curves = Curves {
+        pixel_roc: pixel_roc_curve(&map_refs, &mask_refs, 1e-3).unwrap_or_default(),
+        image_roc: roc_curve(
+            &scored.iter().map(|s| s.score).collect::<Vec<_>>(),
+            &scored
+                .iter()
+                .map(|s| s.mask.iter().any(|&m| m != 0))
+                .collect::<Vec<_>>(),
+            0.0,
+        )
+        .unwrap_or_default(),
+        pro: thinned(&pro_curve(&map_refs, &mask_refs, side, side), 1e-3),
+    };
+    let label = |name: &str, value: Option<f64>| match value {
+        Some(v) => format!("{name} {v:.4}"),
+        None => format!("{name} n/a"),
+    };
+    draw_roc(
+        &out.join("roc.png"),
+        "ROC",
+        &[
+            Series {
+                label: label("pixels, AUROC", report.pixel_auroc),
+                points: curves.pixel_roc.clone(),
+            },
+            Series {
+                label: label("images, AUROC", report.image_auroc),
+                points: curves.image_roc.clone(),
+            },
+        ],
+    )?;
+    draw_pro(
+        &out.join("pro.png"),
+        "PRO up to FPR 0.3",
+        &[Series {
+            label: label("AUPRO", report.aupro),
+            points: curves.pro.clone(),
+        }],
+    )?;
+    let examples = rows
+        .iter()
+        .map(|s| Example {
+            input: s.input.clone(),
+            mask: s.mask.clone(),
+            map: s.map.clone(),
+        })
+        .collect();
+    Ok(Evaluation {
+        report,
+        curves,
+        examples,
+        side,
+    })
+}
+
+/// Draws ROC curves (`x`: false-positive rate) into `path`.
+pub fn draw_roc(path: &Path, title: &str, series: &[Series]) -> Result<(), EvalError> {
+    LineChart {
+        title,
+        x_label: "false-positive rate",
+        y_label: "true-positive rate",
+        x_max: 1.0,
+        diagonal: true,
+        series,
+    }
+    .save(path, 640, 520)?;
+    Ok(())
+}
+
+/// Draws PRO curves up to FPR 0.3 (the AUPRO range) into `path`.
+pub fn draw_pro(path: &Path, title: &str, series: &[Series]) -> Result<(), EvalError> {
+    let clipped: Vec<Series> = series
+        .iter()
+        .map(|s| Series {
+            label: s.label.clone(),
+            points: clipped_at(&s.points, 0.3),
+        })
+        .collect();
+    LineChart {
+        title,
+        x_label: "false-positive rate (pixels)",
+        y_label: "per-region overlap",
+        x_max: 0.3,
+        diagonal: false,
+        series: &clipped,
+    }
+    .save(path, 640, 520)?;
+    Ok(())
+}
+
+/// `curve` (sorted by x) up to `x_max`, ending exactly at `x_max` by linear interpolation.
+fn clipped_at(curve: &[(f64, f64)], x_max: f64) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    for w in curve.windows(2) {
+        let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+        if out.is_empty() {
+            out.push((x0, y0));
+        }
+        if x1 >= x_max {
+            let y = if x1 > x0 {
+                y0 + (y1 - y0) * (x_max - x0) / (x1 - x0)
+            } else {
+                y1
+            };
+            out.push((x_max, y));
+            return out;
+        }
+        out.push((x1, y1));
+    }
+    out
 }
 
 /// A blue-to-red colour for `t` in 0..1.
@@ -217,10 +371,30 @@ fn heat(t: f32) -> Rgb<u8> {
     Rgb([r, g, b])
 }
 
-/// Rows of (input, ground truth, anomaly overlay, region above the threshold) for up to 8
-/// defect images and 2 defect-free ones, spread over the set. The colour scale runs from 0 to
-/// twice the threshold, the same for every row.
-fn heatmap_sheet(scored: &[Scored], side: usize, threshold: f32) -> RgbImage {
+/// `map` (same size as `input`) as heat over `input`, 0 to `scale` from blue to red.
+pub fn heat_overlay(input: &RgbImage, map: &[f32], scale: f32) -> RgbImage {
+    let width = input.width() as usize;
+    RgbImage::from_fn(input.width(), input.height(), |x, y| {
+        let a = map[y as usize * width + x as usize] / scale;
+        let p = input.get_pixel(x, y).0;
+        let h = heat(a).0;
+        Rgb(std::array::from_fn(|c| {
+            (0.5 * p[c] as f32 + 0.5 * h[c] as f32) as u8
+        }))
+    })
+}
+
+/// A 0/1 mask of `side x side` as a white-on-black picture.
+pub fn mask_picture(mask: &[u8], side: usize) -> RgbImage {
+    let gt = GrayImage::from_fn(side as u32, side as u32, |x, y| {
+        image::Luma([255 * mask[y as usize * side + x as usize]])
+    });
+    image::DynamicImage::ImageLuma8(gt).into_rgb8()
+}
+
+/// Up to 8 defect images and 2 defect-free ones, spread evenly over the set: the rows of the
+/// heatmap sheet (and the examples of a sweep, the same images for every bundle).
+fn sheet_rows(scored: &[Scored]) -> Vec<&Scored> {
     let defects: Vec<&Scored> = scored
         .iter()
         .filter(|s| s.mask.iter().any(|&m| m != 0))
@@ -235,6 +409,12 @@ fn heatmap_sheet(scored: &[Scored], side: usize, threshold: f32) -> RgbImage {
     };
     let mut rows: Vec<&Scored> = pick(&defects, 8).into_iter().map(|i| defects[i]).collect();
     rows.extend(pick(&good, 2).into_iter().map(|i| good[i]));
+    rows
+}
+
+/// Rows of (input, ground truth, anomaly overlay, region above the threshold). The colour scale
+/// runs from 0 to twice the threshold, the same for every row.
+fn heatmap_sheet(rows: &[&Scored], side: usize, threshold: f32) -> RgbImage {
     let cell = 192u32;
     let gap = 6u32;
     let width = 4 * cell + 5 * gap;
@@ -242,17 +422,7 @@ fn heatmap_sheet(scored: &[Scored], side: usize, threshold: f32) -> RgbImage {
     let mut sheet = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
     let scale = 2.0 * threshold.max(1e-6);
     for (r, s) in rows.iter().enumerate() {
-        let gt = GrayImage::from_fn(side as u32, side as u32, |x, y| {
-            image::Luma([255 * s.mask[y as usize * side + x as usize]])
-        });
-        let overlay = RgbImage::from_fn(side as u32, side as u32, |x, y| {
-            let a = s.map[y as usize * side + x as usize] / scale;
-            let p = s.input.get_pixel(x, y).0;
-            let h = heat(a).0;
-            Rgb(std::array::from_fn(|c| {
-                (0.5 * p[c] as f32 + 0.5 * h[c] as f32) as u8
-            }))
-        });
+        let overlay = heat_overlay(&s.input, &s.map, scale);
         let region = RgbImage::from_fn(side as u32, side as u32, |x, y| {
             let above = s.map[y as usize * side + x as usize] > threshold;
             let p = s.input.get_pixel(x, y).0;
@@ -264,7 +434,7 @@ fn heatmap_sheet(scored: &[Scored], side: usize, threshold: f32) -> RgbImage {
         });
         let pictures = [
             s.input.clone(),
-            image::DynamicImage::ImageLuma8(gt).into_rgb8(),
+            mask_picture(&s.mask, side),
             overlay,
             region,
         ];

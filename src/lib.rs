@@ -33,6 +33,8 @@ pub mod losses;
 pub mod metrics;
 pub mod onnx;
 #[cfg(feature = "data")]
+pub mod plots;
+#[cfg(feature = "data")]
 mod records;
 pub mod scorer;
 #[cfg(feature = "data")]

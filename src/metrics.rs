@@ -2,21 +2,15 @@
 //! the MVTec AD definition, image AUROC with the maximum pixel as the image score. Exact with
 //! ties: pixels of equal score move the ROC and PRO curves together, as one step.
 
-/// Area under the ROC curve of `scores` for `labels` (true = defect), `None` when one class
-/// is missing. Ties count one half (the trapezoid over a tied group), as scikit-learn's
-/// `roc_auc_score`.
-pub fn auroc(scores: &[f32], labels: &[bool]) -> Option<f64> {
-    let positives = labels.iter().filter(|&&l| l).count();
-    let negatives = labels.len() - positives;
-    if positives == 0 || negatives == 0 || scores.len() != labels.len() {
-        return None;
-    }
+/// Cumulative `(true positives, false positives)` after each group of tied scores, highest
+/// score first, starting at `(0, 0)`: the corners of the ROC curve, unnormalized.
+fn roc_corners(scores: &[f32], labels: &[bool]) -> Vec<(usize, usize)> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let (mut tp, mut fp, mut area) = (0usize, 0usize, 0.0f64);
+    let mut corners = vec![(0, 0)];
+    let (mut tp, mut fp) = (0usize, 0usize);
     let mut i = 0;
     while i < order.len() {
-        let (tp0, fp0) = (tp, fp);
         let s = scores[order[i]];
         while i < order.len() && scores[order[i]] == s {
             if labels[order[i]] {
@@ -26,10 +20,77 @@ pub fn auroc(scores: &[f32], labels: &[bool]) -> Option<f64> {
             }
             i += 1;
         }
-        // Trapezoid from (fp0, tp0) to (fp, tp).
-        area += (fp - fp0) as f64 * (tp + tp0) as f64 / 2.0;
+        corners.push((tp, fp));
     }
+    corners
+}
+
+/// Area under the ROC curve of `scores` for `labels` (true = defect), `None` when one class
+/// is missing. Ties count one half (the trapezoid over a tied group), as scikit-learn's
+/// `roc_auc_score`.
+pub fn auroc(scores: &[f32], labels: &[bool]) -> Option<f64> {
+    let positives = labels.iter().filter(|&&l| l).count();
+    let negatives = labels.len() - positives;
+    if positives == 0 || negatives == 0 || scores.len() != labels.len() {
+        return None;
+    }
+    let area: f64 = roc_corners(scores, labels)
+        .windows(2)
+        .map(|w| {
+            let ((tp0, fp0), (tp, fp)) = (w[0], w[1]);
+            (fp - fp0) as f64 * (tp + tp0) as f64 / 2.0
+        })
+        .sum();
     Some(area / (positives as f64 * negatives as f64))
+}
+
+/// The ROC curve `(false-positive rate, true-positive rate)` of `scores` for `labels`, from
+/// (0, 0) to (1, 1), thinned by [`thinned`] with `min_step` (0 keeps every tie group). `None`
+/// when one class is missing.
+pub fn roc_curve(scores: &[f32], labels: &[bool], min_step: f64) -> Option<Vec<(f64, f64)>> {
+    let positives = labels.iter().filter(|&&l| l).count();
+    let negatives = labels.len() - positives;
+    if positives == 0 || negatives == 0 || scores.len() != labels.len() {
+        return None;
+    }
+    let curve: Vec<(f64, f64)> = roc_corners(scores, labels)
+        .into_iter()
+        .map(|(tp, fp)| (fp as f64 / negatives as f64, tp as f64 / positives as f64))
+        .collect();
+    Some(thinned(&curve, min_step))
+}
+
+/// The points of `curve` that moved at least `min_step` in x or y from the last point kept,
+/// and its two ends: enough to draw it (millions of pixels make millions of corners).
+pub fn thinned(curve: &[(f64, f64)], min_step: f64) -> Vec<(f64, f64)> {
+    let mut kept: Vec<(f64, f64)> = Vec::new();
+    for (i, &p) in curve.iter().enumerate() {
+        let keep = match kept.last() {
+            None => true,
+            Some(&(x, y)) => {
+                i + 1 == curve.len() || (p.0 - x).abs() >= min_step || (p.1 - y).abs() >= min_step
+            }
+        };
+        if keep {
+            kept.push(p);
+        }
+    }
+    kept
+}
+
+/// Pixel ROC curve over every pixel of every image, thinned by `min_step`.
+pub fn pixel_roc_curve(maps: &[&[f32]], masks: &[&[u8]], min_step: f64) -> Option<Vec<(f64, f64)>> {
+    let (scores, labels) = pixels(maps, masks);
+    roc_curve(&scores, &labels, min_step)
+}
+
+fn pixels(maps: &[&[f32]], masks: &[&[u8]]) -> (Vec<f32>, Vec<bool>) {
+    let scores = maps.iter().flat_map(|m| m.iter().copied()).collect();
+    let labels = masks
+        .iter()
+        .flat_map(|m| m.iter().map(|&v| v != 0))
+        .collect();
+    (scores, labels)
 }
 
 /// Labels the 8-connected regions of `mask` (`width x height`, nonzero = defect): returns the
@@ -153,11 +214,7 @@ pub fn aupro(
 
 /// Pixel AUROC over every pixel of every image.
 pub fn pixel_auroc(maps: &[&[f32]], masks: &[&[u8]]) -> Option<f64> {
-    let scores: Vec<f32> = maps.iter().flat_map(|m| m.iter().copied()).collect();
-    let labels: Vec<bool> = masks
-        .iter()
-        .flat_map(|m| m.iter().map(|&v| v != 0))
-        .collect();
+    let (scores, labels) = pixels(maps, masks);
     auroc(&scores, &labels)
 }
 
@@ -185,6 +242,25 @@ mod tests {
         // One of two positives ties with the negative: (1 + 0.5) / 2.
         assert_eq!(auroc(&[0.9, 0.5, 0.5], &[true, true, false]), Some(0.75));
         assert_eq!(auroc(&[0.9], &[true]), None);
+    }
+
+    #[test]
+    fn roc_curve_has_the_auroc_as_area_and_thins_to_its_ends() {
+        let scores = [0.9, 0.8, 0.8, 0.7, 0.5, 0.4, 0.3, 0.3, 0.2, 0.1];
+        let labels = [
+            true, true, false, true, false, true, false, false, true, false,
+        ];
+        let curve = roc_curve(&scores, &labels, 0.0).unwrap();
+        assert_eq!(curve.first(), Some(&(0.0, 0.0)));
+        assert_eq!(curve.last(), Some(&(1.0, 1.0)));
+        assert_eq!(curve.len(), 1 + 8, "one corner per tie group");
+        let area = area_up_to(&curve, 1.0);
+        assert!((area - auroc(&scores, &labels).unwrap()).abs() < 1e-12);
+        let thin = roc_curve(&scores, &labels, 0.5).unwrap();
+        assert!(thin.len() < curve.len() && thin.len() >= 2);
+        assert_eq!((thin[0], *thin.last().unwrap()), ((0.0, 0.0), (1.0, 1.0)));
+        assert!(thin.iter().all(|p| curve.contains(p)));
+        assert!(roc_curve(&scores, &[true; 10], 0.0).is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod common;
 use common::{patch, Scratch};
 use edge_inspector::eval::evaluate;
 use edge_inspector::fixtures::concrete_frame;
-use edge_inspector::metrics::pixel_auroc;
+use edge_inspector::metrics::{area_up_to, pixel_auroc};
 use image::{GrayImage, Luma};
 
 #[test]
@@ -44,7 +44,8 @@ fn eval_writes_metrics_and_heatmaps_that_agree_with_the_dataset() {
         .unwrap();
     }
     let out = dir.path("eval");
-    let report = evaluate(&bundle, &root, &out, None, false).unwrap();
+    let evaluation = evaluate(&bundle, &root, &out, None, false).unwrap();
+    let report = &evaluation.report;
     assert_eq!((report.images, report.good), (9, 4));
     assert!(report.pixel_auroc.unwrap() > 0.9, "{report:?}");
     assert!(report.aupro.unwrap() > 0.5, "{report:?}");
@@ -65,9 +66,41 @@ fn eval_writes_metrics_and_heatmaps_that_agree_with_the_dataset() {
     // 5 defect rows (8 asked, 5 exist) + 2 defect-free, of 192 px with 6 px gaps; 4 columns.
     assert_eq!(sheet.height(), 7 * (192 + 6) + 6);
     assert_eq!(sheet.width(), 4 * 192 + 5 * 6);
+    // The curves: from (0, 0) to (1, 1), rising, and the drawn area is the metric.
+    let curves = &evaluation.curves;
+    for curve in [&curves.pixel_roc, &curves.image_roc, &curves.pro] {
+        assert_eq!(curve.first(), Some(&(0.0, 0.0)));
+        assert_eq!(curve.last(), Some(&(1.0, 1.0)));
+        assert!(curve
+            .windows(2)
+            .all(|w| w[1].0 >= w[0].0 && w[1].1 >= w[0].1));
+    }
+    let image_area = area_up_to(&curves.image_roc, 1.0);
+    assert!((image_area - 1.0).abs() < 1e-12);
+    let pixel_area = area_up_to(&curves.pixel_roc, 1.0);
+    assert!(
+        (pixel_area - report.pixel_auroc.unwrap()).abs() < 2e-3,
+        "thinned pixel ROC area {pixel_area} vs {:?}",
+        report.pixel_auroc
+    );
+    assert!((area_up_to(&curves.pro, 0.3) / 0.3 - report.aupro.unwrap()).abs() < 2e-3);
+    for chart in ["roc.png", "pro.png"] {
+        let png = image::open(out.join(chart)).unwrap().into_rgb8();
+        assert_eq!(png.dimensions(), (640, 520), "{chart}");
+        // Something beyond white, grey and black was drawn: the coloured curves.
+        let coloured = png
+            .pixels()
+            .filter(|p| {
+                let [r, g, b] = p.0;
+                r.max(g).max(b) - r.min(g).min(b) > 60
+            })
+            .count();
+        assert!(coloured > 200, "{chart}: {coloured} coloured pixels");
+    }
+    assert_eq!(evaluation.examples.len(), 7);
     // `limit` keeps that many per class.
     let limited = evaluate(&bundle, &root, &dir.path("eval2"), Some(2), false).unwrap();
-    assert_eq!(limited.images, 4);
+    assert_eq!(limited.report.images, 4);
     // Sanity of the pixel metric on its own.
     assert_eq!(pixel_auroc(&[&[0.1, 0.9]], &[&[0, 1]]), Some(1.0));
 }

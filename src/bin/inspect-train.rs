@@ -565,7 +565,7 @@ fn main() -> anyhow::Result<()> {
             out,
             limit,
         } => {
-            let r = evaluate(&bundle, &data, &out, limit.map(|l| l as usize), true)?;
+            let r = evaluate(&bundle, &data, &out, limit.map(|l| l as usize), true)?.report;
             let show = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
             println!(
                 "{}: {} images ({} defect-free): pixel AUROC {}, AUPRO {}, image AUROC {}; at \
