@@ -38,6 +38,8 @@ pub mod plots;
 mod records;
 pub mod scorer;
 #[cfg(feature = "data")]
+pub mod sweep;
+#[cfg(feature = "data")]
 pub mod synth;
 pub mod tiler;
 #[cfg(feature = "train")]

@@ -58,7 +58,8 @@ pub struct LineChart<'a> {
     pub series: &'a [Series],
 }
 
-fn register_font() -> Result<(), String> {
+/// Makes the embedded font plotters' `sans-serif` (once).
+pub(crate) fn register_font() -> Result<(), String> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| {

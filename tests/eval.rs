@@ -8,6 +8,7 @@ use common::{patch, Scratch};
 use edge_inspector::eval::evaluate;
 use edge_inspector::fixtures::concrete_frame;
 use edge_inspector::metrics::{area_up_to, pixel_auroc};
+use edge_inspector::sweep::figure;
 use image::{GrayImage, Luma};
 
 #[test]
@@ -101,6 +102,21 @@ fn eval_writes_metrics_and_heatmaps_that_agree_with_the_dataset() {
     // `limit` keeps that many per class.
     let limited = evaluate(&bundle, &root, &dir.path("eval2"), Some(2), false).unwrap();
     assert_eq!(limited.report.images, 4);
+
+    // The sweep figure: input, ground truth and one heatmap row per objective; one column per
+    // defect example (5 exist, 4 asked); row names drawn in the left margin.
+    let figure = figure(&["none", "boundary"], &[&evaluation, &evaluation], 4).unwrap();
+    assert_eq!(
+        figure.dimensions(),
+        (130 + 4 * (160 + 4) + 4, 4 * (160 + 4) + 4)
+    );
+    let ink = (0..130)
+        .flat_map(|x| (0..figure.height()).map(move |y| (x, y)))
+        .filter(|&(x, y)| figure.get_pixel(x, y).0[0] < 100)
+        .count();
+    assert!(ink > 200, "row names missing: {ink} dark pixels");
+    let first_input = figure.get_pixel(130 + 4 + 80, 4 + 80).0;
+    assert_ne!(first_input, [255, 255, 255], "no picture in the first cell");
     // Sanity of the pixel metric on its own.
     assert_eq!(pixel_auroc(&[&[0.1, 0.9]], &[&[0, 1]]), Some(1.0));
 }

@@ -209,7 +209,12 @@ fn fewer_levels_end_the_network_early_with_the_same_taps() {
         one.len()
     );
     // Blocks 11-15 hold most of Lite0's weights: stopping at tap16 must drop them.
-    assert!(two.len() * 3 < full.len(), "{} vs {}", two.len(), full.len());
+    assert!(
+        two.len() * 3 < full.len(),
+        "{} vs {}",
+        two.len(),
+        full.len()
+    );
     assert!(one.len() < two.len());
     let input = photo_input("coffee.jpg", size);
     let reference = run_tract(&full, &input, size);
@@ -219,7 +224,11 @@ fn fewer_levels_end_the_network_early_with_the_same_taps() {
         for (tap, (a, b)) in LITE0_TAPS.iter().zip(taps.iter().zip(&reference)) {
             assert_eq!(a.len(), b.len(), "{}", tap.name);
             let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-            assert!(diff <= 1e-5, "{} of the {levels}-level build: {diff}", tap.name);
+            assert!(
+                diff <= 1e-5,
+                "{} of the {levels}-level build: {diff}",
+                tap.name
+            );
         }
     }
     let err = build_lite0(

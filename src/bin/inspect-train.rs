@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use edge_inspector::dataset::crops::{prepare_crops, CropProtocol};
 use edge_inspector::dataset::{list_images, load_image, with_masks};
-use edge_inspector::eval::evaluate;
+use edge_inspector::eval::{draw_pro, draw_roc, evaluate, Evaluation};
 use edge_inspector::extractor::adopt::adopt;
 use edge_inspector::extractor::efficientnet::{
     build_lite0, calibrate, calibration_images, BuildOptions, Precision, INPUT_MEAN, INPUT_STD,
@@ -17,6 +17,8 @@ use edge_inspector::features::build::CacheBuild;
 use edge_inspector::features::cache::FeatureCache;
 use edge_inspector::features::FeatureExtractor;
 use edge_inspector::losses::Objective;
+use edge_inspector::plots::Series;
+use edge_inspector::sweep::{self, table_csv, table_markdown, SweepColumn, SweepEntry};
 use edge_inspector::synth::bank::{file_hash, Synthesizer};
 use edge_inspector::synth::config::SynthesisSettings;
 use edge_inspector::synth::poisson::seamless_clone;
@@ -190,6 +192,68 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
     },
+    /// Train and evaluate one bundle per objective on a dataset (the paper's Table 1 and
+    /// Figure 1): OUT/bundle-LOSS, OUT/eval-LOSS, and OUT/table.md, table.csv, sweep.json,
+    /// figure.png, roc.png, pro.png. Finished objectives are picked up from their checkpoints.
+    Sweep {
+        /// Trainer config ([training] and [synthesis]).
+        #[arg(long)]
+        config: PathBuf,
+        /// Extractor ONNX.
+        #[arg(long)]
+        extractor: PathBuf,
+        /// Human name of the extractor for the manifests.
+        #[arg(long, default_value = "efficientnet-lite0")]
+        extractor_name: String,
+        /// Folder of defect-free training images.
+        #[arg(long)]
+        images: PathBuf,
+        /// Evaluation dataset root (MVTec AD layout).
+        #[arg(long)]
+        data: PathBuf,
+        /// Feature cache root.
+        #[arg(long)]
+        cache: PathBuf,
+        /// Objectives to compare, comma-separated.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "none,boundary,cl,likelihood,fusion"
+        )]
+        losses: Vec<Objective>,
+        /// Override `training.epochs`.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        epochs: Option<u32>,
+        /// Where the flows train.
+        #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
+        device: TrainDevice,
+        /// Extraction workers (default: every core).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+        workers: Option<u32>,
+        /// At most this many test images per class in the evaluations.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
+        /// Column title in the table (default: the data folder's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Example images in the figure.
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=8))]
+        examples: u32,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Join the sweep.json of several sweeps into one table (one column per sweep), written as
+    /// OUT.md and OUT.csv.
+    Table {
+        /// Sweep folders, comma-separated, in column order.
+        #[arg(long, value_delimiter = ',', required = true)]
+        sweeps: Vec<PathBuf>,
+        /// Output path without extension.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Cut whole images with crack masks into a k x k grid (the paper's crop protocol) and
     /// write an MVTec AD layout: crack-free crops of the first images for training, all crops
     /// of the next images for testing.
@@ -340,6 +404,19 @@ fn fit(
         c.holdout_alarms,
         c.holdout_scores.len()
     );
+    Ok(())
+}
+
+/// Writes the paper's table of `columns` as `OUT.md` and `OUT.csv`.
+fn write_tables(columns: &[SweepColumn], out: &std::path::Path) -> anyhow::Result<()> {
+    let md = out.with_extension("md");
+    let legend = "Pixel AUROC / pixel AUPRO (FPR 0.3), in %; per column and metric the best in \
+                  **bold**, the second best in _italic_.\n\n";
+    std::fs::write(&md, format!("{legend}{}", table_markdown(columns)))
+        .with_context(|| format!("writing {}", md.display()))?;
+    let csv = out.with_extension("csv");
+    std::fs::write(&csv, table_csv(columns))
+        .with_context(|| format!("writing {}", csv.display()))?;
     Ok(())
 }
 
@@ -584,6 +661,112 @@ fn main() -> anyhow::Result<()> {
                 r.false_alarms_per_1000,
                 1000.0 * r.seconds_per_image
             );
+            Ok(())
+        }
+        Command::Sweep {
+            config,
+            extractor,
+            extractor_name,
+            images,
+            data,
+            cache,
+            losses,
+            epochs,
+            device,
+            workers,
+            limit,
+            name,
+            examples,
+            out,
+        } => {
+            let mut evaluations = Vec::new();
+            let mut names = Vec::new();
+            for loss in &losses {
+                let objective = format!("{loss:?}").to_lowercase();
+                let bundle = out.join(format!("bundle-{objective}"));
+                log::info!("sweep: {objective}: training {}", bundle.display());
+                fit(
+                    &config,
+                    &extractor,
+                    extractor_name.clone(),
+                    &images,
+                    &cache,
+                    Some(*loss),
+                    epochs,
+                    device,
+                    workers,
+                    None,
+                    true,
+                    &bundle,
+                )?;
+                log::info!("sweep: {objective}: evaluating");
+                let eval_dir = out.join(format!("eval-{objective}"));
+                let evaluation =
+                    evaluate(&bundle, &data, &eval_dir, limit.map(|l| l as usize), true)?;
+                evaluations.push(evaluation);
+                names.push(objective);
+            }
+            let dataset = name.unwrap_or_else(|| {
+                data.file_name()
+                    .map_or("data".into(), |n| n.to_string_lossy().into_owned())
+            });
+            let column = SweepColumn {
+                dataset,
+                entries: names
+                    .iter()
+                    .zip(&evaluations)
+                    .map(|(n, e)| SweepEntry::new(n, &e.report))
+                    .collect(),
+            };
+            column.save(&out.join("sweep.json"))?;
+            write_tables(std::slice::from_ref(&column), &out.join("table"))?;
+            let refs: Vec<&Evaluation> = evaluations.iter().collect();
+            let labels: Vec<&str> = names.iter().map(String::as_str).collect();
+            let figure =
+                sweep::figure(&labels, &refs, examples as usize).map_err(anyhow::Error::msg)?;
+            let figure_path = out.join("figure.png");
+            figure
+                .save(&figure_path)
+                .with_context(|| format!("writing {}", figure_path.display()))?;
+            let series = |curve: fn(&Evaluation) -> &Vec<(f64, f64)>,
+                          metric: fn(&Evaluation) -> Option<f64>|
+             -> Vec<Series> {
+                names
+                    .iter()
+                    .zip(&evaluations)
+                    .map(|(n, e)| Series {
+                        label: format!(
+                            "L_{n} {}",
+                            metric(e).map_or("n/a".into(), |v| format!("{v:.4}"))
+                        ),
+                        points: curve(e).clone(),
+                    })
+                    .collect()
+            };
+            draw_roc(
+                &out.join("roc.png"),
+                &format!("Pixel ROC, {}", column.dataset),
+                &series(|e| &e.curves.pixel_roc, |e| e.report.pixel_auroc),
+            )?;
+            draw_pro(
+                &out.join("pro.png"),
+                &format!("PRO up to FPR 0.3, {}", column.dataset),
+                &series(|e| &e.curves.pro, |e| e.report.aupro),
+            )?;
+            print!("{}", table_markdown(std::slice::from_ref(&column)));
+            println!(
+                "{}: table.md, table.csv, figure.png, roc.png, pro.png",
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Table { sweeps, out } => {
+            let columns = sweeps
+                .iter()
+                .map(|d| SweepColumn::load(&d.join("sweep.json")))
+                .collect::<Result<Vec<_>, _>>()?;
+            write_tables(&columns, &out)?;
+            print!("{}", table_markdown(&columns));
             Ok(())
         }
         Command::PrepareCrops {
