@@ -1,7 +1,7 @@
 //! Writes a synthetic demo: the known-function brightness bundle and a few 1280x720 frames of an
 //! even concrete-like surface with dark patches, so `inspectd` can be tried without a camera or a
 //! trained model. Usage: `cargo run --example synthetic_demo [OUT_DIR]` (default `target/demo`),
-//! then `cargo run -- --config firmware-config/desk-replay.toml`.
+//! then `cargo run -- --config firmware-config/synthetic-demo.toml`.
 
 use std::path::PathBuf;
 
