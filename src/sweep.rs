@@ -128,7 +128,9 @@ pub fn table_markdown(columns: &[SweepColumn]) -> String {
     md.push_str("\n|---|");
     md.push_str(&"---|".repeat(columns.len()));
     md.push('\n');
-    let ranked: Vec<(Vec<Option<usize>>, Vec<Option<usize>>)> = columns
+    // Per column: the ranks of each entry's AUROC and AUPRO.
+    type Ranks = Vec<Option<usize>>;
+    let ranked: Vec<(Ranks, Ranks)> = columns
         .iter()
         .map(|c| {
             let auroc: Vec<Option<f64>> = c.entries.iter().map(|e| e.pixel_auroc).collect();

@@ -234,7 +234,11 @@ fn a_run_resumed_from_its_checkpoint_ends_where_an_unbroken_run_ends() {
         )
     };
     // Folders that do not exist yet are made before training, not after the first epoch.
-    let whole = run("runs/whole", &dir.path("runs/checkpoints/whole.ckpt"), false);
+    let whole = run(
+        "runs/whole",
+        &dir.path("runs/checkpoints/whole.ckpt"),
+        false,
+    );
     assert_eq!(whole.0, vec![0, 1, 2]);
     let saved = edge_inspector::train::checkpoint::Checkpoint::load(&snapshot).unwrap();
     assert_eq!(saved.next_epoch, 2);

@@ -217,11 +217,9 @@ pub fn run_fit(job: FitJob, on_epoch: &mut dyn FnMut(&EpochLog)) -> Result<FitRe
     // Folders for the checkpoint and the bundle now, not after the first epoch's work.
     for path in job.checkpoint.iter().chain([&job.out]) {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| {
-                checkpoint::CheckpointError::Io {
-                    path: parent.to_path_buf(),
-                    source,
-                }
+            std::fs::create_dir_all(parent).map_err(|source| checkpoint::CheckpointError::Io {
+                path: parent.to_path_buf(),
+                source,
             })?;
         }
     }
