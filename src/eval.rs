@@ -12,7 +12,7 @@ use crate::bundle::{Bundle, BundleError};
 use crate::dataset::{load_image, load_mask, Dataset, DatasetError};
 use crate::engine::{Engine, EngineError, ExtractorPrecision, LevelMaps};
 use crate::metrics::{
-    aupro, image_auroc, pixel_auroc, pixel_roc_curve, pro_curve, roc_curve, thinned,
+    aupro_of_curve, image_auroc, pixel_auroc, pixel_roc_curve, pro_curve, roc_curve, thinned,
 };
 use crate::plots::{LineChart, Series};
 use crate::records::progress_bar;
@@ -209,13 +209,14 @@ pub fn evaluate(
             (false, false) => {}
         }
     }
+    let pro = pro_curve(&map_refs, &mask_refs, side, side);
     let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let (precision, recall) = (ratio(tp, tp + fp), ratio(tp, tp + fn_));
     let report = EvalReport {
         images: scored.len(),
         good,
         pixel_auroc: pixel_auroc(&map_refs, &mask_refs),
-        aupro: aupro(&map_refs, &mask_refs, side, side, 0.3),
+        aupro: aupro_of_curve(&pro, &mask_refs, 0.3),
         image_auroc: image_auroc(&map_refs, &mask_refs),
         threshold,
         tile_precision: precision,
@@ -261,7 +262,7 @@ pub fn evaluate(
             0.0,
         )
         .unwrap_or_default(),
-        pro: thinned(&pro_curve(&map_refs, &mask_refs, side, side), 1e-3),
+        pro: thinned(&pro, 1e-3),
     };
     let label = |name: &str, value: Option<f64>| match value {
         Some(v) => format!("{name} {v:.4}"),

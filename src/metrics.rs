@@ -200,6 +200,11 @@ pub fn aupro(
     height: usize,
     fpr_limit: f64,
 ) -> Option<f64> {
+    aupro_of_curve(&pro_curve(maps, masks, width, height), masks, fpr_limit)
+}
+
+/// [`aupro`] from the PRO curve of `masks`, already computed (for drawing it too).
+pub fn aupro_of_curve(curve: &[(f64, f64)], masks: &[&[u8]], fpr_limit: f64) -> Option<f64> {
     let defect = masks
         .iter()
         .flat_map(|m| m.iter())
@@ -209,7 +214,7 @@ pub fn aupro(
     if defect == 0 || defect == total {
         return None;
     }
-    Some(area_up_to(&pro_curve(maps, masks, width, height), fpr_limit) / fpr_limit)
+    Some(area_up_to(curve, fpr_limit) / fpr_limit)
 }
 
 /// Pixel AUROC over every pixel of every image.

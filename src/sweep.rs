@@ -113,6 +113,10 @@ fn percent(value: Option<f64>, rank: Option<usize>) -> String {
     }
 }
 
+/// What the marks of [`table_markdown`] mean, for a caption.
+pub const TABLE_LEGEND: &str = "Pixel AUROC / pixel AUPRO (FPR 0.3), in %; per column and \
+                                metric the best in **bold**, the second best in _italic_.";
+
 /// The paper's Table 1: rows = objectives (in the order of the first column), one column per
 /// dataset with `pixel AUROC / AUPRO` in percent; per column and metric the best is **bold**
 /// and the second best _italic_.

@@ -18,7 +18,9 @@ use edge_inspector::features::cache::FeatureCache;
 use edge_inspector::features::FeatureExtractor;
 use edge_inspector::losses::Objective;
 use edge_inspector::plots::Series;
-use edge_inspector::sweep::{self, table_csv, table_markdown, SweepColumn, SweepEntry};
+use edge_inspector::sweep::{
+    self, table_csv, table_markdown, SweepColumn, SweepEntry, TABLE_LEGEND,
+};
 use edge_inspector::synth::bank::{file_hash, Synthesizer};
 use edge_inspector::synth::config::SynthesisSettings;
 use edge_inspector::synth::poisson::seamless_clone;
@@ -410,10 +412,11 @@ fn fit(
 /// Writes the paper's table of `columns` as `OUT.md` and `OUT.csv`.
 fn write_tables(columns: &[SweepColumn], out: &std::path::Path) -> anyhow::Result<()> {
     let md = out.with_extension("md");
-    let legend = "Pixel AUROC / pixel AUPRO (FPR 0.3), in %; per column and metric the best in \
-                  **bold**, the second best in _italic_.\n\n";
-    std::fs::write(&md, format!("{legend}{}", table_markdown(columns)))
-        .with_context(|| format!("writing {}", md.display()))?;
+    std::fs::write(
+        &md,
+        format!("{TABLE_LEGEND}\n\n{}", table_markdown(columns)),
+    )
+    .with_context(|| format!("writing {}", md.display()))?;
     let csv = out.with_extension("csv");
     std::fs::write(&csv, table_csv(columns))
         .with_context(|| format!("writing {}", csv.display()))?;
