@@ -37,6 +37,36 @@ struct Cli {
     command: Command,
 }
 
+/// What every training command reads: config, extractor, images, cache, and where it runs.
+#[derive(clap::Args, Debug)]
+struct TrainArgs {
+    /// Trainer config: [training] (defaults if absent) and [synthesis] (needed by every
+    /// objective but `none`).
+    #[arg(long)]
+    config: PathBuf,
+    /// Extractor ONNX (input 1 x 3 x S x S; every output is a tap).
+    #[arg(long)]
+    extractor: PathBuf,
+    /// Human name of the extractor for the manifest.
+    #[arg(long, default_value = "efficientnet-lite0")]
+    extractor_name: String,
+    /// Folder of defect-free training images.
+    #[arg(long)]
+    images: PathBuf,
+    /// Feature cache root.
+    #[arg(long)]
+    cache: PathBuf,
+    /// Override `training.epochs`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    epochs: Option<u32>,
+    /// Where the flows train.
+    #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
+    device: TrainDevice,
+    /// Extraction workers (default: every core).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    workers: Option<u32>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Write the feature extractor as ONNX: EfficientNet-Lite0 from ImageNet weights, or any
@@ -139,34 +169,11 @@ enum Command {
     /// Train the flows on defect-free images (features cached first), export them with the
     /// extractor as a bundle, calibrate the score and choose the threshold on held-out images.
     Fit {
-        /// Trainer config: [training] (defaults if absent) and [synthesis] (needed by every
-        /// objective but `none`).
-        #[arg(long)]
-        config: PathBuf,
-        /// Extractor ONNX (input 1 x 3 x S x S; every output is a tap).
-        #[arg(long)]
-        extractor: PathBuf,
-        /// Human name of the extractor for the manifest.
-        #[arg(long, default_value = "efficientnet-lite0")]
-        extractor_name: String,
-        /// Folder of defect-free training images.
-        #[arg(long)]
-        images: PathBuf,
-        /// Feature cache root.
-        #[arg(long)]
-        cache: PathBuf,
+        #[command(flatten)]
+        train: TrainArgs,
         /// Override `training.objective`.
         #[arg(long, value_enum)]
         loss: Option<Objective>,
-        /// Override `training.epochs`.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
-        epochs: Option<u32>,
-        /// Where the flows train.
-        #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
-        device: TrainDevice,
-        /// Extraction workers (default: every core).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
-        workers: Option<u32>,
         /// Checkpoint written after every epoch (default: the output folder's path + `.ckpt`).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
@@ -198,24 +205,11 @@ enum Command {
     /// Figure 1): OUT/bundle-LOSS, OUT/eval-LOSS, and OUT/table.md, table.csv, sweep.json,
     /// figure.png, roc.png, pro.png. Finished objectives are picked up from their checkpoints.
     Sweep {
-        /// Trainer config ([training] and [synthesis]).
-        #[arg(long)]
-        config: PathBuf,
-        /// Extractor ONNX.
-        #[arg(long)]
-        extractor: PathBuf,
-        /// Human name of the extractor for the manifests.
-        #[arg(long, default_value = "efficientnet-lite0")]
-        extractor_name: String,
-        /// Folder of defect-free training images.
-        #[arg(long)]
-        images: PathBuf,
+        #[command(flatten)]
+        train: TrainArgs,
         /// Evaluation dataset root (MVTec AD layout).
         #[arg(long)]
         data: PathBuf,
-        /// Feature cache root.
-        #[arg(long)]
-        cache: PathBuf,
         /// Objectives to compare, comma-separated.
         #[arg(
             long,
@@ -224,15 +218,6 @@ enum Command {
             default_value = "none,boundary,cl,likelihood,fusion"
         )]
         losses: Vec<Objective>,
-        /// Override `training.epochs`.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
-        epochs: Option<u32>,
-        /// Where the flows train.
-        #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
-        device: TrainDevice,
-        /// Extraction workers (default: every core).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
-        workers: Option<u32>,
         /// At most this many test images per class in the evaluations.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
@@ -310,21 +295,23 @@ fn burn_device(choice: TrainDevice) -> anyhow::Result<burn::tensor::Device> {
     Ok(device.autodiff())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn fit(
-    config: &std::path::Path,
-    extractor: &std::path::Path,
-    extractor_name: String,
-    images: &std::path::Path,
-    cache: &std::path::Path,
+    train: &TrainArgs,
     loss: Option<Objective>,
-    epochs: Option<u32>,
-    device: TrainDevice,
-    workers: Option<u32>,
     checkpoint: Option<PathBuf>,
     resume: bool,
     out: &std::path::Path,
 ) -> anyhow::Result<()> {
+    let &TrainArgs {
+        ref config,
+        ref extractor,
+        ref extractor_name,
+        ref images,
+        ref cache,
+        epochs,
+        device,
+        workers,
+    } = train;
     let checkpoint = checkpoint.unwrap_or_else(|| {
         let mut name = out.as_os_str().to_owned();
         name.push(".ckpt");
@@ -374,7 +361,7 @@ fn fit(
     let report = run_fit(
         FitJob {
             extractor: &onnx,
-            extractor_name,
+            extractor_name: extractor_name.clone(),
             normalization: Normalization {
                 mean: INPUT_MEAN,
                 std: INPUT_STD,
@@ -613,32 +600,12 @@ fn main() -> anyhow::Result<()> {
             workers,
         } => features(&extractor, &images, synthesis.as_deref(), &cache, workers),
         Command::Fit {
-            config,
-            extractor,
-            extractor_name,
-            images,
-            cache,
+            train,
             loss,
-            epochs,
-            device,
-            workers,
             checkpoint,
             resume,
             out,
-        } => fit(
-            &config,
-            &extractor,
-            extractor_name,
-            &images,
-            &cache,
-            loss,
-            epochs,
-            device,
-            workers,
-            checkpoint,
-            resume,
-            &out,
-        ),
+        } => fit(&train, loss, checkpoint, resume, &out),
         Command::Eval {
             bundle,
             data,
@@ -667,16 +634,9 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sweep {
-            config,
-            extractor,
-            extractor_name,
-            images,
+            train,
             data,
-            cache,
             losses,
-            epochs,
-            device,
-            workers,
             limit,
             name,
             examples,
@@ -688,20 +648,7 @@ fn main() -> anyhow::Result<()> {
                 let objective = format!("{loss:?}").to_lowercase();
                 let bundle = out.join(format!("bundle-{objective}"));
                 log::info!("sweep: {objective}: training {}", bundle.display());
-                fit(
-                    &config,
-                    &extractor,
-                    extractor_name.clone(),
-                    &images,
-                    &cache,
-                    Some(*loss),
-                    epochs,
-                    device,
-                    workers,
-                    None,
-                    true,
-                    &bundle,
-                )?;
+                fit(&train, Some(*loss), None, true, &bundle)?;
                 log::info!("sweep: {objective}: evaluating");
                 let eval_dir = out.join(format!("eval-{objective}"));
                 let evaluation =
