@@ -11,9 +11,7 @@ use image::{imageops, GrayImage, Rgb, RgbImage};
 use crate::bundle::{Bundle, BundleError};
 use crate::dataset::{load_image, load_mask, Dataset, DatasetError};
 use crate::engine::{Engine, EngineError, ExtractorPrecision, LevelMaps};
-use crate::metrics::{
-    aupro_of_curve, image_auroc, pixel_auroc, pixel_roc_curve, pro_curve, roc_curve, thinned,
-};
+use crate::metrics::{aupro_of_curve, image_auroc, pixel_roc, pro_curve, roc_curve, thinned};
 use crate::plots::{LineChart, Series};
 use crate::records::progress_bar;
 use crate::scorer::Scorer;
@@ -209,13 +207,16 @@ pub fn evaluate(
             (false, false) => {}
         }
     }
+    // One sort of all pixels each for the metric and its chart. A thousandth of the axis is
+    // finer than a pixel of the charts.
     let pro = pro_curve(&map_refs, &mask_refs, side, side);
+    let pixel = pixel_roc(&map_refs, &mask_refs, 1e-3);
     let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let (precision, recall) = (ratio(tp, tp + fp), ratio(tp, tp + fn_));
     let report = EvalReport {
         images: scored.len(),
         good,
-        pixel_auroc: pixel_auroc(&map_refs, &mask_refs),
+        pixel_auroc: pixel.as_ref().map(|r| r.auroc),
         aupro: aupro_of_curve(&pro, &mask_refs, 0.3),
         image_auroc: image_auroc(&map_refs, &mask_refs),
         threshold,
@@ -250,9 +251,8 @@ pub fn evaluate(
             path: sheet.clone(),
             message: e.to_string(),
         })?;
-    // A thousandth of the axis is finer than a pixel of the charts.
     let curves = Curves {
-        pixel_roc: pixel_roc_curve(&map_refs, &mask_refs, 1e-3).unwrap_or_default(),
+        pixel_roc: pixel.map(|r| r.curve).unwrap_or_default(),
         image_roc: roc_curve(
             &scored.iter().map(|s| s.score).collect::<Vec<_>>(),
             &scored

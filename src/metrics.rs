@@ -2,12 +2,13 @@
 //! the MVTec AD definition, image AUROC with the maximum pixel as the image score. Exact with
 //! ties: pixels of equal score move the ROC and PRO curves together, as one step.
 
-/// Cumulative `(true positives, false positives)` after each group of tied scores, highest
-/// score first, starting at `(0, 0)`: the corners of the ROC curve, unnormalized.
-fn roc_corners(scores: &[f32], labels: &[bool]) -> Vec<(usize, usize)> {
+/// Visits the cumulative `(true positives, false positives)` after each group of tied scores,
+/// highest score first, starting at `(0, 0)`: the corners of the ROC curve, unnormalized.
+/// Streams them: a pixel ROC has as many corners as distinct scores (tens of millions).
+fn roc_corners(scores: &[f32], labels: &[bool], mut visit: impl FnMut(usize, usize)) {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let mut corners = vec![(0, 0)];
+    visit(0, 0);
     let (mut tp, mut fp) = (0usize, 0usize);
     let mut i = 0;
     while i < order.len() {
@@ -20,44 +21,64 @@ fn roc_corners(scores: &[f32], labels: &[bool]) -> Vec<(usize, usize)> {
             }
             i += 1;
         }
-        corners.push((tp, fp));
+        visit(tp, fp);
     }
-    corners
+}
+
+/// A ROC curve and the area under it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Roc {
+    /// Area under the exact curve (ties count one half, as scikit-learn's `roc_auc_score`).
+    pub auroc: f64,
+    /// `(false-positive rate, true-positive rate)` from (0, 0) to (1, 1), thinned: a corner is
+    /// kept when it moved at least `min_step` in x or y from the last one kept (see
+    /// [`thinned`]); 0 keeps every tie group.
+    pub curve: Vec<(f64, f64)>,
+}
+
+/// The ROC of `scores` for `labels` (true = defect), in one sort; `None` when one class is
+/// missing.
+pub fn roc(scores: &[f32], labels: &[bool], min_step: f64) -> Option<Roc> {
+    let positives = labels.iter().filter(|&&l| l).count();
+    let negatives = labels.len() - positives;
+    if positives == 0 || negatives == 0 || scores.len() != labels.len() {
+        return None;
+    }
+    let (mut area, mut previous) = (0.0f64, (0usize, 0usize));
+    let mut curve: Vec<(f64, f64)> = Vec::new();
+    let mut last = (0.0, 0.0);
+    roc_corners(scores, labels, |tp, fp| {
+        // Trapezoid from the previous corner.
+        let (tp0, fp0) = previous;
+        area += (fp - fp0) as f64 * (tp + tp0) as f64 / 2.0;
+        previous = (tp, fp);
+        last = (fp as f64 / negatives as f64, tp as f64 / positives as f64);
+        let moved = curve.last().is_none_or(|&(x, y): &(f64, f64)| {
+            (last.0 - x).abs() >= min_step || (last.1 - y).abs() >= min_step
+        });
+        if moved {
+            curve.push(last);
+        }
+    });
+    if curve.last() != Some(&last) {
+        curve.push(last);
+    }
+    Some(Roc {
+        auroc: area / (positives as f64 * negatives as f64),
+        curve,
+    })
 }
 
 /// Area under the ROC curve of `scores` for `labels` (true = defect), `None` when one class
 /// is missing. Ties count one half (the trapezoid over a tied group), as scikit-learn's
 /// `roc_auc_score`.
 pub fn auroc(scores: &[f32], labels: &[bool]) -> Option<f64> {
-    let positives = labels.iter().filter(|&&l| l).count();
-    let negatives = labels.len() - positives;
-    if positives == 0 || negatives == 0 || scores.len() != labels.len() {
-        return None;
-    }
-    let area: f64 = roc_corners(scores, labels)
-        .windows(2)
-        .map(|w| {
-            let ((tp0, fp0), (tp, fp)) = (w[0], w[1]);
-            (fp - fp0) as f64 * (tp + tp0) as f64 / 2.0
-        })
-        .sum();
-    Some(area / (positives as f64 * negatives as f64))
+    roc(scores, labels, f64::INFINITY).map(|r| r.auroc)
 }
 
-/// The ROC curve `(false-positive rate, true-positive rate)` of `scores` for `labels`, from
-/// (0, 0) to (1, 1), thinned by [`thinned`] with `min_step` (0 keeps every tie group). `None`
-/// when one class is missing.
+/// The ROC curve of [`roc`] alone.
 pub fn roc_curve(scores: &[f32], labels: &[bool], min_step: f64) -> Option<Vec<(f64, f64)>> {
-    let positives = labels.iter().filter(|&&l| l).count();
-    let negatives = labels.len() - positives;
-    if positives == 0 || negatives == 0 || scores.len() != labels.len() {
-        return None;
-    }
-    let curve: Vec<(f64, f64)> = roc_corners(scores, labels)
-        .into_iter()
-        .map(|(tp, fp)| (fp as f64 / negatives as f64, tp as f64 / positives as f64))
-        .collect();
-    Some(thinned(&curve, min_step))
+    roc(scores, labels, min_step).map(|r| r.curve)
 }
 
 /// The points of `curve` that moved at least `min_step` in x or y from the last point kept,
@@ -78,10 +99,10 @@ pub fn thinned(curve: &[(f64, f64)], min_step: f64) -> Vec<(f64, f64)> {
     kept
 }
 
-/// Pixel ROC curve over every pixel of every image, thinned by `min_step`.
-pub fn pixel_roc_curve(maps: &[&[f32]], masks: &[&[u8]], min_step: f64) -> Option<Vec<(f64, f64)>> {
+/// Pixel ROC over every pixel of every image, its curve thinned by `min_step`.
+pub fn pixel_roc(maps: &[&[f32]], masks: &[&[u8]], min_step: f64) -> Option<Roc> {
     let (scores, labels) = pixels(maps, masks);
-    roc_curve(&scores, &labels, min_step)
+    roc(&scores, &labels, min_step)
 }
 
 fn pixels(maps: &[&[f32]], masks: &[&[u8]]) -> (Vec<f32>, Vec<bool>) {
@@ -219,8 +240,7 @@ pub fn aupro_of_curve(curve: &[(f64, f64)], masks: &[&[u8]], fpr_limit: f64) -> 
 
 /// Pixel AUROC over every pixel of every image.
 pub fn pixel_auroc(maps: &[&[f32]], masks: &[&[u8]]) -> Option<f64> {
-    let (scores, labels) = pixels(maps, masks);
-    auroc(&scores, &labels)
+    pixel_roc(maps, masks, f64::INFINITY).map(|r| r.auroc)
 }
 
 /// Image AUROC: each image scored by its highest pixel, labelled by whether its mask has a
