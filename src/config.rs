@@ -65,6 +65,12 @@ pub struct Config {
     pub tiling: TilingConfig,
     /// Where alerts go.
     pub alerts: AlertsConfig,
+    /// The alert journal (in memory when absent).
+    #[serde(default)]
+    pub journal: JournalConfig,
+    /// The evidence store (none when absent).
+    #[serde(default)]
+    pub evidence: Option<EvidenceConfig>,
     /// GPIO trigger and indicators (needs the `gpio` feature and a Raspberry Pi).
     #[serde(default)]
     pub gpio: Option<GpioConfig>,
@@ -152,21 +158,47 @@ pub enum AlertOutput {
     Stdout,
 }
 
+/// How messages are framed on the link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FramingConfig {
+    /// JSON Lines (readable; for cables and terminals).
+    #[default]
+    Json,
+    /// COBS frames with CRC-32 (radio links: resynchronises after noise).
+    Cobs,
+}
+
 /// `[alerts]`
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
     /// `serial` or `stdout`.
     pub output: AlertOutput,
+    /// `json` or `cobs`.
+    #[serde(default)]
+    pub framing: FramingConfig,
+    /// Keep each alert until the peer ACKs its `seq` (serial only), re-sending as needed.
+    #[serde(default)]
+    pub require_ack: bool,
+    /// Re-send unacknowledged alerts after this many milliseconds, 100-600000.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_ms: u64,
+    /// On stop, keep delivering pending alerts for up to this many milliseconds, 0-60000.
+    #[serde(default = "default_drain")]
+    pub drain_timeout_ms: u64,
+    /// Lowest threshold a peer may set with `set_threshold` (default: half the bundle's).
+    #[serde(default)]
+    pub threshold_min: Option<f32>,
+    /// Highest threshold a peer may set (default: twice the bundle's).
+    #[serde(default)]
+    pub threshold_max: Option<f32>,
     /// Serial device, required with `output = "serial"`.
     #[serde(default)]
     pub port: Option<PathBuf>,
     /// Serial speed, one of [`BAUD_RATES`].
     #[serde(default = "default_baud")]
     pub baud: u32,
-    /// Lines waiting for the link before new ones are dropped (and counted), 1-4096.
-    #[serde(default = "default_queue")]
-    pub queue_capacity: usize,
     /// Seconds between status lines, 1-3600.
     #[serde(default = "default_status")]
     pub status_interval_s: u64,
@@ -175,8 +207,75 @@ pub struct AlertsConfig {
 fn default_baud() -> u32 {
     115200
 }
-fn default_queue() -> usize {
-    64
+fn default_ack_timeout() -> u64 {
+    3000
+}
+fn default_drain() -> u64 {
+    3000
+}
+
+/// When the journal forces writes to storage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncConfig {
+    /// After every alert.
+    Always,
+    /// At most `fsync_interval_ms` after a write.
+    #[default]
+    Interval,
+    /// Leave it to the kernel.
+    Never,
+}
+
+/// `[journal]`: where alerts wait for their ACK.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Journal file; absent keeps alerts in memory only (lost on restart).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Size bound of the file (and of the alerts kept in memory), 4096 to 1073741824 bytes.
+    #[serde(default = "default_journal_bytes")]
+    pub max_bytes: u64,
+    /// `always`, `interval` or `never`.
+    #[serde(default)]
+    pub fsync: FsyncConfig,
+    /// With `fsync = "interval"`: milliseconds, 10-60000.
+    #[serde(default = "default_fsync_interval")]
+    pub fsync_interval_ms: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            path: None,
+            max_bytes: default_journal_bytes(),
+            fsync: FsyncConfig::default(),
+            fsync_interval_ms: default_fsync_interval(),
+        }
+    }
+}
+
+fn default_journal_bytes() -> u64 {
+    1 << 20
+}
+fn default_fsync_interval() -> u64 {
+    1000
+}
+
+/// `[evidence]`: flagged tiles and heatmaps kept on disk for the peer to fetch.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceConfig {
+    /// Folder (created if missing).
+    pub dir: PathBuf,
+    /// Size bound of the folder, 65536 to 68719476736 bytes; the oldest go first.
+    #[serde(default = "default_evidence_bytes")]
+    pub max_bytes: u64,
+}
+
+fn default_evidence_bytes() -> u64 {
+    64 << 20
 }
 fn default_status() -> u64 {
     10
@@ -307,6 +406,12 @@ impl Config {
         if let Some(port) = &mut self.alerts.port {
             resolve(port);
         }
+        if let Some(path) = &mut self.journal.path {
+            resolve(path);
+        }
+        if let Some(e) = &mut self.evidence {
+            resolve(&mut e.dir);
+        }
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -356,7 +461,38 @@ impl Config {
                 &format!("expected one of {BAUD_RATES:?}"),
             ));
         }
-        c.range("alerts.queue_capacity", a.queue_capacity, 1, 4096)?;
+        c.range("alerts.ack_timeout_ms", a.ack_timeout_ms, 100, 600_000)?;
+        c.range("alerts.drain_timeout_ms", a.drain_timeout_ms, 0, 60_000)?;
+        for (key, t) in [
+            ("alerts.threshold_min", a.threshold_min),
+            ("alerts.threshold_max", a.threshold_max),
+        ] {
+            if t.is_some_and(|t| !t.is_finite()) {
+                return Err(c.fail(key, format!("{t:?}"), "expected a finite number"));
+            }
+        }
+        if let (Some(lo), Some(hi)) = (a.threshold_min, a.threshold_max) {
+            if lo > hi {
+                return Err(c.fail(
+                    "alerts.threshold_max",
+                    hi,
+                    &format!("expected at least alerts.threshold_min ({lo})"),
+                ));
+            }
+        }
+        if a.require_ack && a.output != AlertOutput::Serial {
+            return Err(c.fail(
+                "alerts.require_ack",
+                true,
+                "ACKs come back over a serial link: needs alerts.output = \"serial\"",
+            ));
+        }
+        let j = &self.journal;
+        c.range("journal.max_bytes", j.max_bytes, 4096, 1 << 30)?;
+        c.range("journal.fsync_interval_ms", j.fsync_interval_ms, 10, 60_000)?;
+        if let Some(e) = &self.evidence {
+            c.range("evidence.max_bytes", e.max_bytes, 1 << 16, 1 << 36)?;
+        }
         c.range("alerts.status_interval_s", a.status_interval_s, 1, 3600)?;
         if a.output == AlertOutput::Serial && a.port.is_none() {
             return Err(c.fail(

@@ -2,19 +2,26 @@
 //!
 //! Capture runs on its own thread and hands frames over a one-frame slot: for a live source the
 //! newest frame replaces one that inference has not taken yet (and the drop is counted); a
-//! recorded source waits instead, so no file is skipped. Alerts go to the link's bounded queue,
-//! which never blocks. systemd is told READY once the model is loaded and the source is open,
-//! WATCHDOG after every processed frame (so a stuck camera or inference stops the pings), and
-//! STATUS with each status line.
+//! recorded source waits instead, so no file is skipped. Alerts are journalled and handed to the
+//! link thread, which never blocks inference; evidence goes to its own writer thread. Commands
+//! from the peer (threshold, pause, status) are applied between frames. systemd is told READY
+//! once the model is loaded and the source is open, WATCHDOG for every frame taken from the
+//! camera (processed, or discarded while paused: a stuck camera or inference stops the pings),
+//! and STATUS with each status report.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::alerts::{Alert, AlertLink, LinkError, LinkTarget, Status};
+use crate::alerts::journal::JournalError;
+use crate::alerts::{
+    Alert, AlertLink, Control, DeviceId, Framing, FsyncPolicy, Journal, LinkError, LinkSettings,
+    LinkTarget, ModelId, Status,
+};
 use crate::bundle::{Bundle, BundleError};
-use crate::config::{AlertOutput, Config, SourceConfig};
+use crate::config::{AlertOutput, Config, FramingConfig, FsyncConfig, SourceConfig};
 use crate::engine::{set_threads, Engine, EngineError, LevelMaps};
+use crate::evidence::{EvidenceError, EvidenceJob, EvidenceStore, EvidenceWriter};
 use crate::frames::{FolderSource, Frame, FrameError, FrameSource};
 use crate::gpio::{GpioError, Indicators};
 use crate::scorer::Scorer;
@@ -38,6 +45,12 @@ pub enum DaemonError {
     /// The alert link could not start.
     #[error("alert link: {0}")]
     Link(#[from] LinkError),
+    /// The alert journal cannot be opened.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The evidence store cannot be opened.
+    #[error(transparent)]
+    Evidence(#[from] EvidenceError),
     /// GPIO is required but unavailable.
     #[error(transparent)]
     Gpio(#[from] GpioError),
@@ -62,8 +75,12 @@ pub struct Summary {
     pub skipped_frames: u64,
     /// Frames dropped because inference fell behind a live source.
     pub dropped_frames: u64,
-    /// Lines lost on the link.
+    /// Alerts lost: evicted from a full journal before the peer had them.
     pub dropped_alerts: u64,
+    /// Alerts still undelivered at exit (kept in the journal for the next start).
+    pub unacked: u64,
+    /// Evidence not stored (writer busy or write failed).
+    pub evidence_skipped: u64,
 }
 
 #[derive(Default)]
@@ -196,18 +213,41 @@ struct Workspace {
 /// The running daemon's state between frames.
 struct Inspector<'a> {
     config: &'a Config,
+    device: DeviceId,
+    model: ModelId,
     engine: Engine,
     scorer: Scorer,
     link: AlertLink,
+    evidence: Option<EvidenceWriter>,
     indicators: Indicators,
     work: Workspace,
     summary: Summary,
-    next_seq: u64,
+    paused: bool,
 }
 
 impl Inspector<'_> {
-    fn model_id(&self) -> &str {
-        &self.engine.bundle().model_id
+    /// Applies the peer's commands (validated by the link).
+    fn apply_controls(&mut self, started: Instant, tiles_per_s: f32, slot: &FrameSlot) {
+        while let Some(control) = self.link.next_control() {
+            match control {
+                Control::SetThreshold(t) => {
+                    log::info!(
+                        "threshold set to {t} by the peer (was {})",
+                        self.scorer.threshold()
+                    );
+                    self.scorer.set_threshold(t);
+                }
+                Control::Pause => {
+                    log::info!("paused by the peer");
+                    self.paused = true;
+                }
+                Control::Resume => {
+                    log::info!("resumed by the peer");
+                    self.paused = false;
+                }
+                Control::StatusNow => self.status(started, tiles_per_s, slot),
+            }
+        }
     }
 
     fn process(&mut self, frame: &Frame) -> Result<(), EngineError> {
@@ -252,9 +292,9 @@ impl Inspector<'_> {
             let Some(region) = scored.region else {
                 continue;
             };
-            let alert = Alert {
-                device: &self.config.device_id,
-                seq: self.next_seq,
+            let mut alert = Alert {
+                device: self.device.clone(),
+                seq: 0,
                 frame: frame.number,
                 time: frame.timestamp,
                 tile_index: tile.index,
@@ -263,15 +303,26 @@ impl Inspector<'_> {
                 threshold: self.scorer.threshold(),
                 region: model_box_to_frame(region.bbox, &tile.rect, in_w as u32, in_h as u32),
                 area_fraction: region.area_fraction,
-                model: &self.engine.bundle().model_id,
+                model: self.model.clone(),
             };
-            self.next_seq += 1;
+            let seq = self.link.send_alert(&mut alert);
             self.summary.alerts += 1;
-            match alert.to_line() {
-                Ok(line) => {
-                    self.link.send(line);
-                }
-                Err(e) => log::error!("alert {} not sent: {e}", alert.seq),
+            if let Some(writer) = &self.evidence {
+                writer.submit(EvidenceJob {
+                    seq,
+                    tile: image::imageops::crop_imm(
+                        &frame.image,
+                        tile.rect.x,
+                        tile.rect.y,
+                        tile.rect.width,
+                        tile.rect.height,
+                    )
+                    .to_image(),
+                    map: self.scorer.anomaly_map().to_vec(),
+                    width: in_w as u32,
+                    height: in_h as u32,
+                    threshold: self.scorer.threshold(),
+                });
             }
             self.indicators.alert();
         }
@@ -284,8 +335,9 @@ impl Inspector<'_> {
         self.summary.dropped_frames = dropped;
         self.summary.skipped_frames = skipped;
         self.summary.dropped_alerts = self.link.dropped();
+        let unacked = self.link.unacked();
         let status = Status {
-            device: &self.config.device_id,
+            device: self.device.clone(),
             time: SystemTime::now(),
             frames: self.summary.frames,
             tiles_per_s,
@@ -293,19 +345,68 @@ impl Inspector<'_> {
             skipped_frames: skipped,
             alerts: self.summary.alerts,
             dropped_alerts: self.summary.dropped_alerts,
+            unacked,
+            paused: self.paused,
             uptime_s: started.elapsed().as_secs(),
-            model: self.model_id(),
+            model: self.model.clone(),
         };
         let text = format!(
-            "frames {} alerts {} tiles/s {:.1} dropped frames {} skipped {} lost lines {}",
-            status.frames, status.alerts, tiles_per_s, dropped, skipped, status.dropped_alerts
+            "frames {} alerts {} tiles/s {:.1} dropped frames {} skipped {} unacked {} lost alerts {}{}",
+            status.frames,
+            status.alerts,
+            tiles_per_s,
+            dropped,
+            skipped,
+            unacked,
+            status.dropped_alerts,
+            if self.paused { " (paused)" } else { "" }
         );
-        if let Ok(line) = status.to_line() {
-            self.link.send(line);
-        }
+        self.link.send_status(status);
         notify(&[sd_notify::NotifyState::Status(&text)]);
         log::info!("{text}");
     }
+}
+
+/// Opens the journal the config names (in memory when it names none).
+fn open_journal(config: &Config) -> Result<Journal, DaemonError> {
+    let j = &config.journal;
+    let Some(path) = &j.path else {
+        return Ok(Journal::in_memory(j.max_bytes));
+    };
+    let fsync = match j.fsync {
+        FsyncConfig::Always => FsyncPolicy::Always,
+        FsyncConfig::Interval => FsyncPolicy::Interval(Duration::from_millis(j.fsync_interval_ms)),
+        FsyncConfig::Never => FsyncPolicy::Never,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| JournalError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let journal = Journal::open(path, j.max_bytes, fsync)?;
+    let r = journal.recovery();
+    log::info!(
+        "alert journal {}: {} alerts waiting for delivery, next seq {}{}",
+        path.display(),
+        r.unacked,
+        journal.next_seq(),
+        if r.torn_bytes > 0 {
+            format!(", torn tail of {} bytes dropped", r.torn_bytes)
+        } else {
+            String::new()
+        }
+    );
+    Ok(journal)
+}
+
+/// The ids as sent; validated by the config and the bundle loader to fit.
+fn ids(config: &Config, bundle: &Bundle) -> (DeviceId, ModelId) {
+    let cut = |s: &str, n: usize| s.get(..n.min(s.len())).unwrap_or_default().to_string();
+    (
+        DeviceId::try_from(cut(&config.device_id, 32).as_str()).unwrap_or_default(),
+        ModelId::try_from(cut(&bundle.model_id, 12).as_str()).unwrap_or_default(),
+    )
 }
 
 /// Loads everything the config names, then inspects frames until the source ends or `stop` is set.
@@ -318,24 +419,50 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
         bundle.manifest.extractor.name,
         bundle.manifest.levels.len()
     );
-    let threshold = config
-        .model
-        .threshold
-        .unwrap_or(bundle.manifest.threshold.value);
+    let calibrated = bundle.manifest.threshold.value;
+    let threshold = config.model.threshold.unwrap_or(calibrated);
     let scorer = Scorer::new(&bundle.manifest, threshold);
+    let (device, model) = ids(config, &bundle);
     set_threads(config.model.threads);
     let engine = Engine::new(bundle, config.model.precision)?;
     let indicators = Indicators::open(config.gpio.as_ref())?;
+    let journal = open_journal(config)?;
+    let evidence = match &config.evidence {
+        Some(e) => Some(EvidenceWriter::start(EvidenceStore::open(
+            &e.dir,
+            e.max_bytes,
+        )?)?),
+        None => None,
+    };
     let (source, interval) = open_source(&config.source)?;
-    let target = match config.alerts.output {
+    let alerts = &config.alerts;
+    let target = match alerts.output {
         AlertOutput::Stdout => LinkTarget::Stdout,
         AlertOutput::Serial => LinkTarget::Serial {
             // Validated: `port` is present whenever the output is serial.
-            port: config.alerts.port.clone().unwrap_or_default(),
-            baud: config.alerts.baud,
+            port: alerts.port.clone().unwrap_or_default(),
+            baud: alerts.baud,
         },
     };
-    let link = AlertLink::start(target, config.alerts.queue_capacity)?;
+    // Default bounds for the peer's `set_threshold`: a factor of two either way.
+    let spread = calibrated.abs().max(f32::EPSILON);
+    let settings = LinkSettings {
+        target,
+        framing: match alerts.framing {
+            FramingConfig::Json => Framing::Json,
+            FramingConfig::Cobs => Framing::Cobs,
+        },
+        require_ack: alerts.require_ack,
+        ack_timeout: Duration::from_millis(alerts.ack_timeout_ms),
+        threshold,
+        threshold_range: (
+            alerts.threshold_min.unwrap_or(calibrated - spread / 2.0),
+            alerts.threshold_max.unwrap_or(calibrated + spread),
+        ),
+        device: device.clone(),
+        evidence_dir: config.evidence.as_ref().map(|e| e.dir.clone()),
+    };
+    let link = AlertLink::start(settings, journal)?;
 
     let slot = Arc::new(FrameSlot::default());
     let capture = {
@@ -348,9 +475,12 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
 
     let mut inspector = Inspector {
         config,
+        device,
+        model,
         engine,
         scorer,
         link,
+        evidence,
         indicators,
         work: Workspace {
             grid: None,
@@ -358,15 +488,21 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
             maps: LevelMaps::default(),
         },
         summary: Summary::default(),
-        next_seq: 0,
+        paused: false,
     };
     notify(&[sd_notify::NotifyState::Ready]);
     let started = Instant::now();
-    let status_every = Duration::from_secs(config.alerts.status_interval_s);
+    let status_every = Duration::from_secs(alerts.status_interval_s);
     let (mut last_status, mut tiles_at_status) = (Instant::now(), 0u64);
+    let mut rate = 0.0f32;
     let mut result = Ok(());
     while !stop.load(Ordering::Relaxed) {
+        inspector.apply_controls(started, rate, &slot);
         match slot.take(POLL) {
+            Taken::Frame(_) if inspector.paused => {
+                // Frames still flow (the watchdog sees a live camera), inspection waits.
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            }
             Taken::Frame(frame) => {
                 match inspector.process(&frame) {
                     Ok(()) => inspector.summary.frames += 1,
@@ -383,7 +519,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
         }
         if last_status.elapsed() >= status_every {
             let secs = last_status.elapsed().as_secs_f32();
-            let rate = (inspector.summary.tiles - tiles_at_status) as f32 / secs;
+            rate = (inspector.summary.tiles - tiles_at_status) as f32 / secs;
             inspector.status(started, rate, &slot);
             (last_status, tiles_at_status) = (Instant::now(), inspector.summary.tiles);
         }
@@ -397,9 +533,22 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
     inspector.status(started, rate, &slot);
     notify(&[sd_notify::NotifyState::Stopping]);
     let Inspector {
-        link, mut summary, ..
+        link,
+        evidence,
+        mut summary,
+        ..
     } = inspector;
-    summary.dropped_alerts = link.close();
+    summary.evidence_skipped = evidence.as_ref().map_or(0, EvidenceWriter::skipped);
+    // Finish writing evidence before the link may be asked for it no more.
+    drop(evidence);
+    summary.dropped_alerts = link.dropped();
+    summary.unacked = link.close(Duration::from_millis(alerts.drain_timeout_ms));
+    if summary.unacked > 0 {
+        log::warn!(
+            "{} alerts undelivered at exit; they stay in the journal for the next start",
+            summary.unacked
+        );
+    }
     result?;
     Ok(summary)
 }

@@ -10,12 +10,14 @@
 pub mod alerts;
 pub mod bundle;
 pub mod config;
+#[cfg(target_os = "linux")]
 pub mod daemon;
 #[cfg(feature = "data")]
 pub mod dataset;
 pub mod engine;
 #[cfg(feature = "data")]
 pub mod eval;
+pub mod evidence;
 #[cfg(feature = "train")]
 pub mod export;
 #[cfg(feature = "data")]

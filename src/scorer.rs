@@ -114,6 +114,11 @@ impl Scorer {
         self.threshold
     }
 
+    /// Changes the alert threshold (a peer's `set_threshold`, bounded by the link).
+    pub fn set_threshold(&mut self, threshold: f32) {
+        self.threshold = threshold;
+    }
+
     /// The anomaly map of the last scored tile, row-major, model-input size.
     pub fn anomaly_map(&self) -> &[f32] {
         &self.anomaly

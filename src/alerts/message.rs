@@ -14,11 +14,18 @@ pub const LINE_CAPACITY: usize = 512;
 /// One protocol line, held without allocation.
 pub type Line = heapless::String<LINE_CAPACITY>;
 
-/// An alert: one tile of one frame whose score passed the threshold.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Alert<'a> {
+/// Device id as sent: at most 32 characters (validated by the config).
+pub type DeviceId = heapless::String<32>;
+
+/// Model id as sent: the first 12 hex digits of the manifest's SHA-256.
+pub type ModelId = heapless::String<12>;
+
+/// An alert: one tile of one frame whose score passed the threshold. Held without allocation; the
+/// same fields travel as a JSON line, a binary frame and a journal record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alert {
     /// Device id from the config.
-    pub device: &'a str,
+    pub device: DeviceId,
     /// Alert sequence number, from 0, +1 per alert (a gap means alerts were lost).
     pub seq: u64,
     /// Frame number from the source.
@@ -38,14 +45,14 @@ pub struct Alert<'a> {
     /// Fraction of the tile's area above the threshold.
     pub area_fraction: f32,
     /// Model id (bundle hash prefix).
-    pub model: &'a str,
+    pub model: ModelId,
 }
 
 /// A periodic status line.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Status<'a> {
+#[derive(Clone, Debug, PartialEq)]
+pub struct Status {
     /// Device id from the config.
-    pub device: &'a str,
+    pub device: DeviceId,
     /// When the line was made.
     pub time: SystemTime,
     /// Frames processed since start.
@@ -58,12 +65,16 @@ pub struct Status<'a> {
     pub skipped_frames: u64,
     /// Alerts raised since start.
     pub alerts: u64,
-    /// Lines (alerts or status) lost: queue full or link write failed.
+    /// Alerts lost before the peer had them: evicted unacknowledged from a full journal.
     pub dropped_alerts: u64,
+    /// Alerts journalled but not yet acknowledged (or, without ACKs, not yet written).
+    pub unacked: u64,
+    /// Whether the peer paused inspection.
+    pub paused: bool,
     /// Seconds since start.
     pub uptime_s: u64,
     /// Model id (bundle hash prefix).
-    pub model: &'a str,
+    pub model: ModelId,
 }
 
 /// The line did not fit in [`LINE_CAPACITY`] bytes.
@@ -99,7 +110,12 @@ fn write_box(line: &mut Line, b: &PixelBox) -> std::fmt::Result {
 }
 
 // Device ids are validated to plain characters and model ids are hex, so no escaping is needed.
-fn write_head(line: &mut Line, kind: &str, device: &str, time: SystemTime) -> std::fmt::Result {
+pub(crate) fn write_head(
+    line: &mut Line,
+    kind: &str,
+    device: &str,
+    time: SystemTime,
+) -> std::fmt::Result {
     write!(
         line,
         "{{\"type\":\"{kind}\",\"v\":{PROTOCOL_VERSION},\"device\":\"{device}\",\"time\":\"{}\"",
@@ -107,11 +123,11 @@ fn write_head(line: &mut Line, kind: &str, device: &str, time: SystemTime) -> st
     )
 }
 
-impl Alert<'_> {
+impl Alert {
     /// The alert as one JSON line (no trailing newline).
     pub fn to_line(&self) -> Result<Line, LineTooLong> {
         let mut line = Line::new();
-        write_head(&mut line, "alert", self.device, self.time)?;
+        write_head(&mut line, "alert", &self.device, self.time)?;
         write!(
             line,
             ",\"seq\":{},\"frame\":{},\"tile\":{{\"index\":{},",
@@ -135,20 +151,22 @@ impl Alert<'_> {
     }
 }
 
-impl Status<'_> {
+impl Status {
     /// The status as one JSON line (no trailing newline).
     pub fn to_line(&self) -> Result<Line, LineTooLong> {
         let mut line = Line::new();
-        write_head(&mut line, "status", self.device, self.time)?;
+        write_head(&mut line, "status", &self.device, self.time)?;
         write!(
             line,
-            ",\"frames\":{},\"tiles_per_s\":{},\"dropped_frames\":{},\"skipped_frames\":{},\"alerts\":{},\"dropped_alerts\":{},\"uptime_s\":{},\"model\":\"{}\"}}",
+            ",\"frames\":{},\"tiles_per_s\":{},\"dropped_frames\":{},\"skipped_frames\":{},\"alerts\":{},\"dropped_alerts\":{},\"unacked\":{},\"paused\":{},\"uptime_s\":{},\"model\":\"{}\"}}",
             self.frames,
             Num(self.tiles_per_s),
             self.dropped_frames,
             self.skipped_frames,
             self.alerts,
             self.dropped_alerts,
+            self.unacked,
+            self.paused,
             self.uptime_s,
             self.model
         )?;
@@ -156,15 +174,20 @@ impl Status<'_> {
     }
 }
 
+/// A short string for tests and examples; panics if it does not fit (test input only).
+#[cfg(test)]
+pub(crate) fn id<const N: usize>(s: &str) -> heapless::String<N> {
+    heapless::String::try_from(s).expect("test id fits")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
 
-    #[test]
-    fn alert_line_is_json_with_every_field() {
-        let alert = Alert {
-            device: "robot-7",
+    pub(crate) fn sample_alert() -> Alert {
+        Alert {
+            device: id("robot-7"),
             seq: 41,
             frame: 1203,
             time: UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
@@ -184,9 +207,13 @@ mod tests {
                 height: 36,
             },
             area_fraction: 0.0234,
-            model: "0123456789ab",
-        };
-        let line = alert.to_line().unwrap();
+            model: id("0123456789ab"),
+        }
+    }
+
+    #[test]
+    fn alert_line_is_json_with_every_field() {
+        let line = sample_alert().to_line().unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["type"], "alert");
         assert_eq!(v["v"], 1);
@@ -205,7 +232,7 @@ mod tests {
     #[test]
     fn status_line_writes_non_finite_as_null() {
         let status = Status {
-            device: "d",
+            device: id("d"),
             time: UNIX_EPOCH,
             frames: 3,
             tiles_per_s: f32::NAN,
@@ -213,31 +240,51 @@ mod tests {
             skipped_frames: 2,
             alerts: 0,
             dropped_alerts: 5,
+            unacked: 7,
+            paused: true,
             uptime_s: 60,
-            model: "m",
+            model: id("m"),
         };
         let v: serde_json::Value = serde_json::from_str(&status.to_line().unwrap()).unwrap();
         assert_eq!(v["type"], "status");
         assert!(v["tiles_per_s"].is_null());
         assert_eq!(v["dropped_alerts"], 5);
         assert_eq!(v["skipped_frames"], 2);
+        assert_eq!(v["unacked"], 7);
+        assert_eq!(v["paused"], true);
     }
 
     #[test]
-    fn overlong_device_id_is_an_error_not_a_panic() {
-        let long = "x".repeat(600);
-        let status = Status {
-            device: &long,
-            time: UNIX_EPOCH,
-            frames: 0,
-            tiles_per_s: 0.0,
-            dropped_frames: 0,
-            skipped_frames: 0,
-            alerts: 0,
-            dropped_alerts: 0,
-            uptime_s: 0,
-            model: "m",
+    fn the_longest_alert_and_status_fit_a_line() {
+        // Every field at its widest: the fixed capacity must never refuse a real alert.
+        let mut alert = sample_alert();
+        alert.device = id(&"x".repeat(32));
+        (alert.seq, alert.frame, alert.tile_index) = (u64::MAX, u64::MAX, usize::MAX);
+        alert.time = UNIX_EPOCH + Duration::from_secs(253_402_300_799); // 9999-12-31
+        let wide = PixelBox {
+            x: u32::MAX,
+            y: u32::MAX,
+            width: u32::MAX,
+            height: u32::MAX,
         };
-        assert_eq!(status.to_line(), Err(LineTooLong));
+        (alert.tile, alert.region) = (wide, wide);
+        (alert.score, alert.threshold, alert.area_fraction) =
+            (-f32::MIN_POSITIVE, f32::MIN, -1e-38);
+        assert!(alert.to_line().is_ok());
+        let status = Status {
+            device: alert.device.clone(),
+            time: alert.time,
+            frames: u64::MAX,
+            tiles_per_s: f32::MIN,
+            dropped_frames: u64::MAX,
+            skipped_frames: u64::MAX,
+            alerts: u64::MAX,
+            dropped_alerts: u64::MAX,
+            unacked: u64::MAX,
+            paused: false,
+            uptime_s: u64::MAX,
+            model: alert.model.clone(),
+        };
+        assert!(status.to_line().is_ok());
     }
 }

@@ -1,14 +1,25 @@
-//! Alerts and status lines, and the link that carries them.
+//! Alerts, status reports and commands, how they are framed, journalled and carried.
 //!
-//! [`message`] formats JSON Lines into fixed-capacity buffers (no allocation per alert);
-//! [`link`] queues them to a writer thread that owns the serial port or standard output, so a
-//! slow or absent reader never stalls inference: when the queue is full, lines are dropped and
-//! counted, and the count is reported in the next status line.
+//! [`message`] formats JSON Lines and [`binary`] fixed binary layouts (both into fixed-capacity
+//! buffers: no allocation per alert); [`cobs`] frames binary payloads for radio links;
+//! [`command`] decodes the peer's commands and encodes replies and evidence chunks; [`journal`]
+//! keeps every alert on disk until the peer acknowledges it; [`link`] is the thread that sends,
+//! re-sends, answers commands and reopens the port. Wire format: `docs/protocol.md`.
 
+pub mod binary;
+pub mod cobs;
+pub mod command;
+pub mod journal;
+#[cfg(target_os = "linux")]
 pub mod link;
 pub mod message;
 #[cfg(target_os = "linux")]
+mod port;
+#[cfg(target_os = "linux")]
 pub mod tty;
 
-pub use link::{AlertLink, LinkError, LinkTarget};
-pub use message::{Alert, Line, Status, LINE_CAPACITY, PROTOCOL_VERSION};
+pub use command::{Command, Reply};
+pub use journal::{FsyncPolicy, Journal};
+#[cfg(target_os = "linux")]
+pub use link::{AlertLink, Control, Framing, LinkError, LinkSettings, LinkTarget};
+pub use message::{Alert, DeviceId, Line, ModelId, Status, LINE_CAPACITY, PROTOCOL_VERSION};

@@ -90,6 +90,12 @@ impl RawTty {
     }
 }
 
+impl AsRawFd for RawTty {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
 impl Write for RawTty {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         loop {

@@ -55,13 +55,14 @@ fn run(file: &Path) -> anyhow::Result<()> {
     }
     let summary = edge_inspector::daemon::run(&config, stop)?;
     log::info!(
-        "stopped: {} frames, {} tiles, {} alerts, {} frames skipped, {} dropped, {} lines lost",
+        "stopped: {} frames, {} tiles, {} alerts, {} frames skipped, {} dropped, {} alerts lost, {} undelivered",
         summary.frames,
         summary.tiles,
         summary.alerts,
         summary.skipped_frames,
         summary.dropped_frames,
-        summary.dropped_alerts
+        summary.dropped_alerts,
+        summary.unacked
     );
     Ok(())
 }
