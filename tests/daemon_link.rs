@@ -1,0 +1,518 @@
+//! The field faults of the alert link, with the real `inspectd` on a real pseudo-terminal:
+//! a cut cable, a peer that never reads, a power cut (SIGKILL) mid-stream, and the peer's
+//! commands (threshold, pause, evidence).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::*;
+use edge_inspector::alerts::Command;
+use serde_json::Value;
+use serialport::SerialPort;
+
+/// Frames with planted defects (about 2 alerts per frame), played in a loop.
+fn looping_frames(dir: &Path) -> PathBuf {
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    frame(
+        &frames.join("f0.png"),
+        1,
+        &[patch(100, 100, 48), patch(560, 300, 48)],
+    );
+    frame(&frames.join("f1.png"), 2, &[patch(300, 500, 40)]);
+    frame(&frames.join("f2.png"), 3, &[]);
+    frames
+}
+
+/// A config whose link goes to `port`; `extra` is appended (more tables).
+fn link_config(dir: &Path, port: &Path, interval_ms: u64, alerts: &str, extra: &str) -> PathBuf {
+    let bundle = bundle(dir);
+    let frames = looping_frames(dir);
+    let text = format!(
+        r#"device_id = "link-rig"
+[model]
+bundle = "{}"
+[source]
+kind = "folder"
+path = "{}"
+loop = true
+frame_interval_ms = {interval_ms}
+[tiling]
+tile_size = 256
+overlap = 32
+[alerts]
+output = "serial"
+port = "{}"
+status_interval_s = 1
+{alerts}
+{extra}
+"#,
+        bundle.display(),
+        frames.display(),
+        port.display()
+    );
+    let path = dir.join("inspectd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn spawn(config: &Path) -> Child {
+    inspectd()
+        .args(["--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    // SAFETY: sends a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, sig);
+    }
+}
+
+fn stderr_of(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A pty whose slave is reachable through a symlink (as `/dev/serial/by-id/...` is), so a
+/// "re-plugged" cable can come back as another pty under the same name.
+struct Cable {
+    master: serialport::TTYPort,
+    _slave: serialport::TTYPort,
+    buf: Vec<u8>,
+}
+
+impl Cable {
+    fn plug(link: &Path) -> Cable {
+        let (mut master, slave) = serialport::TTYPort::pair().unwrap();
+        master.set_timeout(Duration::from_millis(100)).unwrap();
+        // serialport opens both ends without O_CLOEXEC: a daemon started later would inherit
+        // them and keep the pty alive after the test "pulls the cable".
+        for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
+            // SAFETY: sets a flag on descriptors these objects own.
+            unsafe {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+        let _ = std::fs::remove_file(link);
+        std::os::unix::fs::symlink(slave.name().unwrap(), link).unwrap();
+        Cable {
+            master,
+            _slave: slave,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Reads lines for up to `wait`, calling `on_line` for each JSON line.
+    fn read_for(&mut self, wait: Duration, mut on_line: impl FnMut(&mut Self, Value) -> bool) {
+        let deadline = Instant::now() + wait;
+        let mut chunk = [0u8; 4096];
+        while Instant::now() < deadline {
+            match self.master.read(&mut chunk) {
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return, // the daemon side is closed
+            }
+            while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                if let Ok(v) = serde_json::from_slice::<Value>(&line) {
+                    if on_line(self, v) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, c: Command) {
+        let mut line = c.to_json().as_bytes().to_vec();
+        line.push(b'\n');
+        // The daemon may be gone already at the end of a test: ignore a write error then.
+        let _ = self.master.write_all(&line);
+    }
+}
+
+/// What a receiver saw: alerts by seq (deduplicated), how many copies, the last status.
+#[derive(Default)]
+struct Received {
+    alerts: BTreeMap<u64, Value>,
+    copies: u64,
+    last_status: Option<Value>,
+}
+
+impl Received {
+    /// Takes a line; ACKs alerts when `ack`.
+    fn take(&mut self, cable: &mut Cable, v: Value, ack: bool) {
+        match v["type"].as_str() {
+            Some("alert") => {
+                let seq = v["seq"].as_u64().unwrap();
+                self.copies += 1;
+                if let Some(earlier) = self.alerts.get(&seq) {
+                    // A re-send is the same alert, never another one under the same number.
+                    assert_eq!(earlier["frame"], v["frame"], "seq {seq} reused");
+                    assert_eq!(earlier["tile"], v["tile"], "seq {seq} reused");
+                }
+                self.alerts.insert(seq, v);
+                if ack {
+                    cable.send(Command::Ack { seq });
+                }
+            }
+            Some("status") => self.last_status = Some(v),
+            _ => {}
+        }
+    }
+
+    fn assert_complete(&self) {
+        let max = *self.alerts.keys().last().expect("some alerts");
+        let missing: Vec<u64> = (0..=max).filter(|s| !self.alerts.contains_key(s)).collect();
+        assert!(missing.is_empty(), "missing seqs {missing:?} of 0..={max}");
+    }
+}
+
+#[test]
+fn a_cut_cable_loses_no_alert() {
+    let dir = Scratch::new("link-cut");
+    let tty = dir.path("tty");
+    let mut cable = Cable::plug(&tty);
+    let config = link_config(
+        &dir.0,
+        &tty,
+        50,
+        "require_ack = true\nack_timeout_ms = 500",
+        "",
+    );
+    let daemon = spawn(&config);
+    let mut got = Received::default();
+    cable.read_for(Duration::from_secs(120), |c, v| {
+        got.take(c, v, true);
+        got.alerts.len() >= 8
+    });
+    assert!(got.alerts.len() >= 8, "alerts before the cut");
+    // Cut: the pty disappears; the daemon goes on inspecting and journalling.
+    drop(cable);
+    std::thread::sleep(Duration::from_millis(1500));
+    let before_cut = got.alerts.len();
+    let mut cable = Cable::plug(&tty);
+    cable.read_for(Duration::from_secs(20), |c, v| {
+        got.take(c, v, true);
+        got.alerts.len() >= before_cut + 12
+    });
+    signal(&daemon, libc::SIGTERM);
+    // Keep reading and ACKing while it drains.
+    cable.read_for(Duration::from_secs(10), |c, v| {
+        got.take(c, v, true);
+        false
+    });
+    let log = stderr_of(daemon);
+    eprintln!(
+        "cut cable: {} alerts, {} copies on the wire",
+        got.alerts.len(),
+        got.copies
+    );
+    got.assert_complete();
+    let status = got
+        .last_status
+        .as_ref()
+        .unwrap_or_else(|| panic!("no final status; {} alerts\n{log}", got.alerts.len()));
+    assert_eq!(
+        status["alerts"].as_u64().unwrap(),
+        got.alerts.len() as u64,
+        "every alert raised reached the peer\n{log}"
+    );
+    assert!(
+        log.contains("alert link lost") || log.contains("retrying"),
+        "{log}"
+    );
+    assert!(log.contains("0 undelivered"), "{log}");
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The "stopped: ..." summary numbers from the daemon's log.
+fn summary(log: &str) -> BTreeMap<String, u64> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("stopped:"))
+        .unwrap_or_else(|| panic!("no summary in\n{log}"));
+    let tail = line.split("stopped:").nth(1).unwrap_or_default();
+    tail.split(',')
+        .filter_map(|part| {
+            let mut words = part.split_whitespace();
+            let n = words.next()?.parse().ok()?;
+            Some((words.collect::<Vec<_>>().join(" "), n))
+        })
+        .collect()
+}
+
+#[test]
+fn a_peer_that_never_reads_costs_alerts_not_inspection() {
+    let dir = Scratch::new("link-deaf");
+    let tty = dir.path("tty");
+    let cable = Cable::plug(&tty); // plugged, never read
+    let config = link_config(
+        &dir.0,
+        &tty,
+        0,
+        "drain_timeout_ms = 200",
+        "[journal]\nmax_bytes = 8192",
+    );
+    let daemon = spawn(&config);
+    // Let it fill the pty and the journal, then watch memory while it goes on.
+    std::thread::sleep(Duration::from_secs(4));
+    let rss_early = rss_kb(daemon.id());
+    std::thread::sleep(Duration::from_secs(6));
+    let rss_late = rss_kb(daemon.id());
+    signal(&daemon, libc::SIGTERM);
+    let log = stderr_of(daemon);
+    drop(cable);
+    let s = summary(&log);
+    eprintln!("never-reading peer: {s:?}; RSS {rss_early} kB at 4 s, {rss_late} kB at 10 s");
+    let (frames, alerts, lost) = (s["frames"], s["alerts"], s["alerts lost"]);
+    assert!(frames >= 10, "inference went on: {frames} frames\n{log}");
+    assert!(alerts > 100, "{alerts} alerts\n{log}");
+    assert!(
+        lost > 0,
+        "a full journal drops the oldest and says so\n{log}"
+    );
+    // Bounded: what is kept waiting is the 8 KiB journal's worth, not every alert.
+    assert!(s["undelivered"] < 100, "{s:?}");
+    // Memory stays flat while alerts pile up (RSS may move by allocator noise, not by alerts).
+    assert!(
+        rss_late <= rss_early + 4096,
+        "RSS grew from {rss_early} kB to {rss_late} kB"
+    );
+}
+
+#[test]
+fn sigkill_mid_stream_then_restart_resends_what_was_not_acked() {
+    let dir = Scratch::new("link-kill");
+    let tty = dir.path("tty");
+    let journal = dir.path("state/alerts.journal");
+    let mut cable = Cable::plug(&tty);
+    let config = link_config(
+        &dir.0,
+        &tty,
+        50,
+        "require_ack = true\nack_timeout_ms = 60000",
+        &format!(
+            "[journal]\npath = \"{}\"\nfsync = \"never\"",
+            journal.display()
+        ),
+    );
+    // First life: the peer reads, ACKs only the even alerts, and the power goes.
+    let daemon = spawn(&config);
+    let mut first = Received::default();
+    cable.read_for(Duration::from_secs(120), |c, v| {
+        let even = v["seq"].as_u64().is_some_and(|s| s % 2 == 0);
+        first.take(c, v, even);
+        first.alerts.len() >= 10
+    });
+    std::thread::sleep(Duration::from_millis(300)); // let the ACKs land
+    let mut daemon = daemon;
+    daemon.kill().unwrap(); // SIGKILL
+    let _ = daemon.wait();
+    // The power cut tore the record being written.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .unwrap();
+    f.write_all(&[0x40, 0, 0, 0, 0xde, 0xad]).unwrap();
+    drop(f);
+
+    // Second life: everything unacknowledged comes again, with its own seq, before new alerts.
+    let daemon = spawn(&config);
+    let mut second = Received::default();
+    let odd: Vec<u64> = first
+        .alerts
+        .keys()
+        .copied()
+        .filter(|s| s % 2 == 1)
+        .collect();
+    cable.read_for(Duration::from_secs(120), |c, v| {
+        second.take(c, v, true);
+        odd.iter().all(|s| second.alerts.contains_key(s)) && second.alerts.len() > odd.len() + 3
+    });
+    signal(&daemon, libc::SIGTERM);
+    cable.read_for(Duration::from_secs(10), |c, v| {
+        second.take(c, v, true);
+        false
+    });
+    let log = stderr_of(daemon);
+    assert!(log.contains("torn tail"), "{log}");
+    for s in &odd {
+        let (a, b) = (&first.alerts[s], &second.alerts[s]);
+        assert_eq!(
+            (&a["frame"], &a["tile"]),
+            (&b["frame"], &b["tile"]),
+            "seq {s}"
+        );
+    }
+    // No even (acknowledged) alert of the first life is sent again.
+    let first_max = *first.alerts.keys().last().unwrap();
+    for (s, _) in second.alerts.range(..=first_max) {
+        assert!(
+            s % 2 == 1 || !first.alerts.contains_key(s),
+            "acked {s} re-sent"
+        );
+    }
+    // New alerts continue the numbering.
+    assert!(*second.alerts.keys().last().unwrap() > first_max);
+    assert!(log.contains("0 undelivered"), "{log}");
+}
+
+#[test]
+fn the_peer_sets_the_threshold_pauses_and_fetches_evidence() {
+    let dir = Scratch::new("link-commands");
+    let tty = dir.path("tty");
+    let evidence = dir.path("evidence");
+    let mut cable = Cable::plug(&tty);
+    let config = link_config(
+        &dir.0,
+        &tty,
+        100,
+        "",
+        &format!("[evidence]\ndir = \"{}\"", evidence.display()),
+    );
+    let daemon = spawn(&config);
+    let mut first: Option<Value> = None;
+    cable.read_for(Duration::from_secs(120), |_, v| {
+        if v["type"] == "alert" {
+            first = Some(v);
+            return true;
+        }
+        false
+    });
+    let alert = first.expect("an alert");
+    let threshold = alert["threshold"].as_f64().unwrap();
+    let seq = alert["seq"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(500)); // evidence is written by its own thread
+
+    cable.send(Command::SetThreshold {
+        value: (threshold * 100.0) as f32,
+    });
+    let lowered = (threshold * 0.75) as f32;
+    cable.send(Command::SetThreshold { value: lowered });
+    cable.send(Command::GetEvidence { seq });
+    cable.send(Command::GetEvidence { seq: 999_999 });
+    let mut replies = Vec::new();
+    let mut parts: BTreeMap<String, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
+    let mut later_thresholds = Vec::new();
+    let done = |parts: &BTreeMap<String, Vec<(u64, Vec<u8>)>>, n: usize| {
+        n >= 4
+            && ["tile", "heatmap"].iter().all(|p| {
+                parts
+                    .get(*p)
+                    .is_some_and(|c| c.len() as u64 == c[0].0 >> 16)
+            })
+    };
+    cable.read_for(Duration::from_secs(120), |_, v| {
+        match v["type"].as_str() {
+            Some("reply") => replies.push(v),
+            Some("evidence") if v["seq"] == seq => {
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(v["data"].as_str().unwrap())
+                    .unwrap();
+                let (index, count) = (v["index"].as_u64().unwrap(), v["count"].as_u64().unwrap());
+                parts
+                    .entry(v["part"].as_str().unwrap().to_string())
+                    .or_default()
+                    .push(((count << 16) | index, data));
+            }
+            Some("alert") if replies.len() >= 2 => {
+                later_thresholds.push(v["threshold"].as_f64().unwrap())
+            }
+            _ => {}
+        }
+        done(&parts, replies.len())
+            && later_thresholds
+                .iter()
+                .any(|t| (t - lowered as f64).abs() < 1e-6)
+    });
+    let outcome: Vec<(bool, &str)> = replies
+        .iter()
+        .map(|r| {
+            (
+                r["ok"].as_bool().unwrap(),
+                r["error"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcome,
+        [
+            (false, "out_of_range"),
+            (true, ""),
+            (true, ""),
+            (false, "not_found")
+        ]
+    );
+    // Alerts raised after the change carry the new threshold.
+    assert!(
+        later_thresholds
+            .iter()
+            .any(|t| (t - lowered as f64).abs() < 1e-6),
+        "{later_thresholds:?}"
+    );
+    // The chunks reassemble into a JPEG of the tile and a PNG of its heatmap.
+    let file = |p: &str| -> Vec<u8> {
+        let mut chunks = parts[p].clone();
+        chunks.sort_by_key(|(k, _)| k & 0xffff);
+        chunks.into_iter().flat_map(|(_, d)| d).collect()
+    };
+    let tile = image::load_from_memory(&file("tile")).unwrap();
+    assert_eq!(
+        (tile.width() as u64, tile.height() as u64),
+        (
+            alert["tile"]["w"].as_u64().unwrap(),
+            alert["tile"]["h"].as_u64().unwrap()
+        )
+    );
+    let heat = image::load_from_memory(&file("heatmap")).unwrap();
+    assert!(heat.width() > 0);
+    assert_eq!(
+        std::fs::read(evidence.join(format!("{seq:012}-tile.jpg"))).unwrap(),
+        file("tile")
+    );
+
+    // Pause: the status says so and no alert follows.
+    cable.send(Command::Pause);
+    let mut paused_status = None;
+    cable.read_for(Duration::from_secs(30), |_, v| {
+        if v["type"] == "status" && v["paused"] == true {
+            paused_status = Some(v);
+            return true;
+        }
+        false
+    });
+    let status = paused_status.expect("a status showing the pause");
+    let alerts_then = status["alerts"].as_u64().unwrap();
+    let mut alerts_while_paused = 0;
+    cable.read_for(Duration::from_secs(2), |_, v| {
+        if v["type"] == "alert" && v["seq"].as_u64().unwrap() >= alerts_then {
+            alerts_while_paused += 1;
+        }
+        false
+    });
+    assert_eq!(alerts_while_paused, 0);
+    signal(&daemon, libc::SIGTERM);
+    let log = stderr_of(daemon);
+    assert!(log.contains("paused by the peer"), "{log}");
+}
