@@ -549,7 +549,17 @@ port = "/dev/ttyAMA0"
 
     #[test]
     fn good_config_resolves_relative_paths_and_defaults() {
-        let c = parse(GOOD).unwrap();
+        let c = parse(&format!(
+            "{GOOD}\n[journal]\npath = \"state/alerts.journal\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.journal.path.as_deref(),
+            Some(Path::new("/etc/inspectd/state/alerts.journal"))
+        );
+        assert_eq!(c.journal.fsync, FsyncConfig::Interval);
+        assert!(!c.alerts.require_ack);
+        assert_eq!(c.alerts.framing, FramingConfig::Json);
         assert_eq!(c.model.bundle, Path::new("/etc/inspectd/bundle"));
         assert_eq!(c.alerts.baud, 115200);
         assert_eq!(c.alerts.port.as_deref(), Some(Path::new("/dev/ttyAMA0")));
@@ -586,6 +596,34 @@ port = "/dev/ttyAMA0"
                 GOOD.replace("port = \"/dev/ttyAMA0\"", ""),
                 "`alerts.port`",
                 "required",
+            ),
+            (
+                format!("{GOOD}ack_timeout_ms = 10\n"),
+                "`alerts.ack_timeout_ms` = 10",
+                "100 to 600000",
+            ),
+            (
+                format!("{GOOD}threshold_min = 3.0\nthreshold_max = 2.0\n"),
+                "`alerts.threshold_max` = 2",
+                "at least alerts.threshold_min (3)",
+            ),
+            (
+                format!("{GOOD}\n[journal]\nmax_bytes = 100\n"),
+                "`journal.max_bytes` = 100",
+                "4096 to 1073741824",
+            ),
+            (
+                format!("{GOOD}\n[evidence]\ndir = \"ev\"\nmax_bytes = 1\n"),
+                "`evidence.max_bytes` = 1",
+                "65536 to",
+            ),
+            (
+                GOOD.replace(
+                    "output = \"serial\"",
+                    "output = \"stdout\"\nrequire_ack = true",
+                ),
+                "`alerts.require_ack` = true",
+                "needs alerts.output = \"serial\"",
             ),
         ];
         for (text, key, range) in cases {

@@ -36,6 +36,18 @@ fn pi4_robot_uses_the_uart_and_a_usb_camera() {
     assert_eq!(c.alerts.port.as_deref(), Some(Path::new("/dev/ttyAMA0")));
     assert!(matches!(c.source, SourceConfig::V4l2 { .. }));
     assert!(c.gpio.is_some_and(|g| !g.required));
+    // A robot in a tunnel: alerts survive link cuts and restarts.
+    assert!(c.alerts.require_ack);
+    assert!(c.journal.path.is_some());
+}
+
+#[test]
+fn the_drone_frames_for_radio_and_syncs_every_alert() {
+    use edge_inspector::config::{FramingConfig, FsyncConfig};
+    let c = load("pi5-drone.toml");
+    assert_eq!(c.alerts.framing, FramingConfig::Cobs);
+    assert_eq!(c.journal.fsync, FsyncConfig::Always);
+    assert!(c.evidence.is_some());
 }
 
 #[test]

@@ -466,6 +466,22 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_wire_examples_hold() {
+        // docs/protocol.md, "Binary framing": computed there with Python's zlib.crc32.
+        let hex = |b: &[u8]| {
+            b.iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let ack = crate::alerts::cobs::encode(&Command::Ack { seq: 41 }.to_binary()).unwrap();
+        assert_eq!(hex(&ack), "04 10 01 29 01 01 01 01 01 01 05 a0 84 66 35 00");
+        let set = Command::SetThreshold { value: 1.6 }.to_binary();
+        let set = crate::alerts::cobs::encode(&set).unwrap();
+        assert_eq!(hex(&set), "0b 12 01 cd cc cc 3f 03 c7 07 0f 00");
+    }
+
+    #[test]
     fn bad_commands_are_rejected_with_a_reason() {
         let cases: [(&[u8], ErrorCode, &str); 6] = [
             (b"{\"type\":\"ack\"}", ErrorCode::Malformed, "seq"),
