@@ -93,9 +93,15 @@ impl Command {
                         format_args!("`value` is missing"),
                     )
                 })?;
-                Ok(Command::SetThreshold {
-                    value: value as f32,
-                })
+                let narrowed = value as f32;
+                if !narrowed.is_finite() {
+                    return Err(Rejected::new(
+                        "set_threshold",
+                        ErrorCode::OutOfRange,
+                        format_args!("value {value} is not a finite 32-bit number"),
+                    ));
+                }
+                Ok(Command::SetThreshold { value: narrowed })
             }
             "pause" => Ok(Command::Pause),
             "resume" => Ok(Command::Resume),
