@@ -43,7 +43,9 @@ if [ "$install" != no ]; then
         if apt-get update -q; then break; fi
         echo "apt-get update failed (attempt $attempt), retrying" >&2; sleep 10
     done
-    apt-get install -y -q rustc-web "libstd-rust-web-dev:$deb" "gcc-${gcc%-gcc}" "$libc" qemu-user-static
+    # libclang-dev: bindgen generates the V4L2 bindings (feature v4l2) for the target.
+    apt-get install -y -q rustc-web "libstd-rust-web-dev:$deb" "gcc-${gcc%-gcc}" "$libc" qemu-user-static \
+        libclang-dev
     [ "$install" = only ] && exit 0
 fi
 
@@ -64,8 +66,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/cross"
 
 echo "== $triple with $($RUSTC --version), tests under $qemu -cpu $cpu"
 if [ "$build_only" = yes ]; then
-    cargo build --target "$triple" --all-targets --features data
+    cargo build --target "$triple" --all-targets --features data,v4l2
 else
     # Doc tests are left to the host run: rustup's rustdoc has no ARM std.
-    cargo test --target "$triple" --features data --lib --bins --tests
+    cargo test --target "$triple" --features data,v4l2 --lib --bins --tests
 fi

@@ -97,6 +97,10 @@ fn one() -> usize {
     1
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// `[source]`: one of the frame sources, chosen by `kind`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -111,6 +115,15 @@ pub enum SourceConfig {
         /// Pause between frames in milliseconds (0-60000), to play a folder at camera speed.
         #[serde(default)]
         frame_interval_ms: u64,
+    },
+    /// An MJPEG byte stream: a recording, a FIFO fed by a camera pipeline, a character device.
+    Stream {
+        /// The file, FIFO or device.
+        path: PathBuf,
+        /// A camera (default): frames go stale, and the end of the stream means it went away:
+        /// reopen it with backoff. `false`: a recording, read to its end.
+        #[serde(default = "yes")]
+        live: bool,
     },
     /// A V4L2 camera.
     V4l2 {
@@ -300,6 +313,33 @@ pub struct GpioConfig {
     /// Length of the alert pulse in milliseconds, 10-10000.
     #[serde(default = "default_pulse")]
     pub alert_pulse_ms: u64,
+    /// Input line that triggers inspection (e.g. an odometry pulse every few cm); absent:
+    /// inspect every frame (free-run).
+    #[serde(default)]
+    pub trigger: Option<u8>,
+    /// Which edge of the trigger counts: `rising` (default), `falling` or `both`.
+    #[serde(default)]
+    pub trigger_edge: TriggerEdge,
+    /// Inspect one frame every this many trigger pulses, 1-10000.
+    #[serde(default = "default_every")]
+    pub trigger_every: u32,
+}
+
+/// Trigger edges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerEdge {
+    /// Low to high.
+    #[default]
+    Rising,
+    /// High to low.
+    Falling,
+    /// Either.
+    Both,
+}
+
+fn default_every() -> u32 {
+    1
 }
 
 fn default_pulse() -> u64 {
@@ -400,7 +440,7 @@ impl Config {
         };
         resolve(&mut self.model.bundle);
         match &mut self.source {
-            SourceConfig::Folder { path, .. } => resolve(path),
+            SourceConfig::Folder { path, .. } | SourceConfig::Stream { path, .. } => resolve(path),
             SourceConfig::V4l2 { device, .. } => resolve(device),
         }
         if let Some(port) = &mut self.alerts.port {
@@ -438,6 +478,7 @@ impl Config {
             SourceConfig::Folder {
                 frame_interval_ms, ..
             } => c.range("source.frame_interval_ms", *frame_interval_ms, 0, 60_000)?,
+            SourceConfig::Stream { .. } => {}
             SourceConfig::V4l2 {
                 width, height, fps, ..
             } => {
@@ -506,6 +547,7 @@ impl Config {
                 ("gpio.alert_led", g.alert_led),
                 ("gpio.buzzer", g.buzzer),
                 ("gpio.heartbeat_led", g.heartbeat_led),
+                ("gpio.trigger", g.trigger),
             ];
             let mut used = Vec::new();
             for (key, line) in lines {
@@ -518,6 +560,7 @@ impl Config {
                 }
             }
             c.range("gpio.alert_pulse_ms", g.alert_pulse_ms, 10, 10_000)?;
+            c.range("gpio.trigger_every", g.trigger_every, 1, 10_000)?;
         }
         Ok(())
     }

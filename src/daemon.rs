@@ -22,7 +22,9 @@ use crate::bundle::{Bundle, BundleError};
 use crate::config::{AlertOutput, Config, FramingConfig, FsyncConfig, SourceConfig};
 use crate::engine::{set_threads, Engine, EngineError, LevelMaps};
 use crate::evidence::{EvidenceError, EvidenceJob, EvidenceStore, EvidenceWriter};
-use crate::frames::{FolderSource, Frame, FrameError, FrameSource};
+#[cfg(feature = "v4l2")]
+use crate::frames::v4l2::V4l2Source;
+use crate::frames::{FolderSource, Frame, FrameError, FrameSource, StreamSource};
 use crate::gpio::{GpioError, Indicators};
 use crate::scorer::Scorer;
 use crate::tiler::{model_box_to_frame, sample_tile, Normalization, TileGrid};
@@ -54,9 +56,6 @@ pub enum DaemonError {
     /// GPIO is required but unavailable.
     #[error(transparent)]
     Gpio(#[from] GpioError),
-    /// The configured source kind is not available in this build.
-    #[error("source kind `{0}` is not supported by this build yet")]
-    UnsupportedSource(&'static str),
     /// A thread could not be started.
     #[error("cannot start the capture thread: {0}")]
     Thread(std::io::Error),
@@ -75,6 +74,8 @@ pub struct Summary {
     pub skipped_frames: u64,
     /// Frames dropped because inference fell behind a live source.
     pub dropped_frames: u64,
+    /// Times the live source failed and was reopened.
+    pub source_failures: u64,
     /// Alerts lost: evicted from a full journal before the peer had them.
     pub dropped_alerts: u64,
     /// Alerts still undelivered at exit (kept in the journal for the next start).
@@ -90,6 +91,7 @@ struct SlotState {
     finished: Option<Result<(), FrameError>>,
     dropped: u64,
     skipped: u64,
+    source_failures: u64,
 }
 
 /// The one-frame hand-over between capture and inference.
@@ -157,13 +159,17 @@ impl FrameSlot {
         }
     }
 
-    fn counts(&self) -> (u64, u64) {
+    fn source_failed(&self) {
+        self.lock().source_failures += 1;
+    }
+
+    fn counts(&self) -> (u64, u64, u64) {
         let s = self.lock();
-        (s.dropped, s.skipped)
+        (s.dropped, s.skipped, s.source_failures)
     }
 }
 
-fn open_source(config: &SourceConfig) -> Result<(Box<dyn FrameSource>, Duration), DaemonError> {
+fn open_source(config: &SourceConfig) -> Result<(Box<dyn FrameSource>, Duration), FrameError> {
     match config {
         SourceConfig::Folder {
             path,
@@ -173,28 +179,98 @@ fn open_source(config: &SourceConfig) -> Result<(Box<dyn FrameSource>, Duration)
             Box::new(FolderSource::open(path, *looping)?),
             Duration::from_millis(*frame_interval_ms),
         )),
-        SourceConfig::V4l2 { .. } => Err(DaemonError::UnsupportedSource("v4l2")),
+        SourceConfig::Stream { path, live } => {
+            Ok((Box::new(StreamSource::open(path, *live)?), Duration::ZERO))
+        }
+        #[cfg(feature = "v4l2")]
+        SourceConfig::V4l2 {
+            device,
+            width,
+            height,
+            fps,
+            format,
+        } => Ok((
+            Box::new(V4l2Source::open(device, *width, *height, *fps, *format)?),
+            Duration::ZERO,
+        )),
+        #[cfg(not(feature = "v4l2"))]
+        SourceConfig::V4l2 { device, .. } => Err(FrameError::Unsupported {
+            path: device.clone(),
+            message: "this build has no V4L2 support: build with --features v4l2 \
+                      (or feed the camera as an MJPEG stream, `kind = \"stream\"`)"
+                .into(),
+        }),
     }
 }
 
+/// First and longest pause between attempts to reopen a live source that failed.
+const REOPEN_FIRST: Duration = Duration::from_millis(500);
+const REOPEN_MAX: Duration = Duration::from_secs(8);
+
+/// Sleeps `d` in short steps; returns early (false) when `stop` is set.
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(POLL.min(until.saturating_duration_since(Instant::now())));
+    }
+    !stop.load(Ordering::Relaxed)
+}
+
+/// Reads frames into the slot. A live source that fails is reopened with backoff (the frame
+/// numbers go on); a recorded one that fails ends the run with its error.
 fn capture_loop(
+    config: &SourceConfig,
     mut source: Box<dyn FrameSource>,
     interval: Duration,
     slot: &FrameSlot,
     stop: &AtomicBool,
 ) {
     let live = source.is_live();
+    // Frames delivered and skipped by sources closed earlier.
+    let (mut number, mut skipped_before) = (0u64, 0u64);
     while !stop.load(Ordering::Relaxed) {
+        let skipped = skipped_before + source.skipped();
         match source.next_frame() {
-            Ok(Some(frame)) => slot.put(frame, live, source.skipped(), stop),
-            Ok(None) => return slot.finish(Ok(()), source.skipped()),
-            Err(e) => return slot.finish(Err(e), source.skipped()),
+            Ok(Some(mut frame)) => {
+                frame.number = number;
+                number += 1;
+                slot.put(frame, live, skipped_before + source.skipped(), stop);
+            }
+            Ok(None) => return slot.finish(Ok(()), skipped),
+            // A stalled camera: no frame, no watchdog ping; ask again.
+            Err(FrameError::Timeout(_)) => continue,
+            Err(e) if live => {
+                slot.source_failed();
+                log::warn!("frame source failed: {e}; reopening with backoff");
+                skipped_before = skipped;
+                let mut backoff = REOPEN_FIRST;
+                source = loop {
+                    if !sleep_unless_stopped(backoff, stop) {
+                        return slot.finish(Ok(()), skipped_before);
+                    }
+                    match open_source(config) {
+                        Ok((s, _)) => {
+                            log::info!("frame source back");
+                            break s;
+                        }
+                        Err(e) => {
+                            log::warn!("frame source still unavailable: {e}");
+                            backoff = (backoff * 2).min(REOPEN_MAX);
+                        }
+                    }
+                };
+                continue;
+            }
+            Err(e) => return slot.finish(Err(e), skipped),
         }
         if !interval.is_zero() {
             std::thread::sleep(interval);
         }
     }
-    slot.finish(Ok(()), source.skipped());
+    slot.finish(Ok(()), skipped_before + source.skipped());
 }
 
 fn notify(states: &[sd_notify::NotifyState]) {
@@ -331,9 +407,10 @@ impl Inspector<'_> {
     }
 
     fn status(&mut self, started: Instant, tiles_per_s: f32, slot: &FrameSlot) {
-        let (dropped, skipped) = slot.counts();
+        let (dropped, skipped, failures) = slot.counts();
         self.summary.dropped_frames = dropped;
         self.summary.skipped_frames = skipped;
+        self.summary.source_failures = failures;
         self.summary.dropped_alerts = self.link.dropped();
         let unacked = self.link.unacked();
         let status = Status {
@@ -343,6 +420,7 @@ impl Inspector<'_> {
             tiles_per_s,
             dropped_frames: dropped,
             skipped_frames: skipped,
+            source_failures: failures,
             alerts: self.summary.alerts,
             dropped_alerts: self.summary.dropped_alerts,
             unacked,
@@ -351,12 +429,13 @@ impl Inspector<'_> {
             model: self.model.clone(),
         };
         let text = format!(
-            "frames {} alerts {} tiles/s {:.1} dropped frames {} skipped {} unacked {} lost alerts {}{}",
+            "frames {} alerts {} tiles/s {:.1} dropped frames {} skipped {} source failures {} unacked {} lost alerts {}{}",
             status.frames,
             status.alerts,
             tiles_per_s,
             dropped,
             skipped,
+            failures,
             unacked,
             status.dropped_alerts,
             if self.paused { " (paused)" } else { "" }
@@ -466,10 +545,10 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
 
     let slot = Arc::new(FrameSlot::default());
     let capture = {
-        let (slot, stop) = (slot.clone(), stop.clone());
+        let (slot, stop, source_config) = (slot.clone(), stop.clone(), config.source.clone());
         std::thread::Builder::new()
             .name("capture".into())
-            .spawn(move || capture_loop(source, interval, &slot, &stop))
+            .spawn(move || capture_loop(&source_config, source, interval, &slot, &stop))
             .map_err(DaemonError::Thread)?
     };
 
@@ -499,8 +578,9 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
     while !stop.load(Ordering::Relaxed) {
         inspector.apply_controls(started, rate, &slot);
         match slot.take(POLL) {
-            Taken::Frame(_) if inspector.paused => {
-                // Frames still flow (the watchdog sees a live camera), inspection waits.
+            Taken::Frame(_) if inspector.paused || !inspector.indicators.inspect_next() => {
+                // Paused, or waiting for the trigger: frames still flow (the watchdog sees a
+                // live camera), inspection waits.
                 notify(&[sd_notify::NotifyState::Watchdog]);
             }
             Taken::Frame(frame) => {

@@ -1,9 +1,12 @@
-//! Alert LED, buzzer and heartbeat LED on Raspberry Pi GPIO (feature `gpio`).
+//! Alert LED, buzzer, heartbeat LED and the inspection trigger on Raspberry Pi GPIO (feature
+//! `gpio`).
 //!
 //! GPIO is optional hardware: off a Raspberry Pi, or in a build without the `gpio` feature, the
 //! indicators log that they are unavailable and do nothing, unless the config says
 //! `gpio.required = true`, in which case the daemon refuses to start.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::GpioConfig;
@@ -13,15 +16,16 @@ use crate::config::GpioConfig;
 #[error("GPIO is required by the config (gpio.required = true) but unavailable: {0}")]
 pub struct GpioError(String);
 
-/// The output pins in use.
+/// The output pins in use (and the trigger input, kept open for its interrupt).
 #[cfg(feature = "gpio")]
 struct Pins {
     alert: Vec<rppal::gpio::OutputPin>,
     heartbeat: Option<rppal::gpio::OutputPin>,
+    _trigger: Option<rppal::gpio::InputPin>,
 }
 
 #[cfg(feature = "gpio")]
-fn open_pins(config: &GpioConfig) -> Result<Pins, String> {
+fn open_pins(config: &GpioConfig, pulses: &Arc<Pulses>) -> Result<Pins, String> {
     let gpio = rppal::gpio::Gpio::new().map_err(|e| e.to_string())?;
     let out = |line: u8| {
         gpio.get(line)
@@ -33,22 +37,94 @@ fn open_pins(config: &GpioConfig) -> Result<Pins, String> {
         alert.push(out(line)?);
     }
     let heartbeat = config.heartbeat_led.map(out).transpose()?;
-    Ok(Pins { alert, heartbeat })
+    let trigger = match config.trigger {
+        None => None,
+        Some(line) => {
+            let mut pin = gpio
+                .get(line)
+                .map_err(|e| format!("GPIO line {line}: {e}"))?
+                .into_input_pulldown();
+            use crate::config::TriggerEdge;
+            let edge = match config.trigger_edge {
+                TriggerEdge::Rising => rppal::gpio::Trigger::RisingEdge,
+                TriggerEdge::Falling => rppal::gpio::Trigger::FallingEdge,
+                TriggerEdge::Both => rppal::gpio::Trigger::Both,
+            };
+            let counter = pulses.clone();
+            // Debounce: odometry reed switches bounce for about a millisecond.
+            pin.set_async_interrupt(edge, Some(Duration::from_millis(1)), move |_| {
+                counter.record();
+            })
+            .map_err(|e| format!("GPIO line {line} interrupt: {e}"))?;
+            Some(pin)
+        }
+    };
+    Ok(Pins {
+        alert,
+        heartbeat,
+        _trigger: trigger,
+    })
 }
 
 #[cfg(not(feature = "gpio"))]
 struct Pins;
 
 #[cfg(not(feature = "gpio"))]
-fn open_pins(_config: &GpioConfig) -> Result<Pins, String> {
+fn open_pins(_config: &GpioConfig, _pulses: &Arc<Pulses>) -> Result<Pins, String> {
     Err("this build has no GPIO support (build with --features gpio)".into())
 }
 
-/// The indicators: alert pulse and heartbeat.
+/// Trigger pulses counted by the interrupt thread and taken by the inspection loop: one
+/// inspection per `every` pulses. Pulses that arrive while a frame is inspected are not lost,
+/// but a backlog is not replayed either: inspection follows the newest frame.
+#[derive(Debug)]
+pub struct Pulses {
+    count: AtomicU64,
+    taken: AtomicU64,
+    every: u64,
+}
+
+impl Pulses {
+    /// A counter that asks for one inspection per `every` pulses.
+    pub fn new(every: u32) -> Pulses {
+        Pulses {
+            count: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
+            every: u64::from(every.max(1)),
+        }
+    }
+
+    /// Called on each edge (from the interrupt thread).
+    pub fn record(&self) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether enough pulses came since the last inspection; if so, consumes them (all whole
+    /// multiples of `every`, so a burst asks for one inspection, not many stale ones).
+    pub fn take(&self) -> bool {
+        let count = self.count.load(Ordering::Relaxed);
+        let taken = self.taken.load(Ordering::Relaxed);
+        if count - taken < self.every {
+            return false;
+        }
+        let consumed = (count - taken) / self.every * self.every;
+        self.taken.store(taken + consumed, Ordering::Relaxed);
+        true
+    }
+
+    /// Pulses seen since start.
+    pub fn total(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// The indicators (alert pulse, heartbeat) and the trigger.
 pub struct Indicators {
     pins: Option<Pins>,
     pulse: Duration,
     pulse_until: Option<Instant>,
+    // Some when a trigger line is configured and open: inspect only on its pulses.
+    trigger: Option<Arc<Pulses>>,
 }
 
 impl std::fmt::Debug for Indicators {
@@ -66,19 +142,33 @@ impl Indicators {
             return Ok(Indicators::none());
         };
         let pulse = Duration::from_millis(config.alert_pulse_ms);
-        match open_pins(config) {
-            Ok(pins) => Ok(Indicators {
-                pins: Some(pins),
-                pulse,
-                pulse_until: None,
-            }),
+        let pulses = Arc::new(Pulses::new(config.trigger_every));
+        match open_pins(config, &pulses) {
+            Ok(pins) => {
+                if let Some(line) = config.trigger {
+                    log::info!(
+                        "inspecting one frame every {} trigger pulses on GPIO {line}",
+                        config.trigger_every
+                    );
+                }
+                Ok(Indicators {
+                    pins: Some(pins),
+                    pulse,
+                    pulse_until: None,
+                    trigger: config.trigger.map(|_| pulses),
+                })
+            }
             Err(e) if config.required => Err(GpioError(e)),
             Err(e) => {
                 log::warn!("GPIO unavailable, indicators disabled: {e}");
+                if config.trigger.is_some() {
+                    log::warn!("no trigger input: inspecting every frame (free-run)");
+                }
                 Ok(Indicators {
                     pins: None,
                     pulse,
                     pulse_until: None,
+                    trigger: None,
                 })
             }
         }
@@ -90,7 +180,14 @@ impl Indicators {
             pins: None,
             pulse: Duration::ZERO,
             pulse_until: None,
+            trigger: None,
         }
+    }
+
+    /// Whether the next frame should be inspected: always in free-run, after enough trigger
+    /// pulses otherwise.
+    pub fn inspect_next(&self) -> bool {
+        self.trigger.as_ref().is_none_or(|p| p.take())
     }
 
     /// Whether real pins are driven.
@@ -131,6 +228,7 @@ impl Indicators {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TriggerEdge;
 
     fn config(required: bool) -> GpioConfig {
         GpioConfig {
@@ -139,7 +237,37 @@ mod tests {
             buzzer: None,
             heartbeat_led: Some(27),
             alert_pulse_ms: 100,
+            trigger: Some(5),
+            trigger_edge: TriggerEdge::Rising,
+            trigger_every: 4,
         }
+    }
+
+    #[test]
+    fn one_inspection_per_n_pulses_and_a_burst_asks_once() {
+        let p = Pulses::new(4);
+        assert!(!p.take());
+        for _ in 0..3 {
+            p.record();
+        }
+        assert!(!p.take(), "3 of 4 pulses");
+        p.record();
+        assert!(p.take());
+        assert!(!p.take(), "consumed");
+        // The robot moved 3 metres while one frame was inspected: one inspection, not 10.
+        for _ in 0..41 {
+            p.record();
+        }
+        assert!(p.take());
+        assert!(!p.take());
+        for _ in 0..3 {
+            p.record();
+        }
+        assert!(
+            p.take(),
+            "the remainder of the burst counts towards the next"
+        );
+        assert_eq!(p.total(), 48);
     }
 
     // These tests run off a Raspberry Pi (CI, qemu): GPIO is absent there.
@@ -150,6 +278,7 @@ mod tests {
         }
         let mut soft = Indicators::open(Some(&config(false))).unwrap();
         assert!(!soft.available());
+        assert!(soft.inspect_next(), "no trigger input: free-run");
         soft.alert();
         soft.frame_done();
         let err = Indicators::open(Some(&config(true))).unwrap_err();

@@ -189,7 +189,7 @@ impl Alert {
 }
 
 impl Status {
-    /// The status report's binary payload (at most 117 bytes).
+    /// The status report's binary payload (at most 125 bytes).
     pub fn to_binary(&self) -> Payload {
         let mut w = Writer::new(kind::STATUS);
         w.time(self.time);
@@ -197,6 +197,7 @@ impl Status {
         w.f32(self.tiles_per_s);
         w.u64(self.dropped_frames);
         w.u64(self.skipped_frames);
+        w.u64(self.source_failures);
         w.u64(self.alerts);
         w.u64(self.dropped_alerts);
         w.u64(self.unacked);
@@ -216,6 +217,7 @@ impl Status {
             tiles_per_s: r.f32()?,
             dropped_frames: r.u64()?,
             skipped_frames: r.u64()?,
+            source_failures: r.u64()?,
             alerts: r.u64()?,
             dropped_alerts: r.u64()?,
             unacked: r.u64()?,
@@ -311,6 +313,7 @@ mod tests {
             tiles_per_s: 360.25,
             dropped_frames: 1,
             skipped_frames: 2,
+            source_failures: 6,
             alerts: 3,
             dropped_alerts: 4,
             unacked: 5,
@@ -319,7 +322,7 @@ mod tests {
             model: id("abc"),
         };
         let bytes = s.to_binary();
-        assert!(bytes.len() <= 117);
+        assert!(bytes.len() <= 125);
         assert_eq!(Status::from_binary(&bytes).unwrap(), s);
         assert_eq!(
             Status::from_binary(&alert().to_binary()),

@@ -63,6 +63,8 @@ pub struct Status {
     pub dropped_frames: u64,
     /// Frames that could not be decoded.
     pub skipped_frames: u64,
+    /// Times the camera failed and was reopened.
+    pub source_failures: u64,
     /// Alerts raised since start.
     pub alerts: u64,
     /// Alerts lost before the peer had them: evicted unacknowledged from a full journal.
@@ -158,11 +160,12 @@ impl Status {
         write_head(&mut line, "status", &self.device, self.time)?;
         write!(
             line,
-            ",\"frames\":{},\"tiles_per_s\":{},\"dropped_frames\":{},\"skipped_frames\":{},\"alerts\":{},\"dropped_alerts\":{},\"unacked\":{},\"paused\":{},\"uptime_s\":{},\"model\":\"{}\"}}",
+            ",\"frames\":{},\"tiles_per_s\":{},\"dropped_frames\":{},\"skipped_frames\":{},\"source_failures\":{},\"alerts\":{},\"dropped_alerts\":{},\"unacked\":{},\"paused\":{},\"uptime_s\":{},\"model\":\"{}\"}}",
             self.frames,
             Num(self.tiles_per_s),
             self.dropped_frames,
             self.skipped_frames,
+            self.source_failures,
             self.alerts,
             self.dropped_alerts,
             self.unacked,
@@ -238,6 +241,7 @@ mod tests {
             tiles_per_s: f32::NAN,
             dropped_frames: 1,
             skipped_frames: 2,
+            source_failures: 4,
             alerts: 0,
             dropped_alerts: 5,
             unacked: 7,
@@ -250,6 +254,7 @@ mod tests {
         assert!(v["tiles_per_s"].is_null());
         assert_eq!(v["dropped_alerts"], 5);
         assert_eq!(v["skipped_frames"], 2);
+        assert_eq!(v["source_failures"], 4);
         assert_eq!(v["unacked"], 7);
         assert_eq!(v["paused"], true);
     }
@@ -278,6 +283,7 @@ mod tests {
             tiles_per_s: f32::MIN,
             dropped_frames: u64::MAX,
             skipped_frames: u64::MAX,
+            source_failures: u64::MAX,
             alerts: u64::MAX,
             dropped_alerts: u64::MAX,
             unacked: u64::MAX,

@@ -1,16 +1,24 @@
 //! Where frames come from.
 //!
-//! Every source (image folder now, V4L2 camera and replay files later) yields [`Frame`]s through
-//! the [`FrameSource`] trait. A bad frame is never fatal: the source skips it, counts it and goes
-//! on; only a source that cannot deliver anything at all returns an error.
+//! Every source (image folder, MJPEG stream, V4L2 camera) yields [`Frame`]s through the
+//! [`FrameSource`] trait. A bad frame is never fatal: the source skips it, counts it and goes
+//! on. A live source that fails (camera unplugged, pipe closed) returns an error and the daemon's
+//! capture loop reopens it with backoff; only a recording that cannot deliver anything is fatal.
 
+pub mod convert;
 mod folder;
+#[cfg(target_os = "linux")]
+mod stream;
+#[cfg(all(target_os = "linux", feature = "v4l2"))]
+pub mod v4l2;
 
 use std::time::SystemTime;
 
 use image::RgbImage;
 
 pub use folder::{list_image_files, FolderSource};
+#[cfg(target_os = "linux")]
+pub use stream::StreamSource;
 
 /// One captured frame.
 #[derive(Clone, Debug)]
@@ -35,6 +43,25 @@ pub enum FrameError {
         path: std::path::PathBuf,
         /// The cause.
         source: std::io::Error,
+    },
+    /// No frame arrived within this time (a stalled camera); ask again.
+    #[error("no frame within {0:?}")]
+    Timeout(std::time::Duration),
+    /// A live source went away (unplugged, pipe closed); reopen it.
+    #[error("{path}: {reason}")]
+    Lost {
+        /// The device or pipe.
+        path: std::path::PathBuf,
+        /// What happened.
+        reason: String,
+    },
+    /// The camera cannot deliver what the config asks for.
+    #[error("{path}: {message}")]
+    Unsupported {
+        /// The device.
+        path: std::path::PathBuf,
+        /// What was asked and what the camera offers.
+        message: String,
     },
     /// The source holds no image it could decode.
     #[error("{path}: no readable PNG or JPEG frames ({skipped} files skipped)")]
