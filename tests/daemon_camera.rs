@@ -142,3 +142,82 @@ status_interval_s = 1
         .collect();
     assert!(alert_frames.contains(&4), "{alert_frames:?}");
 }
+
+/// The systemd notifications a daemon sent, read from a fake `NOTIFY_SOCKET`.
+fn drain(socket: &std::os::unix::net::UnixDatagram, for_: Duration) -> Vec<String> {
+    let until = std::time::Instant::now() + for_;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < until {
+        if let Ok(n) = socket.recv(&mut buf) {
+            got.extend(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_string),
+            );
+        }
+    }
+    got
+}
+
+#[test]
+fn the_watchdog_is_fed_only_while_frames_flow() {
+    let dir = Scratch::new("watchdog");
+    let fifo = dir.path("camera.mjpeg");
+    let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: creates a FIFO at a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let notify_path = dir.path("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let bundle = bundle(&dir.0);
+    let config = dir.path("inspectd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "device_id = \"wd\"\n[model]\nbundle = \"{}\"\n[source]\nkind = \"stream\"\npath = \"{}\"\n\
+             [tiling]\ntile_size = 256\n[alerts]\noutput = \"stdout\"\nstatus_interval_s = 1\n",
+            bundle.display(),
+            fifo.display()
+        ),
+    )
+    .unwrap();
+    let daemon = inspectd()
+        .args(["--config", config.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let frame = jpeg_frame(5, &[]);
+    let mut camera = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let mut flowing = Vec::new();
+    for _ in 0..3 {
+        camera.write_all(&frame).unwrap();
+        flowing.extend(drain(&notify, Duration::from_millis(1500)));
+    }
+    assert!(flowing.iter().any(|m| m == "READY=1"), "{flowing:?}");
+    let pings = |msgs: &[String]| msgs.iter().filter(|m| *m == "WATCHDOG=1").count();
+    assert!(pings(&flowing) >= 3, "one ping per frame: {flowing:?}");
+    // The camera is still connected but sends nothing: no frame, no ping (systemd would
+    // restart the service after WatchdogSec); status reports go on.
+    let stalled = drain(&notify, Duration::from_secs(3));
+    assert_eq!(pings(&stalled), 0, "{stalled:?}");
+    assert!(
+        stalled.iter().any(|m| m.starts_with("STATUS=")),
+        "{stalled:?}"
+    );
+    camera.write_all(&frame).unwrap();
+    let resumed = drain(&notify, Duration::from_millis(1500));
+    assert!(pings(&resumed) >= 1, "{resumed:?}");
+    // SAFETY: signals our own child.
+    unsafe {
+        libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let mut daemon = daemon;
+    assert!(daemon.wait().unwrap().success());
+    let last = drain(&notify, Duration::from_millis(300));
+    assert!(last.iter().any(|m| m == "STOPPING=1"), "{last:?}");
+}
