@@ -80,7 +80,13 @@ impl EvidenceStore {
         for entry in std::fs::read_dir(dir).map_err(io)? {
             let entry = entry.map_err(io)?;
             let name = entry.file_name();
-            let Some(seq) = name.to_str().and_then(seq_of) else {
+            let name = name.to_str().unwrap_or_default();
+            if name.ends_with("-tile.tmp") || name.ends_with("-heatmap.tmp") {
+                // Half-written by a run that died mid-save: never referenced, remove it.
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            let Some(seq) = seq_of(name) else {
                 continue;
             };
             let len = entry.metadata().map_err(io)?.len();
@@ -327,8 +333,11 @@ mod tests {
             "the oldest went"
         );
 
-        // Reopening accounts for what is there, and a smaller bound evicts at once.
+        // Reopening accounts for what is there (a half-written file from a crash is removed),
+        // and a smaller bound evicts at once.
+        std::fs::write(dir.join("000000000040-tile.tmp"), b"half a jpeg").unwrap();
         let store = EvidenceStore::open(&dir, 1 << 16).unwrap();
+        assert!(!dir.join("000000000040-tile.tmp").exists());
         assert_eq!(store.kept().collect::<Vec<_>>(), kept);
         let small = EvidenceStore::open(&dir, 3 * one).unwrap();
         assert!(small.kept().count() <= 3);
