@@ -33,6 +33,7 @@ pub mod gpio;
 pub mod losses;
 #[cfg(feature = "data")]
 pub mod metrics;
+pub mod monitor;
 pub mod onnx;
 #[cfg(feature = "data")]
 pub mod plots;

@@ -1,0 +1,163 @@
+//! The real `inspectd` and the real `inspect-monitor` on the two ends of a serial cable: two
+//! pseudo-terminals joined by the test as a null-modem. The monitor logs every alert the daemon
+//! sent, in order, without gaps, and the daemon saw its ACKs (it requires them, and exits with
+//! nothing undelivered).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use serialport::SerialPort;
+
+fn monitor() -> Command {
+    let bin = env!("CARGO_BIN_EXE_inspect-monitor");
+    match std::env::var("EDGE_INSPECTOR_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut parts = runner.split_whitespace();
+            let mut cmd = Command::new(parts.next().unwrap_or_default());
+            cmd.args(parts).arg(bin);
+            cmd
+        }
+        _ => Command::new(bin),
+    }
+}
+
+fn pty() -> (serialport::TTYPort, serialport::TTYPort) {
+    let (mut master, slave) = serialport::TTYPort::pair().unwrap();
+    master.set_timeout(Duration::from_millis(20)).unwrap();
+    for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
+        // SAFETY: sets a flag on descriptors these objects own (children must not inherit them).
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    (master, slave)
+}
+
+/// Copies bytes both ways between two pty masters until `stop`.
+fn null_modem(
+    mut a: serialport::TTYPort,
+    mut b: serialport::TTYPort,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(n) = a.read(&mut buf) {
+                let _ = b.write_all(&buf[..n]);
+            }
+            if let Ok(n) = b.read(&mut buf) {
+                let _ = a.write_all(&buf[..n]);
+            }
+        }
+    })
+}
+
+#[test]
+fn every_alert_reaches_the_monitor_log_in_order_and_is_acked() {
+    let dir = Scratch::new("monitor");
+    let bundle = bundle(&dir.0);
+    let frames = dir.path("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    for i in 0..6u64 {
+        let defects = [
+            patch(100 + 150 * i as u32, 100, 48),
+            patch(600, 300 + 40 * i as u32, 40),
+        ];
+        frame(
+            &frames.join(format!("f{i}.png")),
+            i,
+            &defects[..(i % 2 + 1) as usize],
+        );
+    }
+    let (master_a, slave_a) = pty();
+    let (master_b, slave_b) = pty();
+    let stop = Arc::new(AtomicBool::new(false));
+    let cable = null_modem(master_a, master_b, stop.clone());
+
+    let logs = dir.path("logs");
+    let mut mon = monitor()
+        .args([
+            "--port",
+            &slave_b.name().unwrap(),
+            "--log-dir",
+            logs.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let config = config(
+        &dir.0,
+        &bundle,
+        &frames,
+        &format!(
+            "output = \"serial\"\nport = \"{}\"\nrequire_ack = true\nack_timeout_ms = 1000\ndrain_timeout_ms = 20000",
+            slave_a.name().unwrap()
+        ),
+    );
+    let daemon = run_inspectd(&["--config", config.to_str().unwrap()]);
+    let log = String::from_utf8_lossy(&daemon.stderr).into_owned();
+    assert!(daemon.status.success(), "{log}");
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("stopped:"))
+        .unwrap_or_else(|| panic!("{log}"));
+    // The daemon waited for every ACK before it exited.
+    assert!(stopped.contains(" 0 undelivered"), "{stopped}");
+    let alerts: u64 = stopped
+        .split(',')
+        .find_map(|p| p.trim().strip_suffix(" alerts")?.parse().ok())
+        .unwrap();
+    assert!(alerts >= 6, "{stopped}");
+
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signals our own child.
+    unsafe {
+        libc::kill(mon.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let status = mon.wait().unwrap();
+    let mut out = String::new();
+    mon.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    cable.join().unwrap();
+    drop((slave_a, slave_b));
+    assert!(status.success(), "{out}");
+
+    let jsonl = std::fs::read_to_string(logs.join("alerts.jsonl")).unwrap();
+    let seqs: Vec<u64> = jsonl
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..alerts).collect::<Vec<_>>(),
+        "every alert, in order, once"
+    );
+    let csv = std::fs::read_to_string(logs.join("alerts.csv")).unwrap();
+    assert_eq!(csv.lines().count() as u64, alerts + 1, "{csv}");
+    assert!(csv.starts_with("received,seq,"));
+    // The plain output (not a terminal) has a line per alert and the session summary.
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ALERT ")).count() as u64,
+        alerts
+    );
+    let summary = out.lines().find(|l| l.starts_with("SUMMARY")).unwrap();
+    assert!(
+        summary.contains(&format!("alerts={alerts}")) && summary.contains("gaps=0"),
+        "{summary}"
+    );
+}
