@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
-# Installs what the tests compare against: the reference runtimes and data from PyPI.
+# Installs what the tests compare against: the reference runtimes and data from PyPI, and
+# libclang for the V4L2 bindings (bindgen) when it is missing and we may install packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q libclang-dev >/dev/null
+    else
+        echo "tests/setup.sh: libclang-dev is missing (needed by --features v4l2): install it" >&2
+    fi
+fi
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     -r tests/reference/requirements.txt

@@ -95,11 +95,11 @@ fn open(cli: &Cli, framing: Framing) -> anyhow::Result<(Link, Receiver<Input>)> 
         ),
         (None, None) => anyhow::bail!("say where the alerts come from: --port PORT or --file FILE"),
     };
-    let name = cli
-        .file
-        .as_ref()
-        .map(|f| f.display().to_string())
-        .unwrap_or_default();
+    let name = match &cli.file {
+        Some(f) if f.as_os_str() == "-" => "standard input".to_string(),
+        Some(f) => f.display().to_string(),
+        None => String::new(),
+    };
     spawn_reader(reader, tx);
     Ok((
         Link {

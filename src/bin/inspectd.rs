@@ -2,8 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -46,7 +44,10 @@ fn check_config(file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
 fn run(file: &Path) -> anyhow::Result<()> {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
     let config = Config::load(file)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -65,6 +66,13 @@ fn run(file: &Path) -> anyhow::Result<()> {
         summary.unacked
     );
     Ok(())
+}
+
+/// The daemon drives V4L2 cameras and Linux serial ports: it runs on Linux boards only (the
+/// receiver, `inspect-monitor`, runs everywhere).
+#[cfg(not(target_os = "linux"))]
+fn run(_file: &Path) -> anyhow::Result<()> {
+    anyhow::bail!("inspectd runs on Linux only; check-config works here")
 }
 
 fn main() -> ExitCode {
