@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::alerts::binary::kind;
 use crate::alerts::cobs;
-use crate::alerts::command::{EvidenceChunk, Reply};
+use crate::alerts::command::{EvidenceChunk, Part, Reply};
 use crate::alerts::{Alert, Command, Status};
 
 /// Alerts kept for the view (the logs keep them all).
@@ -367,10 +367,14 @@ impl AlertLog {
         self.csv.flush()
     }
 
-    /// Saves an evidence file; returns its path.
+    /// Saves an evidence file under the name the device's store uses; returns its path.
     pub fn evidence(&self, seq: u64, part: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
-        let ext = if part == "tile" { "jpg" } else { "png" };
-        let path = self.evidence_dir.join(format!("{seq:012}-{part}.{ext}"));
+        let part = if part == "tile" {
+            Part::Tile
+        } else {
+            Part::Heatmap
+        };
+        let path = crate::evidence::evidence_path(&self.evidence_dir, seq, part);
         std::fs::write(&path, bytes)?;
         Ok(path)
     }
@@ -455,7 +459,7 @@ mod tests {
         for i in [2usize, 0, 1] {
             let c = EvidenceChunk {
                 seq: 4,
-                part: crate::alerts::command::Part::Tile,
+                part: Part::Tile,
                 index: i as u16,
                 count: 3,
                 data: chunks[i],

@@ -114,10 +114,7 @@ status_interval_s = 1
             frames_seen(want);
         }
     }
-    // SAFETY: signals our own child.
-    unsafe {
-        libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM);
-    }
+    signal(&daemon, libc::SIGTERM);
     let status = daemon.wait().unwrap();
     reader.join().unwrap();
     lines.extend(rx.try_iter());
@@ -212,10 +209,7 @@ fn the_watchdog_is_fed_only_while_frames_flow() {
     camera.write_all(&frame).unwrap();
     let resumed = drain(&notify, Duration::from_millis(1500));
     assert!(pings(&resumed) >= 1, "{resumed:?}");
-    // SAFETY: signals our own child.
-    unsafe {
-        libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM);
-    }
+    signal(&daemon, libc::SIGTERM);
     let mut daemon = daemon;
     assert!(daemon.wait().unwrap().success());
     let last = drain(&notify, Duration::from_millis(300));

@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -73,13 +72,6 @@ fn spawn(config: &Path) -> Child {
         .unwrap()
 }
 
-fn signal(child: &Child, sig: libc::c_int) {
-    // SAFETY: sends a signal to our own child process.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, sig);
-    }
-}
-
 fn stderr_of(child: Child) -> String {
     let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -95,16 +87,8 @@ struct Cable {
 
 impl Cable {
     fn plug(link: &Path) -> Cable {
-        let (mut master, slave) = serialport::TTYPort::pair().unwrap();
+        let (mut master, slave) = pty_pair();
         master.set_timeout(Duration::from_millis(100)).unwrap();
-        // serialport opens both ends without O_CLOEXEC: a daemon started later would inherit
-        // them and keep the pty alive after the test "pulls the cable".
-        for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
-            // SAFETY: sets a flag on descriptors these objects own.
-            unsafe {
-                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-            }
-        }
         let _ = std::fs::remove_file(link);
         std::os::unix::fs::symlink(slave.name().unwrap(), link).unwrap();
         Cable {

@@ -6,8 +6,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,28 +15,9 @@ use common::*;
 use serde_json::Value;
 use serialport::SerialPort;
 
-fn monitor() -> Command {
-    let bin = env!("CARGO_BIN_EXE_inspect-monitor");
-    match std::env::var("EDGE_INSPECTOR_RUNNER") {
-        Ok(runner) if !runner.trim().is_empty() => {
-            let mut parts = runner.split_whitespace();
-            let mut cmd = Command::new(parts.next().unwrap_or_default());
-            cmd.args(parts).arg(bin);
-            cmd
-        }
-        _ => Command::new(bin),
-    }
-}
-
 fn pty() -> (serialport::TTYPort, serialport::TTYPort) {
-    let (mut master, slave) = serialport::TTYPort::pair().unwrap();
+    let (mut master, slave) = pty_pair();
     master.set_timeout(Duration::from_millis(20)).unwrap();
-    for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
-        // SAFETY: sets a flag on descriptors these objects own (children must not inherit them).
-        unsafe {
-            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-        }
-    }
     (master, slave)
 }
 
@@ -83,7 +63,7 @@ fn every_alert_reaches_the_monitor_log_in_order_and_is_acked() {
     let cable = null_modem(master_a, master_b, stop.clone());
 
     let logs = dir.path("logs");
-    let mut mon = monitor()
+    let mut mon = binary(env!("CARGO_BIN_EXE_inspect-monitor"))
         .args([
             "--port",
             &slave_b.name().unwrap(),
@@ -121,10 +101,7 @@ fn every_alert_reaches_the_monitor_log_in_order_and_is_acked() {
     assert!(alerts >= 6, "{stopped}");
 
     std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: signals our own child.
-    unsafe {
-        libc::kill(mon.id() as libc::pid_t, libc::SIGTERM);
-    }
+    signal(&mon, libc::SIGTERM);
     let status = mon.wait().unwrap();
     let mut out = String::new();
     mon.stdout.take().unwrap().read_to_string(&mut out).unwrap();

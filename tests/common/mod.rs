@@ -81,7 +81,11 @@ status_interval_s = 1
 /// The `inspectd` binary as a command, prefixed by `EDGE_INSPECTOR_RUNNER` when set
 /// (e.g. `qemu-aarch64-static -cpu cortex-a72` for a cross-built binary).
 pub fn inspectd() -> Command {
-    let bin = env!("CARGO_BIN_EXE_inspectd");
+    binary(env!("CARGO_BIN_EXE_inspectd"))
+}
+
+/// A binary of this package as a command, through `EDGE_INSPECTOR_RUNNER` when set.
+pub fn binary(bin: &str) -> Command {
     match std::env::var("EDGE_INSPECTOR_RUNNER") {
         Ok(runner) if !runner.trim().is_empty() => {
             let mut parts = runner.split_whitespace();
@@ -143,4 +147,27 @@ pub fn normal_images(dir: &Path, count: u64) -> Vec<PathBuf> {
             p
         })
         .collect()
+}
+
+/// Sends `sig` (e.g. `libc::SIGTERM`) to a child process.
+pub fn signal(child: &std::process::Child, sig: libc::c_int) {
+    // SAFETY: sends a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, sig);
+    }
+}
+
+/// A pseudo-terminal pair whose descriptors children do not inherit: serialport opens both ends
+/// without O_CLOEXEC, and a daemon started later would keep the pty alive after the test closes
+/// its end ("pulls the cable").
+pub fn pty_pair() -> (serialport::TTYPort, serialport::TTYPort) {
+    use std::os::fd::AsRawFd;
+    let (master, slave) = serialport::TTYPort::pair().unwrap();
+    for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
+        // SAFETY: sets a flag on descriptors these objects own.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    (master, slave)
 }
