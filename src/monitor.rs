@@ -383,30 +383,10 @@ impl AlertLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::message::id;
-    use crate::tiler::PixelBox;
     use std::time::UNIX_EPOCH;
 
     fn alert(seq: u64) -> Alert {
-        let b = PixelBox {
-            x: 10,
-            y: 20,
-            width: 30,
-            height: 40,
-        };
-        Alert {
-            device: id("dev"),
-            seq,
-            frame: seq * 2,
-            time: UNIX_EPOCH,
-            tile_index: 3,
-            tile: b,
-            score: 2.5,
-            threshold: 1.0,
-            region: b,
-            area_fraction: 0.25,
-            model: id("abc"),
-        }
+        crate::alerts::fixtures::alert(seq, seq * 2)
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! Property tests ("fuzzing" on the stable toolchain) of every decoder that reads bytes a peer,
-//! a radio or a power cut controls: commands (JSON and binary), COBS frames, binary messages,
-//! and journal replay. None may panic, and what encodes must decode to itself.
+//! Property tests of every decoder that reads bytes a peer, a radio or a power cut controls:
+//! commands (JSON and binary), COBS frames, binary messages, and journal replay. None may panic,
+//! and what encodes must decode to itself. They run on stable and under qemu for the boards; the
+//! coverage-guided cargo-fuzz targets in `fuzz/` (nightly, `fuzz/run.sh`) search the same
+//! decoders, and the camera frame decoders, far deeper.
 
 use std::time::{Duration, UNIX_EPOCH};
 

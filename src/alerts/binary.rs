@@ -257,31 +257,12 @@ pub(crate) fn read_text(r: &mut Reader<'_>) -> Result<heapless::String<200>, Dec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::message::id;
+    use crate::alerts::fixtures::{id, sample_alert};
 
     fn alert() -> Alert {
         Alert {
             device: id("tunnel-robot-01"),
-            seq: 41,
-            frame: 1203,
-            time: UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
-            tile_index: 9,
-            tile: PixelBox {
-                x: 224,
-                y: 224,
-                width: 256,
-                height: 256,
-            },
-            score: 2.5,
-            threshold: 1.25,
-            region: PixelBox {
-                x: 300,
-                y: 310,
-                width: 40,
-                height: 36,
-            },
-            area_fraction: 0.0234,
-            model: id("0123456789ab"),
+            ..sample_alert()
         }
     }
 

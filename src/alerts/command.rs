@@ -129,9 +129,19 @@ impl Command {
                 seq: r.u64().map_err(malformed)?,
             },
             kind::GET_STATUS => Command::GetStatus,
-            kind::SET_THRESHOLD => Command::SetThreshold {
-                value: r.f32().map_err(malformed)?,
-            },
+            kind::SET_THRESHOLD => {
+                // Refused here as in JSON (found by fuzzing: a NaN decoded and compared unequal
+                // to itself; the link's range check refused it, but no decoder should pass it).
+                let value = r.f32().map_err(malformed)?;
+                if !value.is_finite() {
+                    return Err(Rejected::new(
+                        "set_threshold",
+                        ErrorCode::OutOfRange,
+                        format_args!("value {value} is not a finite 32-bit number"),
+                    ));
+                }
+                Command::SetThreshold { value }
+            }
             kind::PAUSE => Command::Pause,
             kind::RESUME => Command::Resume,
             kind::GET_EVIDENCE => Command::GetEvidence {
@@ -518,6 +528,15 @@ mod tests {
             Command::from_binary(&[0x77, 1]).unwrap_err().code,
             ErrorCode::Unknown
         );
+        // Found by the command fuzz target: a NaN threshold in binary decoded as a command.
+        for bits in [f32::NAN, f32::INFINITY] {
+            let mut nan = vec![kind::SET_THRESHOLD, 1];
+            nan.extend_from_slice(&bits.to_le_bytes());
+            assert_eq!(
+                Command::from_binary(&nan).unwrap_err().code,
+                ErrorCode::OutOfRange
+            );
+        }
         assert_eq!(
             Command::from_binary(&[]).unwrap_err().code,
             ErrorCode::Malformed

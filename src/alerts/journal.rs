@@ -423,30 +423,9 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::message::id;
-    use crate::tiler::PixelBox;
-    use std::time::UNIX_EPOCH;
 
     fn alert(frame: u64) -> Alert {
-        let b = PixelBox {
-            x: 1,
-            y: 2,
-            width: 3,
-            height: 4,
-        };
-        Alert {
-            device: id("robot"),
-            seq: 0,
-            frame,
-            time: UNIX_EPOCH + Duration::from_millis(frame * 100),
-            tile_index: 2,
-            tile: b,
-            score: 3.5,
-            threshold: 1.0,
-            region: b,
-            area_fraction: 0.5,
-            model: id("0123456789ab"),
-        }
+        crate::alerts::fixtures::alert(0, frame)
     }
 
     fn scratch(name: &str) -> PathBuf {

@@ -811,31 +811,12 @@ enum Body {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::message::id;
-    use crate::tiler::PixelBox;
+    use crate::alerts::fixtures::id;
     use serialport::SerialPort;
     use std::io::Read;
 
     fn alert(frame: u64) -> Alert {
-        let b = PixelBox {
-            x: 0,
-            y: 0,
-            width: 8,
-            height: 8,
-        };
-        Alert {
-            device: id("bench"),
-            seq: 0,
-            frame,
-            time: SystemTime::UNIX_EPOCH,
-            tile_index: 0,
-            tile: b,
-            score: 2.0,
-            threshold: 1.0,
-            region: b,
-            area_fraction: 0.1,
-            model: id("abc"),
-        }
+        crate::alerts::fixtures::alert(0, frame)
     }
 
     fn settings(port: PathBuf, framing: Framing, require_ack: bool) -> LinkSettings {

@@ -177,42 +177,11 @@ impl Status {
     }
 }
 
-/// A short string for tests and examples; panics if it does not fit (test input only).
-#[cfg(test)]
-pub(crate) fn id<const N: usize>(s: &str) -> heapless::String<N> {
-    heapless::String::try_from(s).expect("test id fits")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alerts::fixtures::{id, sample_alert};
     use std::time::{Duration, UNIX_EPOCH};
-
-    pub(crate) fn sample_alert() -> Alert {
-        Alert {
-            device: id("robot-7"),
-            seq: 41,
-            frame: 1203,
-            time: UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
-            tile_index: 9,
-            tile: PixelBox {
-                x: 224,
-                y: 224,
-                width: 256,
-                height: 256,
-            },
-            score: 2.5,
-            threshold: 1.25,
-            region: PixelBox {
-                x: 300,
-                y: 310,
-                width: 40,
-                height: 36,
-            },
-            area_fraction: 0.0234,
-            model: id("0123456789ab"),
-        }
-    }
 
     #[test]
     fn alert_line_is_json_with_every_field() {

@@ -9,6 +9,8 @@
 pub mod binary;
 pub mod cobs;
 pub mod command;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod journal;
 #[cfg(target_os = "linux")]
 pub mod link;

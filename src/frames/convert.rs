@@ -19,6 +19,14 @@ pub enum ConvertError {
         /// Bytes per row.
         stride: usize,
     },
+    /// The driver reported a frame without pixels.
+    #[error("YUYV frame of {width}x{height} has no pixels")]
+    Empty {
+        /// Frame width.
+        width: u32,
+        /// Frame height.
+        height: u32,
+    },
     /// YUYV needs an even width.
     #[error("YUYV frame width {0} is odd")]
     OddWidth(u32),
@@ -57,16 +65,19 @@ pub fn yuyv_to_rgb(
     stride: usize,
     out: &mut RgbImage,
 ) -> Result<(), ConvertError> {
+    if width == 0 || height == 0 {
+        // Found by fuzzing: a zero width made the row loop panic.
+        return Err(ConvertError::Empty { width, height });
+    }
     if !width.is_multiple_of(2) {
         return Err(ConvertError::OddWidth(width));
     }
     let row_bytes = width as usize * 2;
-    let needed = if height == 0 {
-        0
-    } else {
-        stride * (height as usize - 1) + row_bytes
-    };
-    if stride < row_bytes || src.len() < needed {
+    // Checked: the stride comes from the driver (or a fuzzer) and may be anything.
+    let needed = stride
+        .checked_mul(height as usize - 1)
+        .and_then(|n| n.checked_add(row_bytes));
+    if stride < row_bytes || needed.is_none_or(|n| src.len() < n) {
         return Err(ConvertError::ShortBuffer {
             len: src.len(),
             width,
@@ -175,6 +186,15 @@ mod tests {
         assert!(matches!(
             yuyv_to_rgb(&buf, 3, 2, 12, &mut out),
             Err(ConvertError::OddWidth(3))
+        ));
+        // Found by the camera_frame fuzz target: no pixels, and a stride whose product overflows.
+        assert!(matches!(
+            yuyv_to_rgb(&buf, 0, 2, 12, &mut out),
+            Err(ConvertError::Empty { .. })
+        ));
+        assert!(matches!(
+            yuyv_to_rgb(&buf, 4, 3, usize::MAX / 2 + 1, &mut out),
+            Err(ConvertError::ShortBuffer { .. })
         ));
     }
 

@@ -1,0 +1,30 @@
+//! The peer's commands, as the daemon reads them off the link: a JSON line or a binary payload.
+//! Nothing may panic; a command that decodes re-encodes to itself in both framings; a refusal
+//! says why.
+#![no_main]
+
+use edge_inspector::alerts::cobs;
+use edge_inspector::alerts::Command;
+use libfuzzer_sys::fuzz_target;
+
+fn check(decoded: Result<Command, edge_inspector::alerts::command::Rejected>) {
+    match decoded {
+        Ok(command) => {
+            assert_eq!(
+                Command::from_json(command.to_json().as_bytes()),
+                Ok(command)
+            );
+            assert_eq!(Command::from_binary(&command.to_binary()), Ok(command));
+        }
+        Err(rejected) => assert!(!rejected.message.is_empty(), "a refusal names its reason"),
+    }
+}
+
+fuzz_target!(|bytes: &[u8]| {
+    check(Command::from_json(bytes));
+    check(Command::from_binary(bytes));
+    // The same bytes as a COBS frame off a radio link.
+    if let Ok(payload) = cobs::decode(bytes) {
+        check(Command::from_binary(&payload));
+    }
+});
