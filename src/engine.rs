@@ -131,8 +131,7 @@ impl Engine {
                 })?;
             model = f16.transform_into(model).map_err(&err)?;
         }
-        let plan = model
-            .into_optimized()
+        let plan = optimize(model, Kernels::Project)
             .and_then(|m| m.into_runnable())
             .map_err(tract_err("extractor"))?;
         let extractor = SimpleState::new(&plan).map_err(tract_err("extractor"))?;
@@ -275,10 +274,37 @@ pub fn avoid_faulty_kernels() {
 /// Parses and optimizes an in-memory ONNX model with its declared input shapes: for tests,
 /// calibration and tools that run a model a few times (the daemon uses [`Engine`]).
 pub fn optimized_plan(onnx: &[u8]) -> Result<Arc<TypedSimplePlan>, EngineError> {
+    optimized_plan_with(onnx, Kernels::Project)
+}
+
+/// Whose kernels run the ops the project has its own for (depthwise convolutions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    /// The project's ([`crate::kernels`]): NEON / AVX2 / AVX-512 with bias and ReLU6 fused.
+    Project,
+    /// tract's own, for comparison.
+    Tract,
+}
+
+/// Declutters `model`, swaps in the project's kernels if asked, and optimizes it.
+pub fn optimize(model: TypedModel, kernels: Kernels) -> TractResult<TypedModel> {
+    let mut model = model.into_decluttered()?;
+    if kernels == Kernels::Project {
+        crate::kernels::use_project_kernels(&mut model)?;
+    }
+    model.into_optimized()
+}
+
+/// [`optimized_plan`] with the choice of kernels.
+pub fn optimized_plan_with(
+    onnx: &[u8],
+    kernels: Kernels,
+) -> Result<Arc<TypedSimplePlan>, EngineError> {
     avoid_faulty_kernels();
     tract_onnx::onnx()
         .model_for_read(&mut std::io::Cursor::new(onnx))
-        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_typed())
+        .and_then(|m| optimize(m, kernels))
         .and_then(|m| m.into_runnable())
         .map_err(tract_err("model"))
 }

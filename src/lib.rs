@@ -29,6 +29,7 @@ pub mod fixtures;
 pub mod flow;
 pub mod frames;
 pub mod gpio;
+pub mod kernels;
 #[cfg(feature = "train")]
 pub mod losses;
 #[cfg(feature = "data")]

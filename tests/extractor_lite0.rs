@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use common::Scratch;
-use edge_inspector::engine::{optimized_plan, run_plan};
+use edge_inspector::engine::{optimized_plan, optimized_plan_with, run_plan, Kernels};
 use edge_inspector::extractor::efficientnet::{
     build_lite0, calibrate, lite0_input, BuildOptions, Precision, INPUT_MEAN, INPUT_STD, LITE0_TAPS,
 };
@@ -183,6 +183,52 @@ fn taps_agree_with_onnxruntime() {
             "{}: {diff} vs scale {scale}",
             tap.name
         );
+    }
+}
+
+#[test]
+fn project_kernels_give_tracts_taps_on_the_real_extractor() {
+    // Every depthwise layer of the real network (3x3 and 5x5, stride 1 and 2, ReLU6 fused) runs
+    // on the project's kernels; the taps must be tract's own to float rounding.
+    let size = 128;
+    let onnx = build_lite0(
+        checkpoint(),
+        &BuildOptions {
+            input_size: size,
+            with_classifier: false,
+            levels: 3,
+            precision: Precision::F32,
+        },
+    )
+    .unwrap();
+    let ours = optimized_plan_with(&onnx, Kernels::Project).unwrap();
+    let replaced = ours
+        .model()
+        .nodes()
+        .iter()
+        .filter(|n| n.op().name() == "ProjectDepthwiseConv")
+        .count();
+    assert!(replaced >= 12, "only {replaced} depthwise layers replaced");
+    let tract = optimized_plan_with(&onnx, Kernels::Tract).unwrap();
+    for photo in ["chelsea.jpg", "rocket.jpg"] {
+        let input = photo_input(photo, size);
+        let shape = [1, 3, size, size];
+        let want = run_plan(&tract, &[(&shape, &input)]).unwrap();
+        let got = run_plan(&ours, &[(&shape, &input)]).unwrap();
+        for ((tap, a), b) in LITE0_TAPS.iter().zip(&want).zip(&got) {
+            let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            println!(
+                "{photo} {}: max |project - tract| = {diff:.2e} (scale {scale:.2})",
+                tap.name
+            );
+            // Per layer the kernels agree to 1e-5 (tests/kernels.rs); over 16 layers rounding adds up.
+            assert!(
+                diff <= 1e-4 * scale.max(1.0),
+                "{photo} {}: {diff} vs {scale}",
+                tap.name
+            );
+        }
     }
 }
 

@@ -1,0 +1,9 @@
+//! The project's own compute kernels, and the tract ops that run them inside optimized plans.
+//!
+//! [`depthwise`] holds the kernels (NEON, AVX2, AVX-512, portable) and [`tract_ops`] the op and
+//! the model patch ([`use_project_kernels`]) that swaps them in for tract's before optimization.
+
+pub mod depthwise;
+pub mod tract_ops;
+
+pub use tract_ops::use_project_kernels;

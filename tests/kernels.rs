@@ -1,0 +1,132 @@
+//! The project's depthwise kernels inside tract plans give tract's own results: one-layer ONNX
+//! models (3x3 and 5x5, stride 1 and 2, symmetric and SAME padding, channel counts that are not
+//! multiples of any vector width, maps down to 1x1, with and without a fused ReLU6), each run
+//! through a plan with tract's kernels and one with the project's. The real extractor is
+//! compared in tests/extractor_lite0.rs. Runs under qemu for cortex-a72 / a76 too (cross/test.sh).
+
+use edge_inspector::engine::{optimized_plan_with, run_plan, Kernels};
+use edge_inspector::kernels::depthwise::Isa;
+use edge_inspector::onnx::{ModelBuilder, Padding};
+
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 11) % 4001) as f32 / 1000.0 - 2.0
+        })
+        .collect()
+}
+
+struct Case {
+    kernel: usize,
+    stride: usize,
+    padding: Padding,
+    channels: usize,
+    map: (usize, usize),
+    relu6: bool,
+}
+
+fn model(case: &Case, seed: u64) -> Vec<u8> {
+    let mut b = ModelBuilder::new("depthwise");
+    let (h, w) = case.map;
+    let x = b.input("x", &[1.into(), case.channels.into(), h.into(), w.into()]);
+    let k = case.kernel;
+    let weights = noise(case.channels * k * k, seed);
+    let bias = noise(case.channels, seed + 1);
+    let mut y = b.conv(
+        &x,
+        &weights,
+        [case.channels, 1, k, k],
+        Some(&bias),
+        case.stride,
+        case.padding,
+        case.channels,
+    );
+    if case.relu6 {
+        y = b.clip(&y, 0.0, 6.0);
+    }
+    // Output shape left to the model: the padding decides it.
+    b.output_unshaped(&y);
+    b.to_bytes().unwrap()
+}
+
+/// Runs `case` both ways; returns (tract's output, the project's, the project plan's op names).
+fn run_both(case: &Case, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<String>) {
+    let onnx = model(case, seed);
+    let (h, w) = case.map;
+    let input = noise(case.channels * h * w, seed + 2);
+    let shape = [1, case.channels, h, w];
+    let tract = optimized_plan_with(&onnx, Kernels::Tract).unwrap();
+    let ours = optimized_plan_with(&onnx, Kernels::Project).unwrap();
+    let ops = ours
+        .model()
+        .nodes()
+        .iter()
+        .map(|n| n.op().name().to_string())
+        .collect();
+    let a = run_plan(&tract, &[(&shape, &input)]).unwrap().remove(0);
+    let b = run_plan(&ours, &[(&shape, &input)]).unwrap().remove(0);
+    (a, b, ops)
+}
+
+#[test]
+fn project_depthwise_matches_tracts_own_op() {
+    let mut seed = 0;
+    let mut checked = 0;
+    for kernel in [3, 5] {
+        for stride in [1, 2] {
+            for padding in [Padding::Symmetric(kernel / 2), Padding::SameUpper] {
+                for (channels, map) in [
+                    (1, (1, 1)),
+                    (5, (2, 3)),
+                    (13, (7, 7)),
+                    (16, (17, 12)),
+                    (3, (32, 33)),
+                ] {
+                    for relu6 in [false, true] {
+                        let case = Case {
+                            kernel,
+                            stride,
+                            padding,
+                            channels,
+                            map,
+                            relu6,
+                        };
+                        seed += 1;
+                        let (want, got, ops) = run_both(&case, seed);
+                        assert!(
+                            ops.iter().any(|o| o == "ProjectDepthwiseConv"),
+                            "k{kernel} s{stride} {padding:?} {map:?}: not replaced: {ops:?}"
+                        );
+                        if relu6 {
+                            // The clip is fused into the kernel: no op of its own is left.
+                            assert!(
+                                ops.iter().all(|o| !o.contains("Max")
+                                    && !o.contains("Min")
+                                    && !o.contains("BinChain")
+                                    && !o.contains("Clip")),
+                                "clip not fused: {ops:?}"
+                            );
+                        }
+                        assert_eq!(want.len(), got.len());
+                        let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+                        for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+                            assert!(
+                                (a - b).abs() <= 1e-5 * scale,
+                                "k{kernel} s{stride} {padding:?} c{channels} {map:?} relu6 {relu6} at {i}: tract {a}, project {b}"
+                            );
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 80);
+    eprintln!("80 cases agree; kernels used here: {:?}", Isa::detect());
+}
