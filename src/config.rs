@@ -85,6 +85,10 @@ pub struct ModelConfig {
     /// Threads for tract's matrix products, 1-16.
     #[serde(default = "one")]
     pub threads: usize,
+    /// Inference workers, 1-16: the tiles of a frame are spread over this many threads, each
+    /// with its own extractor state (a 4-core Pi: e.g. `workers = 4`, `threads = 1`).
+    #[serde(default = "one")]
+    pub workers: usize,
     /// Overrides the bundle's calibrated threshold (use with care: it changes the false-alarm rate).
     #[serde(default)]
     pub threshold: Option<f32>,
@@ -469,6 +473,7 @@ impl Config {
             ));
         }
         c.range("model.threads", self.model.threads, 1, 16)?;
+        c.range("model.workers", self.model.workers, 1, 16)?;
         if let Some(t) = self.model.threshold {
             if !t.is_finite() {
                 return Err(c.fail("model.threshold", t, "expected a finite number"));
@@ -623,6 +628,11 @@ port = "/dev/ttyAMA0"
             (
                 GOOD.replace("threads = 2", "threads = 0"),
                 "`model.threads` = 0",
+                "1 to 16",
+            ),
+            (
+                GOOD.replace("threads = 2", "threads = 2\nworkers = 17"),
+                "`model.workers` = 17",
                 "1 to 16",
             ),
             (

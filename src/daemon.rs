@@ -503,7 +503,8 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
     let scorer = Scorer::new(&bundle.manifest, threshold);
     let (device, model) = ids(config, &bundle);
     set_threads(config.model.threads);
-    let engine = Engine::new(bundle, config.model.precision)?;
+    let mut engine = Engine::new(bundle, config.model.precision)?;
+    engine.set_workers(config.model.workers)?;
     let indicators = Indicators::open(config.gpio.as_ref())?;
     let journal = open_journal(config)?;
     let evidence = match &config.evidence {

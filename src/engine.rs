@@ -88,7 +88,9 @@ impl LevelMaps {
 pub struct Engine {
     bundle: Bundle,
     precision: ExtractorPrecision,
-    extractor: TypedSimpleState,
+    extractor_plan: Arc<TypedSimplePlan>,
+    // One state per inference worker: the tiles of a frame are spread over them.
+    extractors: Vec<TypedSimpleState>,
     heads: Vec<HeadPlan>,
     // Head inputs: one `batch x C x h x w` buffer per level, refilled per frame.
     features: Vec<Vec<f32>>,
@@ -139,10 +141,28 @@ impl Engine {
         Ok(Engine {
             bundle,
             precision,
-            extractor,
+            extractor_plan: plan,
+            extractors: vec![extractor],
             heads: Vec::new(),
             features,
         })
+    }
+
+    /// Spreads the tiles of each frame over `workers` threads (at least 1), each with its own
+    /// extractor state on the shared plan.
+    pub fn set_workers(&mut self, workers: usize) -> Result<(), EngineError> {
+        let workers = workers.max(1);
+        self.extractors.truncate(workers);
+        while self.extractors.len() < workers {
+            let state = SimpleState::new(&self.extractor_plan).map_err(tract_err("extractor"))?;
+            self.extractors.push(state);
+        }
+        Ok(())
+    }
+
+    /// Inference workers.
+    pub fn workers(&self) -> usize {
+        self.extractors.len()
     }
 
     /// The loaded bundle.
@@ -195,28 +215,48 @@ impl Engine {
         for (buf, level) in self.features.iter_mut().zip(&manifest.levels) {
             buf.resize(tiles * level.channels * level.height * level.width, 0.0);
         }
-        for (t, tile) in input.chunks_exact(tile_len).enumerate() {
-            let mut x = Tensor::from_shape(&[1, 3, h, w], tile).map_err(tract_err("extractor"))?;
-            if self.precision == ExtractorPrecision::F16 {
-                x = x
-                    .cast_to::<f16>()
-                    .map_err(tract_err("extractor"))?
-                    .into_owned();
-            }
-            let taps = self
-                .extractor
-                .run(tvec!(x.into()))
-                .map_err(tract_err("extractor"))?;
-            for ((tap, buf), level) in taps.iter().zip(&mut self.features).zip(&manifest.levels) {
-                let n = level.channels * level.height * level.width;
-                let tap = tap.cast_to::<f32>().map_err(tract_err("extractor"))?;
-                let view = tap
-                    .to_plain_array_view::<f32>()
-                    .map_err(tract_err("extractor"))?;
-                for (dst, src) in buf[t * n..(t + 1) * n].iter_mut().zip(view.iter()) {
-                    *dst = *src;
+        let level_lens: Vec<usize> = manifest
+            .levels
+            .iter()
+            .map(|l| l.channels * l.height * l.width)
+            .collect();
+        let workers = self.extractors.len().min(tiles);
+        if workers <= 1 {
+            let mut outs: Vec<&mut [f32]> = self.features.iter_mut().map(|b| &mut b[..]).collect();
+            extract(
+                &mut self.extractors[0],
+                self.precision,
+                (h, w),
+                input,
+                &level_lens,
+                &mut outs,
+            )?;
+        } else {
+            // Contiguous runs of tiles per worker; each writes its own slice of every level.
+            let per = tiles.div_ceil(workers);
+            let mut chunks: Vec<_> = self
+                .features
+                .iter_mut()
+                .zip(&level_lens)
+                .map(|(buf, &n)| buf.chunks_mut(per * n))
+                .collect();
+            let precision = self.precision;
+            let level_lens = &level_lens;
+            std::thread::scope(|scope| {
+                let mut running = Vec::with_capacity(workers);
+                for (state, tiles_in) in
+                    self.extractors.iter_mut().zip(input.chunks(per * tile_len))
+                {
+                    let mut outs: Vec<&mut [f32]> =
+                        chunks.iter_mut().filter_map(|c| c.next()).collect();
+                    running.push(scope.spawn(move || {
+                        extract(state, precision, (h, w), tiles_in, level_lens, &mut outs)
+                    }));
                 }
-            }
+                running
+                    .into_iter()
+                    .try_for_each(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            })?;
         }
         let shapes: Vec<[usize; 4]> = manifest
             .levels
@@ -250,6 +290,38 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Runs the extractor on back-to-back `tiles` (each `3 x h x w`) and writes each tile's taps
+/// into `outs` (one slice per level, `level_lens[l]` values per tile).
+fn extract(
+    state: &mut TypedSimpleState,
+    precision: ExtractorPrecision,
+    (h, w): (usize, usize),
+    tiles: &[f32],
+    level_lens: &[usize],
+    outs: &mut [&mut [f32]],
+) -> Result<(), EngineError> {
+    for (t, tile) in tiles.chunks_exact(3 * h * w).enumerate() {
+        let mut x = Tensor::from_shape(&[1, 3, h, w], tile).map_err(tract_err("extractor"))?;
+        if precision == ExtractorPrecision::F16 {
+            x = x
+                .cast_to::<f16>()
+                .map_err(tract_err("extractor"))?
+                .into_owned();
+        }
+        let taps = state.run(tvec!(x.into())).map_err(tract_err("extractor"))?;
+        for ((tap, out), &n) in taps.iter().zip(outs.iter_mut()).zip(level_lens) {
+            let tap = tap.cast_to::<f32>().map_err(tract_err("extractor"))?;
+            let view = tap
+                .to_plain_array_view::<f32>()
+                .map_err(tract_err("extractor"))?;
+            for (dst, src) in out[t * n..(t + 1) * n].iter_mut().zip(view.iter()) {
+                *dst = *src;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Keeps tract away from kernels known to fail on this machine's kind of CPU: tract 0.23.9's

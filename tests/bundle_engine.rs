@@ -188,3 +188,30 @@ fn f16_extractor_matches_f32_within_half_precision() {
         assert!(spread > 1.0, "the ramp must spread the likelihoods");
     }
 }
+
+#[test]
+fn tiles_spread_over_workers_give_the_same_maps() {
+    let dir = Scratch::new("engine-workers");
+    write_brightness_bundle(&dir.0, &BrightnessModel::default()).unwrap();
+    let n = 128 * 128;
+    // 5 tiles, each its own ramp: a tile written to another tile's slot would show.
+    let tiles = 5;
+    let input: Vec<f32> = (0..tiles * 3 * n)
+        .map(|i| 0.35 + 0.05 * (i / (3 * n)) as f32 + 0.1 * ((i % n) as f32 / n as f32))
+        .collect();
+    let mut engine = Engine::new(Bundle::load(&dir.0).unwrap(), ExtractorPrecision::F32).unwrap();
+    let mut one = LevelMaps::default();
+    engine.run(&input, tiles, &mut one).unwrap();
+    for workers in [2, 3, 8] {
+        engine.set_workers(workers).unwrap();
+        assert_eq!(engine.workers(), workers);
+        let mut spread = LevelMaps::default();
+        engine.run(&input, tiles, &mut spread).unwrap();
+        assert_eq!(spread.sizes, one.sizes);
+        assert_eq!(spread.levels, one.levels, "{workers} workers");
+        // Again, on the same states: frame after frame.
+        engine.run(&input, tiles, &mut spread).unwrap();
+        assert_eq!(spread.levels, one.levels, "{workers} workers, second frame");
+    }
+    assert_ne!(one.tile(0, 0), one.tile(0, 4), "tiles differ");
+}
