@@ -1,7 +1,9 @@
 //! The project's kernels against tract's own and onnxruntime, on the real extractor
 //! (EfficientNet-Lite0 taps at strides 8/16/32, 256x256, float32, the same ONNX file):
 //! per-tile latency with the project's kernels on and off, 1 and 2 threads, onnxruntime (PyPI)
-//! at the same thread counts, the ratios, and where each plan spends its time, by op.
+//! at the same thread counts, the ratios, and where each plan spends its time, by op; then the
+//! daemon's pipeline (tiling, extractor, flow head, scoring) on 1280x720 frames with the bundled
+//! demo model, frames/s with 1 and 2 inference workers.
 //!
 //! `cargo bench --features data --bench kernels` (needs tests/setup.sh for the weights and
 //! onnxruntime). Results: docs/PERFORMANCE.md.
@@ -11,13 +13,38 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use edge_inspector::engine::{optimized_plan_with, run_plan, set_threads, Kernels};
+use edge_inspector::bundle::Bundle;
+use edge_inspector::engine::{
+    optimize, optimized_plan_with, run_plan, set_threads, Engine, ExtractorPrecision, Kernels,
+    LevelMaps,
+};
 use edge_inspector::extractor::efficientnet::{build_lite0, lite0_input, BuildOptions, Precision};
 use edge_inspector::extractor::Checkpoint;
 use edge_inspector::fixtures::concrete_frame;
 use edge_inspector::kernels::depthwise::Isa;
+use edge_inspector::scorer::Scorer;
+use edge_inspector::tiler::{sample_tile, Normalization, TileGrid};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::{eval, SimpleState};
+
+/// Counts heap allocations, to report how many one frame of the pipeline makes.
+struct CountingAlloc;
+
+static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 const SIZE: usize = 256;
 const RUNS: usize = 30;
@@ -64,17 +91,17 @@ fn ort_ms(model: &Path, threads: usize, raw: &Path) -> Option<f64> {
 }
 
 /// Milliseconds per op name over `RUNS` runs (mean per run), most expensive first.
-fn profile(plan: &Arc<TypedSimplePlan>, input: &Tensor) -> Vec<(String, usize, f64)> {
+fn profile(plan: &Arc<TypedSimplePlan>, inputs: &[Tensor]) -> Vec<(String, usize, f64)> {
     let mut state = SimpleState::new(plan).unwrap();
     let mut spent: BTreeMap<String, (usize, f64)> = BTreeMap::new();
     for run in 0..RUNS + 3 {
         let mut per_node = Vec::new();
         state
             .run_plan_with_eval(
-                tvec!(input.clone().into()),
-                |ctx, op_state, node, inputs| {
+                inputs.iter().map(|t| t.clone().into()).collect(),
+                |ctx, op_state, node, node_inputs| {
                     let t = Instant::now();
-                    let out = eval(ctx, op_state, node, inputs);
+                    let out = eval(ctx, op_state, node, node_inputs);
                     per_node.push((node.op().name().to_string(), t.elapsed().as_secs_f64()));
                     out
                 },
@@ -166,14 +193,188 @@ fn main() {
     set_threads(1);
     let tensor = Tensor::from_shape(&shape, &input).unwrap();
     for (name, plan) in &plans {
-        let rows = profile(plan, &tensor);
-        let total: f64 = rows.iter().map(|r| r.2).sum();
-        println!("\nwhere the time goes, {name}, 1 thread ({total:.1} ms per tile):");
-        println!("| op | nodes | ms | share |");
-        println!("|---|---|---|---|");
-        for (op, nodes, ms) in rows.iter().filter(|r| r.2 >= 0.05) {
-            println!("| {op} | {nodes} | {ms:.2} | {:.0}% |", 100.0 * ms / total);
-        }
+        print_profile(
+            &format!("{name}, 1 thread"),
+            plan,
+            std::slice::from_ref(&tensor),
+            1,
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
+    demo_models(40);
+    pipeline();
+}
+
+fn print_profile(title: &str, plan: &Arc<TypedSimplePlan>, inputs: &[Tensor], per: usize) {
+    let rows = profile(plan, inputs);
+    let total: f64 = rows.iter().map(|r| r.2).sum::<f64>() / per as f64;
+    println!("\nwhere the time goes, {title} ({total:.2} ms per tile):");
+    println!("| op | nodes | ms per tile | share |");
+    println!("|---|---|---|---|");
+    for (op, nodes, ms) in rows.iter().filter(|r| r.2 / per as f64 >= 0.02) {
+        let ms = ms / per as f64;
+        println!("| {op} | {nodes} | {ms:.2} | {:.0}% |", 100.0 * ms / total);
+    }
+}
+
+/// The bundled demo model as the daemon runs it: the int8 extractor (float depthwise) per tile,
+/// with tract's kernels and the project's, against onnxruntime; the flow head for a batch of
+/// `tiles` tiles (a 1280x720 frame), per tile.
+fn demo_models(tiles: usize) {
+    let demo = root().join("demo/bundle");
+    let bundle = Bundle::load(&demo).expect("demo bundle");
+    let m = &bundle.manifest;
+    let (w, h) = (m.input.width, m.input.height);
+    let frame = concrete_frame(512, 512, 3, &[]);
+    let input = lite0_input(&frame, w);
+    let shape = [1, 3, h, w];
+    let raw = std::env::temp_dir().join(format!("ei-demo-input-{}.raw", std::process::id()));
+    let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&raw, bytes).unwrap();
+    set_threads(1);
+    println!(
+        "\ndemo bundle ({}), 1 thread, ms per tile:",
+        m.extractor.name
+    );
+    println!("| model | tract's kernels | project kernels | onnxruntime | project / onnxruntime |");
+    println!("|---|---|---|---|---|");
+    let plan = |k| {
+        optimize(bundle.extractor.clone(), k)
+            .and_then(|p| p.into_runnable())
+            .unwrap()
+    };
+    let (theirs, ours) = (plan(Kernels::Tract), plan(Kernels::Project));
+    let time = |p: &Arc<TypedSimplePlan>| {
+        median_ms(|| {
+            run_plan(p, &[(&shape, &input)]).unwrap();
+        })
+    };
+    let (a, b) = (time(&theirs), time(&ours));
+    let ort = ort_ms_shape(&demo.join("extractor.onnx"), 1, &raw, &shape);
+    let _ = std::fs::remove_file(&raw);
+    println!(
+        "| extractor (int8) | {a:.2} | {b:.2} | {} | {} |",
+        ort.map_or("n/a".into(), |o| format!("{o:.2}")),
+        ort.map_or("n/a".into(), |o| format!("{:.2}", b / o))
+    );
+    let head = bundle
+        .head_for_batch(tiles)
+        .unwrap()
+        .into_optimized()
+        .and_then(|p| p.into_runnable())
+        .unwrap();
+    let features: Vec<Tensor> = m
+        .levels
+        .iter()
+        .enumerate()
+        .map(|(l, level)| {
+            let n = tiles * level.channels * level.height * level.width;
+            let values: Vec<f32> = (0..n).map(|i| ((i * 7 + l) % 13) as f32 * 0.1).collect();
+            Tensor::from_shape(&[tiles, level.channels, level.height, level.width], &values)
+                .unwrap()
+        })
+        .collect();
+    let head_ms = median_ms(|| {
+        head.run(features.iter().map(|t| t.clone().into()).collect())
+            .unwrap();
+    }) / tiles as f64;
+    println!("| flow head (batch of {tiles}) | {head_ms:.2} | (same) | n/a | |");
+    print_profile(
+        "demo extractor, project kernels",
+        &ours,
+        &[Tensor::from_shape(&shape, &input).unwrap()],
+        1,
+    );
+    print_profile(
+        &format!("demo flow head, batch of {tiles}"),
+        &head,
+        &features,
+        tiles,
+    );
+}
+
+fn ort_ms_shape(model: &Path, threads: usize, raw: &Path, shape: &[usize]) -> Option<f64> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let out = Command::new("python3")
+        .arg(root().join("benches/ort_bench.py"))
+        .arg(model)
+        .arg(threads.to_string())
+        .arg(RUNS.to_string())
+        .arg(raw)
+        .arg(dims.join(","))
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// Frames per second of tiling + extractor + head + scoring, as `inspectd` runs them, on
+/// 1280x720 frames with the demo bundle and the demo config's tiling (192 px, overlap 32).
+fn pipeline() {
+    let frames: Vec<_> = (0..4)
+        .map(|seed| concrete_frame(1280, 720, seed, &[]))
+        .collect();
+    let grid = TileGrid::new(1280, 720, 192, 32);
+    println!(
+        "\ndaemon pipeline, demo bundle (int8 extractor, float depthwise), 1280x720 frames, {} \
+         tiles of 192 px per frame, tract threads 1:",
+        grid.tiles.len()
+    );
+    println!(
+        "| inference workers | ms per frame | frames/s | tiles/s | heap allocations per frame |"
+    );
+    println!("|---|---|---|---|---|");
+    set_threads(1);
+    for workers in [1, 2] {
+        let bundle = Bundle::load(&root().join("demo/bundle")).expect("demo bundle");
+        let manifest = bundle.manifest.clone();
+        let mut scorer = Scorer::new(&manifest, manifest.threshold.value);
+        let mut engine = Engine::new(bundle, ExtractorPrecision::F32).unwrap();
+        engine.set_workers(workers).unwrap();
+        let (w, h) = (manifest.input.width, manifest.input.height);
+        let norm = Normalization {
+            mean: manifest.input.mean,
+            std: manifest.input.std,
+        };
+        let tile_len = 3 * w * h;
+        let mut input = vec![0.0; grid.tiles.len() * tile_len];
+        let mut maps = LevelMaps::default();
+        let mut frame_index = 0;
+        let mut frame = || {
+            let frame = &frames[frame_index % frames.len()];
+            frame_index += 1;
+            for (tile, out) in grid.tiles.iter().zip(input.chunks_exact_mut(tile_len)) {
+                sample_tile(frame, &tile.rect, w, h, &norm, out);
+            }
+            engine.run(&input, grid.tiles.len(), &mut maps).unwrap();
+            for tile in &grid.tiles {
+                let levels: Vec<&[f32]> = (0..maps.levels.len())
+                    .map(|l| maps.tile(l, tile.index))
+                    .collect();
+                scorer.score(&levels);
+            }
+        };
+        let ms = median_ms_of(10, &mut frame);
+        let before = ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed);
+        frame();
+        let allocations = ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed) - before;
+        println!(
+            "| {workers} | {ms:.0} | {:.2} | {:.0} | {} |",
+            1000.0 / ms,
+            1000.0 * grid.tiles.len() as f64 / ms,
+            allocations
+        );
+    }
+}
+
+fn median_ms_of(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[runs / 2]
 }

@@ -1,11 +1,11 @@
 //! Depthwise convolution of one channel plane (NCHW), bias and clamp fused: what EfficientNet's
 //! 3x3 and 5x5 depthwise layers spend 44% of tract's extractor time on.
 //!
-//! Every output row is cut into a border (taps that fall in the padding: scalar, bounds-checked)
-//! and an interior where every tap is inside the row; the interior runs `LANES` outputs at a time
-//! with all taps accumulated in one register, using NEON on aarch64 and AVX2+FMA or AVX-512 on
-//! x86-64 when the CPU has them (checked once at run time), and a portable loop elsewhere
-//! (armv7: Rust's 32-bit ARM NEON intrinsics are not stable).
+//! The input plane is copied once into a buffer that holds its zero padding ([`Padded`]), so
+//! every output, border included, is computed the same way: a vector of outputs at a time with
+//! all taps accumulated in one register (taps broadcast once per row), using NEON on aarch64 and
+//! AVX2+FMA or AVX-512 on x86-64 when the CPU has them (checked once at run time), and a
+//! portable loop elsewhere (armv7: Rust's 32-bit ARM NEON intrinsics are not stable).
 
 /// Where a kernel runs: the instruction set chosen for this CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,29 +71,67 @@ pub struct Geometry {
     pub output: (usize, usize),
 }
 
-impl Geometry {
-    /// Output columns `lo..hi` whose taps all lie inside the input row.
-    fn interior_columns(&self) -> (usize, usize) {
-        let (_, kw) = self.kernel;
-        let (_, sw) = self.stride;
-        let (_, pl) = self.pad;
-        let (_, in_w) = self.input;
-        let (_, out_w) = self.output;
-        let lo = pl.div_ceil(sw).min(out_w);
-        let hi = if in_w + pl >= kw {
-            ((in_w + pl - kw) / sw + 1).min(out_w)
-        } else {
-            0
-        };
-        (lo, hi.max(lo))
+/// The input plane surrounded by its zero padding, reused for every channel of an op: with
+/// the padding in memory every output, border included, runs on the vector path, and every
+/// load of the last (partial) vector of a row stays inside the buffer.
+#[derive(Debug, Default)]
+pub struct Padded {
+    buf: Vec<f32>,
+    /// Row length in floats.
+    width: usize,
+    /// The geometry and lane count the buffer was laid out for.
+    layout: Option<(Geometry, usize)>,
+}
+
+impl Padded {
+    /// Lays the buffer out for `g` and `lanes` (zeroed) unless it already is.
+    fn prepare(&mut self, g: &Geometry, lanes: usize) {
+        if self.layout == Some((*g, lanes)) {
+            return;
+        }
+        let (kh, kw) = g.kernel;
+        let (sh, sw) = g.stride;
+        let (pt, pl) = g.pad;
+        let (in_h, in_w) = g.input;
+        let (out_h, out_w) = g.output;
+        let vectors = out_w.div_ceil(lanes).max(1);
+        self.width = (pl + in_w).max((vectors * lanes - 1) * sw + kw + sw - 1);
+        let height = (pt + in_h).max(out_h.saturating_sub(1) * sh + kh);
+        self.buf.clear();
+        self.buf.resize(self.width * height, 0.0);
+        self.layout = Some((*g, lanes));
+    }
+
+    /// Copies `input` inside the padding (which stays zero).
+    fn fill(&mut self, g: &Geometry, input: &[f32]) {
+        let (pt, pl) = g.pad;
+        let (_, in_w) = g.input;
+        for (iy, row) in input.chunks_exact(in_w).enumerate() {
+            let start = (iy + pt) * self.width + pl;
+            self.buf[start..start + in_w].copy_from_slice(row);
+        }
+    }
+}
+
+impl Isa {
+    fn lanes(self) -> usize {
+        match self {
+            Isa::Portable => 8,
+            Isa::Avx2 => 8,
+            Isa::Avx512 => 16,
+            Isa::Neon => 4,
+        }
     }
 }
 
 /// Computes one output plane: `out = clamp(bias + depthwise(input, taps))`, with `taps` the
-/// `kh x kw` weights row-major and `clamp = (lo, hi)` (infinite bounds for none).
+/// `kh x kw` weights row-major and `clamp = (lo, hi)` (infinite bounds for none). `scratch`
+/// is reused across the channels of an op.
 ///
 /// # Panics
-/// If a slice is shorter than the geometry says (a bug in the caller, not bad input).
+/// If a slice is shorter than the geometry says, or the kernel is larger than [`MAX_KERNEL`]
+/// (bugs in the caller, not bad input).
+#[allow(clippy::too_many_arguments)]
 pub fn plane(
     isa: Isa,
     g: &Geometry,
@@ -102,82 +140,68 @@ pub fn plane(
     bias: f32,
     clamp: (f32, f32),
     out: &mut [f32],
+    scratch: &mut Padded,
 ) {
     let (kh, kw) = g.kernel;
-    let (sh, sw) = g.stride;
-    let (pt, pl) = g.pad;
     let (in_h, in_w) = g.input;
     let (out_h, out_w) = g.output;
+    assert!(kh <= MAX_KERNEL && kw <= MAX_KERNEL);
     assert!(input.len() >= in_h * in_w && taps.len() >= kh * kw && out.len() >= out_h * out_w);
-    let (lo, hi) = g.interior_columns();
-    // Rows of the input each output row reads: (tap row, offset of that input row).
-    let mut rows: heapless::Vec<(usize, usize), MAX_KERNEL> = heapless::Vec::new();
-    for oy in 0..out_h {
-        rows.clear();
+    if out_w == 0 || in_w == 0 {
+        return;
+    }
+    let lanes = isa.lanes();
+    scratch.prepare(g, lanes);
+    scratch.fill(g, &input[..in_h * in_w]);
+    let row = Row {
+        stride: g.stride.1,
+        width: scratch.width,
+        kernel: g.kernel,
+        taps,
+        bias,
+        clamp,
+    };
+    for (oy, out_row) in out.chunks_exact_mut(out_w).take(out_h).enumerate() {
+        let src = &scratch.buf[oy * g.stride.0 * scratch.width..];
+        // The layout guarantees `kh` rows of `width` floats from `src`.
+        let src = &src[..(kh - 1) * scratch.width + scratch.width];
+        // SAFETY: the vector kernels read `lanes`-wide strips of `src` that `Padded::prepare`
+        // sized for this geometry and lane count; they are only called where detected.
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::avx2_row(&row, src, out_row) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { x86::avx512_row(&row, src, out_row) },
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => unsafe { arm::neon_row(&row, src, out_row) },
+            _ => portable_row(&row, src, out_row),
+        }
+    }
+}
+
+/// What a row kernel needs besides its input rows and output row.
+struct Row<'a> {
+    /// Horizontal stride.
+    stride: usize,
+    /// Padded row length.
+    width: usize,
+    kernel: (usize, usize),
+    taps: &'a [f32],
+    bias: f32,
+    clamp: (f32, f32),
+}
+
+fn portable_row(r: &Row<'_>, src: &[f32], out: &mut [f32]) {
+    let (kh, kw) = r.kernel;
+    for (ox, o) in out.iter_mut().enumerate() {
+        let mut acc = r.bias;
         for ky in 0..kh {
-            let iy = (oy * sh + ky) as isize - pt as isize;
-            if (0..in_h as isize).contains(&iy) {
-                // Kernels are at most MAX_KERNEL rows high (checked where ops are made).
-                let _ = rows.push((ky, iy as usize * in_w));
+            let line = &src[ky * r.width + ox * r.stride..];
+            for (t, x) in r.taps[ky * kw..(ky + 1) * kw].iter().zip(line) {
+                acc += t * x;
             }
         }
-        let out_row = &mut out[oy * out_w..(oy + 1) * out_w];
-        let point = |ox: usize| -> f32 {
-            let mut acc = bias;
-            for &(ky, row) in &rows {
-                for kx in 0..kw {
-                    let ix = (ox * sw + kx) as isize - pl as isize;
-                    if (0..in_w as isize).contains(&ix) {
-                        acc += taps[ky * kw + kx] * input[row + ix as usize];
-                    }
-                }
-            }
-            acc.max(clamp.0).min(clamp.1)
-        };
-        for (ox, o) in out_row.iter_mut().enumerate().take(lo) {
-            *o = point(ox);
-        }
-        // The vector part stops where a vector's last load would pass the end of the row.
-        let lanes = match isa {
-            Isa::Portable => 1,
-            Isa::Avx2 => 8,
-            Isa::Avx512 => 16,
-            Isa::Neon => 4,
-        };
-        let mut ox = lo;
-        if lanes > 1 {
-            let fits = |ox: usize| {
-                ox + lanes <= hi && (ox + lanes - 1) * sw + (kw - 1) + (sw - 1) < in_w + pl
-            };
-            let rows = &rows[..];
-            while fits(ox) {
-                // SAFETY: `fits` keeps every load inside `input` (all rows listed are inside the
-                // plane, every column read is < in_w) and the store inside `out_row`.
-                unsafe {
-                    let src = input.as_ptr().add(ox * sw - pl);
-                    let dst = out_row.as_mut_ptr().add(ox);
-                    match (isa, sw) {
-                        #[cfg(target_arch = "x86_64")]
-                        (Isa::Avx2, 1) => x86::avx2::<1>(src, rows, taps, kw, bias, clamp, dst),
-                        #[cfg(target_arch = "x86_64")]
-                        (Isa::Avx2, 2) => x86::avx2::<2>(src, rows, taps, kw, bias, clamp, dst),
-                        #[cfg(target_arch = "x86_64")]
-                        (Isa::Avx512, 1) => x86::avx512::<1>(src, rows, taps, kw, bias, clamp, dst),
-                        #[cfg(target_arch = "x86_64")]
-                        (Isa::Avx512, 2) => x86::avx512::<2>(src, rows, taps, kw, bias, clamp, dst),
-                        #[cfg(target_arch = "aarch64")]
-                        (Isa::Neon, 1) => arm::neon::<1>(src, rows, taps, kw, bias, clamp, dst),
-                        #[cfg(target_arch = "aarch64")]
-                        (Isa::Neon, 2) => arm::neon::<2>(src, rows, taps, kw, bias, clamp, dst),
-                        _ => break,
-                    }
-                }
-                ox += lanes;
-            }
-        }
-        for (ox, o) in out_row.iter_mut().enumerate().skip(ox) {
-            *o = point(ox);
-        }
+        *o = acc.max(r.clamp.0).min(r.clamp.1);
     }
 }
 
@@ -186,110 +210,128 @@ pub const MAX_KERNEL: usize = 7;
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::Row;
     use std::arch::x86_64::*;
 
-    /// 8 outputs of one row; `src` is the first input column of the first output, `rows` the
-    /// input rows read, with their tap row.
+    /// One output row, 8 outputs per step; the last step goes through a buffer.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn avx2<const S: usize>(
-        src: *const f32,
-        rows: &[(usize, usize)],
-        taps: &[f32],
-        kw: usize,
-        bias: f32,
-        clamp: (f32, f32),
-        dst: *mut f32,
-    ) {
-        let mut acc = _mm256_set1_ps(bias);
-        for &(ky, row) in rows {
-            let p = src.add(row);
-            for kx in 0..kw {
-                let w = _mm256_set1_ps(*taps.get_unchecked(ky * kw + kx));
-                let x = if S == 1 {
-                    _mm256_loadu_ps(p.add(kx))
-                } else {
-                    // Even elements of 16: [a0 a2 b0 b2 | a4 a6 b4 b6] then fix the lane order.
-                    let a = _mm256_loadu_ps(p.add(kx));
-                    let b = _mm256_loadu_ps(p.add(kx + 8));
-                    let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
-                    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
-                        even,
-                    )))
-                };
-                acc = _mm256_fmadd_ps(w, x, acc);
+    pub(super) unsafe fn avx2_row(r: &Row<'_>, src: &[f32], out: &mut [f32]) {
+        const L: usize = 8;
+        let (kh, kw) = r.kernel;
+        let mut w = [_mm256_setzero_ps(); super::MAX_KERNEL * super::MAX_KERNEL];
+        for (v, &t) in w.iter_mut().zip(&r.taps[..kh * kw]) {
+            *v = _mm256_set1_ps(t);
+        }
+        let (lo, hi) = (_mm256_set1_ps(r.clamp.0), _mm256_set1_ps(r.clamp.1));
+        let p = src.as_ptr();
+        let mut tail = [0f32; L];
+        for ox in (0..out.len()).step_by(L) {
+            let mut acc = _mm256_set1_ps(r.bias);
+            for ky in 0..kh {
+                let line = p.add(ky * r.width + ox * r.stride);
+                for kx in 0..kw {
+                    let x = if r.stride == 1 {
+                        _mm256_loadu_ps(line.add(kx))
+                    } else {
+                        // Even elements of 16: [a0 a2 b0 b2 | a4 a6 b4 b6], then the lane order.
+                        let a = _mm256_loadu_ps(line.add(kx));
+                        let b = _mm256_loadu_ps(line.add(kx + L));
+                        let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+                        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+                            even,
+                        )))
+                    };
+                    acc = _mm256_fmadd_ps(*w.get_unchecked(ky * kw + kx), x, acc);
+                }
+            }
+            acc = _mm256_min_ps(_mm256_max_ps(acc, lo), hi);
+            if ox + L <= out.len() {
+                _mm256_storeu_ps(out.as_mut_ptr().add(ox), acc);
+            } else {
+                _mm256_storeu_ps(tail.as_mut_ptr(), acc);
+                let left = out.len() - ox;
+                out[ox..].copy_from_slice(&tail[..left]);
             }
         }
-        acc = _mm256_max_ps(acc, _mm256_set1_ps(clamp.0));
-        acc = _mm256_min_ps(acc, _mm256_set1_ps(clamp.1));
-        _mm256_storeu_ps(dst, acc);
     }
 
-    /// 16 outputs of one row (see [`avx2`]).
+    /// One output row, 16 outputs per step (see [`avx2_row`]).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn avx512<const S: usize>(
-        src: *const f32,
-        rows: &[(usize, usize)],
-        taps: &[f32],
-        kw: usize,
-        bias: f32,
-        clamp: (f32, f32),
-        dst: *mut f32,
-    ) {
-        let mut acc = _mm512_set1_ps(bias);
+    pub(super) unsafe fn avx512_row(r: &Row<'_>, src: &[f32], out: &mut [f32]) {
+        const L: usize = 16;
+        let (kh, kw) = r.kernel;
+        let mut w = [_mm512_setzero_ps(); super::MAX_KERNEL * super::MAX_KERNEL];
+        for (v, &t) in w.iter_mut().zip(&r.taps[..kh * kw]) {
+            *v = _mm512_set1_ps(t);
+        }
+        let (lo, hi) = (_mm512_set1_ps(r.clamp.0), _mm512_set1_ps(r.clamp.1));
         // Even indices of 32 consecutive floats.
         let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        for &(ky, row) in rows {
-            let p = src.add(row);
-            for kx in 0..kw {
-                let w = _mm512_set1_ps(*taps.get_unchecked(ky * kw + kx));
-                let x = if S == 1 {
-                    _mm512_loadu_ps(p.add(kx))
-                } else {
-                    let a = _mm512_loadu_ps(p.add(kx));
-                    let b = _mm512_loadu_ps(p.add(kx + 16));
-                    _mm512_permutex2var_ps(a, evens, b)
-                };
-                acc = _mm512_fmadd_ps(w, x, acc);
+        let p = src.as_ptr();
+        for ox in (0..out.len()).step_by(L) {
+            let mut acc = _mm512_set1_ps(r.bias);
+            for ky in 0..kh {
+                let line = p.add(ky * r.width + ox * r.stride);
+                for kx in 0..kw {
+                    let x = if r.stride == 1 {
+                        _mm512_loadu_ps(line.add(kx))
+                    } else {
+                        let a = _mm512_loadu_ps(line.add(kx));
+                        let b = _mm512_loadu_ps(line.add(kx + L));
+                        _mm512_permutex2var_ps(a, evens, b)
+                    };
+                    acc = _mm512_fmadd_ps(*w.get_unchecked(ky * kw + kx), x, acc);
+                }
             }
+            acc = _mm512_min_ps(_mm512_max_ps(acc, lo), hi);
+            // A masked store writes only the outputs the row has.
+            let left = (out.len() - ox).min(L);
+            let mask: __mmask16 = if left == L {
+                0xFFFF
+            } else {
+                (1u16 << left) - 1
+            };
+            _mm512_mask_storeu_ps(out.as_mut_ptr().add(ox), mask, acc);
         }
-        acc = _mm512_max_ps(acc, _mm512_set1_ps(clamp.0));
-        acc = _mm512_min_ps(acc, _mm512_set1_ps(clamp.1));
-        _mm512_storeu_ps(dst, acc);
     }
 }
 
 #[cfg(target_arch = "aarch64")]
 mod arm {
+    use super::Row;
     use std::arch::aarch64::*;
 
-    /// 4 outputs of one row (see the x86 kernels).
+    /// One output row, 4 outputs per step; the last step goes through a buffer.
     #[target_feature(enable = "neon")]
-    pub(super) unsafe fn neon<const S: usize>(
-        src: *const f32,
-        rows: &[(usize, usize)],
-        taps: &[f32],
-        kw: usize,
-        bias: f32,
-        clamp: (f32, f32),
-        dst: *mut f32,
-    ) {
-        let mut acc = vdupq_n_f32(bias);
-        for &(ky, row) in rows {
-            let p = src.add(row);
-            for kx in 0..kw {
-                let w = *taps.get_unchecked(ky * kw + kx);
-                let x = if S == 1 {
-                    vld1q_f32(p.add(kx))
-                } else {
-                    // De-interleaving load: .0 holds the even elements of 8.
-                    vld2q_f32(p.add(kx)).0
-                };
-                acc = vfmaq_n_f32(acc, x, w);
+    pub(super) unsafe fn neon_row(r: &Row<'_>, src: &[f32], out: &mut [f32]) {
+        const L: usize = 4;
+        let (kh, kw) = r.kernel;
+        let (lo, hi) = (vdupq_n_f32(r.clamp.0), vdupq_n_f32(r.clamp.1));
+        let p = src.as_ptr();
+        let mut tail = [0f32; L];
+        for ox in (0..out.len()).step_by(L) {
+            let mut acc = vdupq_n_f32(r.bias);
+            for ky in 0..kh {
+                let line = p.add(ky * r.width + ox * r.stride);
+                for kx in 0..kw {
+                    let x = if r.stride == 1 {
+                        vld1q_f32(line.add(kx))
+                    } else {
+                        // De-interleaving load: .0 holds the even elements of 8.
+                        vld2q_f32(line.add(kx)).0
+                    };
+                    acc = vfmaq_n_f32(acc, x, *r.taps.get_unchecked(ky * kw + kx));
+                }
+            }
+            acc = vminq_f32(vmaxq_f32(acc, lo), hi);
+            if ox + L <= out.len() {
+                vst1q_f32(out.as_mut_ptr().add(ox), acc);
+            } else {
+                vst1q_f32(tail.as_mut_ptr(), acc);
+                let left = out.len() - ox;
+                out[ox..].copy_from_slice(&tail[..left]);
             }
         }
-        acc = vmaxq_f32(acc, vdupq_n_f32(clamp.0));
-        acc = vminq_f32(acc, vdupq_n_f32(clamp.1));
-        vst1q_f32(dst, acc);
     }
 }
 
@@ -365,7 +407,10 @@ mod tests {
                             let want = reference(&g, &input, &taps, 0.25, clamp);
                             for isa in Isa::available() {
                                 let mut got = vec![f32::NAN; out.0 * out.1];
-                                plane(isa, &g, &input, &taps, 0.25, clamp, &mut got);
+                                let mut scratch = Padded::default();
+                                plane(isa, &g, &input, &taps, 0.25, clamp, &mut got, &mut scratch);
+                                // Again on the same scratch: the padding must still be zero.
+                                plane(isa, &g, &input, &taps, 0.25, clamp, &mut got, &mut scratch);
                                 for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                                     assert!(
                                         (a - b).abs() <= 1e-5 * (1.0 + b.abs()),

@@ -10,7 +10,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::depthwise::{plane, Geometry, Isa, MAX_KERNEL};
+use super::depthwise::{plane, Geometry, Isa, Padded, MAX_KERNEL};
 
 /// A float depthwise convolution over NCHW input, bias and clamp fused.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -128,6 +128,7 @@ impl EvalOp for DepthwiseConv {
         let mut output = Tensor::zero::<f32>(&self.output_shape())?;
         let mut view = output.try_as_plain_ram_mut()?;
         let out = view.as_slice_mut::<f32>()?;
+        let mut scratch = Padded::default();
         for (i, out_plane) in out.chunks_exact_mut(plane_out).enumerate() {
             let c = i % self.channels;
             plane(
@@ -138,6 +139,7 @@ impl EvalOp for DepthwiseConv {
                 bias[if bias.len() == 1 { 0 } else { c }],
                 self.clamp(),
                 out_plane,
+                &mut scratch,
             );
         }
         Ok(tvec!(output.into_tvalue()))
