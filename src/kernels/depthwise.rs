@@ -226,8 +226,11 @@ mod x86 {
         let p = src.as_ptr();
         let mut tail = [0f32; L];
         for ox in (0..out.len()).step_by(L) {
+            // One accumulator per kernel row: independent FMA chains the core can overlap (one
+            // chain of kh x kw dependent FMAs was latency-bound).
             let mut acc = _mm256_set1_ps(r.bias);
             for ky in 0..kh {
+                let mut row_acc = _mm256_setzero_ps();
                 let line = p.add(ky * r.width + ox * r.stride);
                 for kx in 0..kw {
                     let x = if r.stride == 1 {
@@ -241,8 +244,9 @@ mod x86 {
                             even,
                         )))
                     };
-                    acc = _mm256_fmadd_ps(*w.get_unchecked(ky * kw + kx), x, acc);
+                    row_acc = _mm256_fmadd_ps(*w.get_unchecked(ky * kw + kx), x, row_acc);
                 }
+                acc = _mm256_add_ps(acc, row_acc);
             }
             acc = _mm256_min_ps(_mm256_max_ps(acc, lo), hi);
             if ox + L <= out.len() {
@@ -271,6 +275,7 @@ mod x86 {
         for ox in (0..out.len()).step_by(L) {
             let mut acc = _mm512_set1_ps(r.bias);
             for ky in 0..kh {
+                let mut row_acc = _mm512_setzero_ps();
                 let line = p.add(ky * r.width + ox * r.stride);
                 for kx in 0..kw {
                     let x = if r.stride == 1 {
@@ -280,8 +285,9 @@ mod x86 {
                         let b = _mm512_loadu_ps(line.add(kx + L));
                         _mm512_permutex2var_ps(a, evens, b)
                     };
-                    acc = _mm512_fmadd_ps(*w.get_unchecked(ky * kw + kx), x, acc);
+                    row_acc = _mm512_fmadd_ps(*w.get_unchecked(ky * kw + kx), x, row_acc);
                 }
+                acc = _mm512_add_ps(acc, row_acc);
             }
             acc = _mm512_min_ps(_mm512_max_ps(acc, lo), hi);
             // A masked store writes only the outputs the row has.
@@ -312,6 +318,7 @@ mod arm {
         for ox in (0..out.len()).step_by(L) {
             let mut acc = vdupq_n_f32(r.bias);
             for ky in 0..kh {
+                let mut row_acc = vdupq_n_f32(0.0);
                 let line = p.add(ky * r.width + ox * r.stride);
                 for kx in 0..kw {
                     let x = if r.stride == 1 {
@@ -320,8 +327,9 @@ mod arm {
                         // De-interleaving load: .0 holds the even elements of 8.
                         vld2q_f32(line.add(kx)).0
                     };
-                    acc = vfmaq_n_f32(acc, x, *r.taps.get_unchecked(ky * kw + kx));
+                    row_acc = vfmaq_n_f32(row_acc, x, *r.taps.get_unchecked(ky * kw + kx));
                 }
+                acc = vaddq_f32(acc, row_acc);
             }
             acc = vminq_f32(vmaxq_f32(acc, lo), hi);
             if ox + L <= out.len() {
