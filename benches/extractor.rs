@@ -6,9 +6,9 @@
 //! folder `../shared/data` when present, else synthetic frames).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
+
+mod common;
+use common::{median_ms, ort_ms, root, weights, RUNS};
 
 use edge_inspector::engine::{optimized_plan, run_plan, set_threads};
 use edge_inspector::extractor::efficientnet::{
@@ -19,20 +19,6 @@ use edge_inspector::fixtures::concrete_frame;
 use tract_onnx::prelude::*;
 
 const SIZE: usize = 256;
-const RUNS: usize = 30;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn weights() -> PathBuf {
-    let out = Command::new("python3")
-        .arg(root().join("tests/reference/lite0_weights.py"))
-        .output()
-        .expect("python3");
-    assert!(out.status.success(), "run tests/setup.sh first");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
 
 /// Defect-free images: magnetic-tile train/good (real), else synthetic concrete.
 fn normal_images(count: usize) -> (String, Vec<Vec<f32>>) {
@@ -49,34 +35,6 @@ fn normal_images(count: usize) -> (String, Vec<Vec<f32>>) {
 
 fn run(plan: &Arc<TypedSimplePlan>, input: &[f32]) -> Vec<Vec<f32>> {
     run_plan(plan, &[(&[1, 3, SIZE, SIZE], input)]).unwrap()
-}
-
-fn median_ms(mut f: impl FnMut()) -> f64 {
-    for _ in 0..3 {
-        f();
-    }
-    let mut times: Vec<f64> = (0..RUNS)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1000.0
-        })
-        .collect();
-    times.sort_by(|a, b| a.total_cmp(b));
-    times[RUNS / 2]
-}
-
-fn ort_ms(model: &Path, threads: usize, raw: &Path) -> Option<f64> {
-    let out = Command::new("python3")
-        .arg(root().join("benches/ort_bench.py"))
-        .arg(model)
-        .arg(threads.to_string())
-        .arg(RUNS.to_string())
-        .arg(raw)
-        .arg(format!("1,3,{SIZE},{SIZE}"))
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -162,11 +120,14 @@ fn main() {
         let mut row = Vec::new();
         for threads in [1, 2] {
             set_threads(threads);
-            row.push(median_ms(|| {
+            row.push(median_ms(RUNS, || {
                 run(&p, &held_out[0]);
             }));
         }
-        let ort: Vec<Option<f64>> = [1, 2].iter().map(|&t| ort_ms(&path, t, &raw)).collect();
+        let ort: Vec<Option<f64>> = [1, 2]
+            .iter()
+            .map(|&t| ort_ms(&path, t, &raw, &[1, 3, SIZE, SIZE]))
+            .collect();
         let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
         let ratio =
             |a: f64, b: Option<f64>| b.map_or("n/a".to_string(), |b| format!("{:.2}", a / b));

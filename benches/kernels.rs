@@ -9,9 +9,10 @@
 //! onnxruntime). Results: docs/PERFORMANCE.md.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
+
+mod common;
+use common::{median_ms, ort_ms, root, weights, RUNS};
 
 use edge_inspector::bundle::Bundle;
 use edge_inspector::engine::{
@@ -47,48 +48,6 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
 static GLOBAL: CountingAlloc = CountingAlloc;
 
 const SIZE: usize = 256;
-const RUNS: usize = 30;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn weights() -> PathBuf {
-    let out = Command::new("python3")
-        .arg(root().join("tests/reference/lite0_weights.py"))
-        .output()
-        .expect("python3");
-    assert!(out.status.success(), "run tests/setup.sh first");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-fn median_ms(mut f: impl FnMut()) -> f64 {
-    for _ in 0..3 {
-        f();
-    }
-    let mut times: Vec<f64> = (0..RUNS)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1000.0
-        })
-        .collect();
-    times.sort_by(|a, b| a.total_cmp(b));
-    times[RUNS / 2]
-}
-
-fn ort_ms(model: &Path, threads: usize, raw: &Path) -> Option<f64> {
-    let out = Command::new("python3")
-        .arg(root().join("benches/ort_bench.py"))
-        .arg(model)
-        .arg(threads.to_string())
-        .arg(RUNS.to_string())
-        .arg(raw)
-        .arg(format!("1,3,{SIZE},{SIZE}"))
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-}
 
 /// Milliseconds per op name over `RUNS` runs (mean per run), most expensive first.
 fn profile(plan: &Arc<TypedSimplePlan>, inputs: &[Tensor]) -> Vec<(String, usize, f64)> {
@@ -165,12 +124,15 @@ fn main() {
     println!();
     println!("| runtime | 1 thread | 2 threads | ratio to onnxruntime, 1T | 2T |");
     println!("|---|---|---|---|---|");
-    let ort: Vec<Option<f64>> = [1, 2].iter().map(|&t| ort_ms(&model, t, &raw)).collect();
+    let ort: Vec<Option<f64>> = [1, 2]
+        .iter()
+        .map(|&t| ort_ms(&model, t, &raw, &shape))
+        .collect();
     for (name, plan) in &plans {
         let mut ms = Vec::new();
         for threads in [1, 2] {
             set_threads(threads);
-            ms.push(median_ms(|| {
+            ms.push(median_ms(RUNS, || {
                 run_plan(plan, &[(&shape, &input)]).unwrap();
             }));
         }
@@ -245,12 +207,12 @@ fn demo_models(tiles: usize) {
     };
     let (theirs, ours) = (plan(Kernels::Tract), plan(Kernels::Project));
     let time = |p: &Arc<TypedSimplePlan>| {
-        median_ms(|| {
+        median_ms(RUNS, || {
             run_plan(p, &[(&shape, &input)]).unwrap();
         })
     };
     let (a, b) = (time(&theirs), time(&ours));
-    let ort = ort_ms_shape(&demo.join("extractor.onnx"), 1, &raw, &shape);
+    let ort = ort_ms(&demo.join("extractor.onnx"), 1, &raw, &shape);
     let _ = std::fs::remove_file(&raw);
     println!(
         "| extractor (int8) | {a:.2} | {b:.2} | {} | {} |",
@@ -274,7 +236,7 @@ fn demo_models(tiles: usize) {
                 .unwrap()
         })
         .collect();
-    let head_ms = median_ms(|| {
+    let head_ms = median_ms(RUNS, || {
         head.run(features.iter().map(|t| t.clone().into()).collect())
             .unwrap();
     }) / tiles as f64;
@@ -291,20 +253,6 @@ fn demo_models(tiles: usize) {
         &features,
         tiles,
     );
-}
-
-fn ort_ms_shape(model: &Path, threads: usize, raw: &Path, shape: &[usize]) -> Option<f64> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let out = Command::new("python3")
-        .arg(root().join("benches/ort_bench.py"))
-        .arg(model)
-        .arg(threads.to_string())
-        .arg(RUNS.to_string())
-        .arg(raw)
-        .arg(dims.join(","))
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
 /// Frames per second of tiling + extractor + head + scoring, as `inspectd` runs them, on
@@ -353,7 +301,7 @@ fn pipeline() {
                 scorer.score(&levels);
             }
         };
-        let ms = median_ms_of(10, &mut frame);
+        let ms = median_ms(10, &mut frame);
         let before = ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed);
         frame();
         let allocations = ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed) - before;
@@ -364,17 +312,4 @@ fn pipeline() {
             allocations
         );
     }
-}
-
-fn median_ms_of(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1000.0
-        })
-        .collect();
-    times.sort_by(|a, b| a.total_cmp(b));
-    times[runs / 2]
 }
