@@ -352,7 +352,8 @@ pub fn optimized_plan(onnx: &[u8]) -> Result<Arc<TypedSimplePlan>, EngineError> 
 /// Whose kernels run the ops the project has its own for (depthwise convolutions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernels {
-    /// The project's ([`crate::kernels`]): NEON / AVX2 / AVX-512 with bias and ReLU6 fused.
+    /// The project's ([`crate::kernels`]): depthwise convolutions in NEON / AVX2 / AVX-512 with
+    /// bias and ReLU6 fused, and the int8 convolutions' zero-point sums.
     Project,
     /// tract's own, for comparison.
     Tract,
@@ -361,10 +362,14 @@ pub enum Kernels {
 /// Declutters `model`, swaps in the project's kernels if asked, and optimizes it.
 pub fn optimize(model: TypedModel, kernels: Kernels) -> TractResult<TypedModel> {
     let mut model = model.into_decluttered()?;
-    if kernels == Kernels::Project {
-        crate::kernels::use_project_kernels(&mut model)?;
+    if kernels == Kernels::Tract {
+        return model.into_optimized();
     }
-    model.into_optimized()
+    crate::kernels::use_project_kernels(&mut model)?;
+    let mut model = model.into_optimized()?;
+    // The int8 convolutions' zero-point sums only exist once tract has lowered them.
+    crate::kernels::use_project_sums(&mut model)?;
+    Ok(model)
 }
 
 /// [`optimized_plan`] with the choice of kernels.

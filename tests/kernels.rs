@@ -1,12 +1,15 @@
-//! The project's depthwise kernels inside tract plans give tract's own results: one-layer ONNX
+//! The project's kernels inside tract plans give tract's own results. Depthwise: one-layer ONNX
 //! models (3x3 and 5x5, stride 1 and 2, symmetric and SAME padding, channel counts that are not
 //! multiples of any vector width, maps down to 1x1, with and without a fused ReLU6), each run
 //! through a plan with tract's kernels and one with the project's. The real extractor is
-//! compared in tests/extractor_lite0.rs. Runs under qemu for cortex-a72 / a76 too (cross/test.sh).
+//! compared in tests/extractor_lite0.rs. Integer sums: the demo's int8 extractor. Runs under
+//! qemu for cortex-a72 / a76 too (cross/test.sh).
 
-use edge_inspector::engine::{optimized_plan_with, run_plan, Kernels};
+use edge_inspector::engine::{optimize, optimized_plan_with, run_plan, Kernels};
 use edge_inspector::kernels::depthwise::Isa;
+use edge_inspector::kernels::use_project_sums;
 use edge_inspector::onnx::{ModelBuilder, Padding};
+use tract_onnx::prelude::*;
 
 fn noise(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed
@@ -129,4 +132,45 @@ fn project_depthwise_matches_tracts_own_op() {
     }
     assert_eq!(checked, 80);
     eprintln!("80 cases agree; kernels used here: {:?}", Isa::detect());
+}
+
+/// The bundled demo extractor (int8 `QLinearConv` layers): tract's integer zero-point sums
+/// replaced by the project's `ProjectIntSum` in tract's own optimized plan give bit-identical
+/// taps (the depthwise layers are compared above, on their own).
+#[test]
+fn project_int_sums_give_tracts_int8_extractor_exactly() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let onnx = std::fs::read(root.join("demo/bundle/extractor.onnx")).expect("demo extractor");
+    let typed = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(onnx))
+        .and_then(|m| m.into_typed())
+        .unwrap();
+    let tracts = optimize(typed, Kernels::Tract).unwrap();
+    let mut ours = tracts.clone();
+    let replaced = use_project_sums(&mut ours).unwrap();
+    let ops = |model: &TypedModel, name: &str| {
+        model
+            .nodes()
+            .iter()
+            .filter(|n| n.op().name() == name)
+            .count()
+    };
+    let sums = ops(&tracts, "Reduce<Sum>");
+    assert!(sums >= 10, "tract's plan has {sums} integer sums");
+    assert_eq!(replaced, sums);
+    assert_eq!(ops(&ours, "ProjectIntSum"), sums);
+    assert_eq!(ops(&ours, "Reduce<Sum>"), 0);
+    let shape: Vec<usize> = tracts
+        .input_fact(0)
+        .unwrap()
+        .shape
+        .as_concrete()
+        .unwrap()
+        .to_vec();
+    let x = noise(shape.iter().product(), 11);
+    let a = run_plan(&tracts.into_runnable().unwrap(), &[(&shape, &x)]).unwrap();
+    let b = run_plan(&ours.into_runnable().unwrap(), &[(&shape, &x)]).unwrap();
+    assert_eq!(a.len(), 2);
+    assert!(a.iter().all(|tap| tap.iter().any(|v| *v != 0.0)));
+    assert_eq!(a, b);
 }
