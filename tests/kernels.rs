@@ -8,7 +8,7 @@
 use edge_inspector::engine::{optimize, optimized_plan_with, run_plan, Kernels};
 use edge_inspector::kernels::depthwise::Isa;
 use edge_inspector::kernels::use_project_sums;
-use edge_inspector::onnx::{ModelBuilder, Padding};
+use edge_inspector::onnx::{Attr, ModelBuilder, Padding};
 use tract_onnx::prelude::*;
 
 fn noise(n: usize, seed: u64) -> Vec<f32> {
@@ -32,12 +32,26 @@ struct Case {
     channels: usize,
     map: (usize, usize),
     relu6: bool,
+    /// Input and output NHWC, around the NCHW conv: tract folds the transposes into a
+    /// channels-last conv (as it lays the extractor out on aarch64).
+    channels_last: bool,
 }
 
 fn model(case: &Case, seed: u64) -> Vec<u8> {
     let mut b = ModelBuilder::new("depthwise");
     let (h, w) = case.map;
-    let x = b.input("x", &[1.into(), case.channels.into(), h.into(), w.into()]);
+    let mut x = if case.channels_last {
+        b.input("x", &[1.into(), h.into(), w.into(), case.channels.into()])
+    } else {
+        b.input("x", &[1.into(), case.channels.into(), h.into(), w.into()])
+    };
+    if case.channels_last {
+        x = b.node(
+            "Transpose",
+            &[&x],
+            vec![("perm", Attr::Ints(vec![0, 3, 1, 2]))],
+        );
+    }
     let k = case.kernel;
     let weights = noise(case.channels * k * k, seed);
     let bias = noise(case.channels, seed + 1);
@@ -53,24 +67,36 @@ fn model(case: &Case, seed: u64) -> Vec<u8> {
     if case.relu6 {
         y = b.clip(&y, 0.0, 6.0);
     }
+    if case.channels_last {
+        y = b.node(
+            "Transpose",
+            &[&y],
+            vec![("perm", Attr::Ints(vec![0, 2, 3, 1]))],
+        );
+    }
     // Output shape left to the model: the padding decides it.
     b.output_unshaped(&y);
     b.to_bytes().unwrap()
 }
 
-/// Runs `case` both ways; returns (tract's output, the project's, the project plan's op names).
+/// Runs `case` both ways; returns (tract's output, the project's, the project plan's ops with
+/// their details).
 fn run_both(case: &Case, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<String>) {
     let onnx = model(case, seed);
     let (h, w) = case.map;
     let input = noise(case.channels * h * w, seed + 2);
-    let shape = [1, case.channels, h, w];
+    let shape = if case.channels_last {
+        [1, h, w, case.channels]
+    } else {
+        [1, case.channels, h, w]
+    };
     let tract = optimized_plan_with(&onnx, Kernels::Tract).unwrap();
     let ours = optimized_plan_with(&onnx, Kernels::Project).unwrap();
     let ops = ours
         .model()
         .nodes()
         .iter()
-        .map(|n| n.op().name().to_string())
+        .map(|n| format!("{} {}", n.op().name(), n.op().info().unwrap().join(" ")))
         .collect();
     let a = run_plan(&tract, &[(&shape, &input)]).unwrap().remove(0);
     let b = run_plan(&ours, &[(&shape, &input)]).unwrap().remove(0);
@@ -90,8 +116,11 @@ fn project_depthwise_matches_tracts_own_op() {
                     (13, (7, 7)),
                     (16, (17, 12)),
                     (3, (32, 33)),
+                    (40, (9, 9)),
                 ] {
-                    for relu6 in [false, true] {
+                    for (relu6, channels_last) in
+                        [(false, false), (true, false), (false, true), (true, true)]
+                    {
                         let case = Case {
                             kernel,
                             stride,
@@ -99,12 +128,21 @@ fn project_depthwise_matches_tracts_own_op() {
                             channels,
                             map,
                             relu6,
+                            channels_last,
                         };
                         seed += 1;
                         let (want, got, ops) = run_both(&case, seed);
+                        let layout = if channels_last {
+                            "ChannelsLast"
+                        } else {
+                            "Planes"
+                        };
                         assert!(
-                            ops.iter().any(|o| o == "ProjectDepthwiseConv"),
-                            "k{kernel} s{stride} {padding:?} {map:?}: not replaced: {ops:?}"
+                            ops.iter().any(
+                                |o| o.starts_with("ProjectDepthwiseConv") && o.contains(layout)
+                            ),
+                            "k{kernel} s{stride} {padding:?} {map:?} {layout}: not replaced: \
+                             {ops:?}"
                         );
                         if relu6 {
                             // The clip is fused into the kernel: no op of its own is left.
@@ -121,7 +159,8 @@ fn project_depthwise_matches_tracts_own_op() {
                         for (i, (a, b)) in want.iter().zip(&got).enumerate() {
                             assert!(
                                 (a - b).abs() <= 1e-5 * scale,
-                                "k{kernel} s{stride} {padding:?} c{channels} {map:?} relu6 {relu6} at {i}: tract {a}, project {b}"
+                                "k{kernel} s{stride} {padding:?} c{channels} {map:?} relu6 {relu6} \
+                                 channels-last {channels_last} at {i}: tract {a}, project {b}"
                             );
                         }
                         checked += 1;
@@ -130,8 +169,8 @@ fn project_depthwise_matches_tracts_own_op() {
             }
         }
     }
-    assert_eq!(checked, 80);
-    eprintln!("80 cases agree; kernels used here: {:?}", Isa::detect());
+    assert_eq!(checked, 192);
+    eprintln!("192 cases agree; kernels used here: {:?}", Isa::detect());
 }
 
 /// The bundled demo extractor (int8 `QLinearConv` layers): tract's integer zero-point sums

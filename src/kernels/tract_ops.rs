@@ -1,24 +1,37 @@
 //! The project's kernels as tract ops, and the model patch that puts them in place of tract's.
 //!
 //! [`use_project_kernels`] runs on a typed model before `into_optimized`: every float depthwise
-//! `Conv` (NCHW, one group per channel, no dilation, kernel up to 7x7) becomes a
-//! [`DepthwiseConv`] running [`super::depthwise::plane`], and a `Clip`/ReLU6 right after it is
-//! fused into it. tract's optimizer leaves these ops alone and optimizes everything else as usual.
+//! `Conv` (one group per channel, no dilation, kernel up to 7x7) becomes a [`DepthwiseConv`]
+//! running [`super::depthwise::plane`] on channel planes (NCHW / CHW) or
+//! [`super::channels_last::image`] on channels-last tensors (NHWC / HWC, as tract lays the
+//! extractor out on aarch64), and a `Clip`/ReLU6 right after it is fused into it. tract's optimizer leaves these ops alone and optimizes everything else as usual.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+use super::channels_last;
 use super::depthwise::{plane, Geometry, Isa, Padded, MAX_KERNEL};
 
-/// A float depthwise convolution over NCHW input, bias and clamp fused.
+/// How the op's input and output lie in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Layout {
+    /// Channel planes (NCHW / CHW), taps `C x kh x kw` (OIHW): [`plane`] per channel.
+    Planes,
+    /// Channels-last (NHWC / HWC), taps OIHW or, with `taps_hwio`, `kh x kw x 1 x C`:
+    /// [`channels_last::image`] per image.
+    ChannelsLast { taps_hwio: bool },
+}
+
+/// A float depthwise convolution, bias and clamp fused.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DepthwiseConv {
     geometry: Geometry,
     batch: usize,
     channels: usize,
-    /// NCHW, or CHW when tract removed the batch axis.
+    layout: Layout,
+    /// Whether the tensors carry a batch axis (tract removes a batch of 1 while decluttering).
     with_batch_axis: bool,
     /// Clamp bounds as bits (ops must be `Eq`); infinite when nothing is fused.
     clamp: (u32, u32),
@@ -36,12 +49,17 @@ impl DepthwiseConv {
             .dilations
             .as_ref()
             .is_none_or(|d| d.iter().all(|&d| d == 1));
+        let channels_last = matches!(spec.data_format, DataFormat::NHWC | DataFormat::HWC);
+        let layout = match (channels_last, conv.kernel_fmt) {
+            (false, KernelFormat::OIHW) => Layout::Planes,
+            (true, KernelFormat::OIHW) => Layout::ChannelsLast { taps_hwio: false },
+            (true, KernelFormat::HWIO) => Layout::ChannelsLast { taps_hwio: true },
+            _ => return None,
+        };
         if !depthwise
             || !undilated
             || conv.q_params.is_some()
             || input.datum_type != f32::datum_type()
-            || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-            || conv.kernel_fmt != KernelFormat::OIHW
             || spec.kernel_shape.len() != 2
             || spec.kernel_shape.iter().any(|&k| k > MAX_KERNEL)
         {
@@ -49,26 +67,32 @@ impl DepthwiseConv {
         }
         // tract drops a batch axis of 1 while decluttering: CHW is then NCHW with N = 1.
         let (batch, shape) = match (spec.data_format, shape.len()) {
-            (DataFormat::NCHW, 4) => (shape[0], &shape[1..]),
-            (DataFormat::CHW, 3) => (1, shape),
+            (DataFormat::NCHW | DataFormat::NHWC, 4) => (shape[0], &shape[1..]),
+            (DataFormat::CHW | DataFormat::HWC, 3) => (1, shape),
             _ => return None,
+        };
+        let (channels, hw) = if channels_last {
+            (shape[2], &shape[..2])
+        } else {
+            (shape[0], &shape[1..])
         };
         let strides = spec.strides.clone().unwrap_or_else(|| tvec!(1, 1));
         let dims = spec
             .padding
-            .compute(&shape[1..], &spec.kernel_shape, &[1, 1], &strides);
+            .compute(hw, &spec.kernel_shape, &[1, 1], &strides);
         let geometry = Geometry {
             kernel: (spec.kernel_shape[0], spec.kernel_shape[1]),
             stride: (strides[0], strides[1]),
             pad: (dims[0].pad_before, dims[1].pad_before),
-            input: (shape[1], shape[2]),
+            input: (hw[0], hw[1]),
             output: (dims[0].convoluted, dims[1].convoluted),
         };
         Some(DepthwiseConv {
             geometry,
             batch,
-            channels: shape[0],
-            with_batch_axis: spec.data_format == DataFormat::NCHW,
+            channels,
+            layout,
+            with_batch_axis: matches!(spec.data_format, DataFormat::NCHW | DataFormat::NHWC),
             clamp: (f32::NEG_INFINITY.to_bits(), f32::INFINITY.to_bits()),
             isa,
         })
@@ -76,11 +100,15 @@ impl DepthwiseConv {
 
     fn output_shape(&self) -> TVec<usize> {
         let (h, w) = self.geometry.output;
+        let c = self.channels;
+        let mut shape = match self.layout {
+            Layout::Planes => tvec!(c, h, w),
+            Layout::ChannelsLast { .. } => tvec!(h, w, c),
+        };
         if self.with_batch_axis {
-            tvec!(self.batch, self.channels, h, w)
-        } else {
-            tvec!(self.channels, h, w)
+            shape.insert(0, self.batch);
         }
+        shape
     }
 
     fn clamp(&self) -> (f32, f32) {
@@ -96,7 +124,7 @@ impl Op for DepthwiseConv {
     fn info(&self) -> TractResult<Vec<String>> {
         let g = &self.geometry;
         Ok(vec![format!(
-            "{}x{} stride {:?} pad {:?} {:?} -> {:?} clamp {:?} {:?}",
+            "{}x{} stride {:?} pad {:?} {:?} -> {:?} clamp {:?} {:?} {:?}",
             g.kernel.0,
             g.kernel.1,
             g.stride,
@@ -104,7 +132,8 @@ impl Op for DepthwiseConv {
             g.input,
             g.output,
             self.clamp(),
-            self.isa
+            self.isa,
+            self.layout
         )])
     }
 
@@ -128,6 +157,36 @@ impl EvalOp for DepthwiseConv {
         let mut output = Tensor::zero::<f32>(&self.output_shape())?;
         let mut view = output.try_as_plain_ram_mut()?;
         let out = view.as_slice_mut::<f32>()?;
+        if let Layout::ChannelsLast { taps_hwio } = self.layout {
+            let c = self.channels;
+            // Taps `kh x kw x C` and one bias per channel, as the kernel reads them.
+            let taps: Vec<f32> = if taps_hwio {
+                kernel.to_vec()
+            } else {
+                (0..taps_per_channel * c)
+                    .map(|i| kernel[(i % c) * taps_per_channel + i / c])
+                    .collect()
+            };
+            let bias: Vec<f32> = (0..c)
+                .map(|ch| bias[if bias.len() == 1 { 0 } else { ch }])
+                .collect();
+            for (image_in, image_out) in input
+                .chunks_exact(plane_in * c)
+                .zip(out.chunks_exact_mut(plane_out * c))
+            {
+                channels_last::image(
+                    self.isa,
+                    g,
+                    c,
+                    image_in,
+                    &taps,
+                    &bias,
+                    self.clamp(),
+                    image_out,
+                );
+            }
+            return Ok(tvec!(output.into_tvalue()));
+        }
         let mut scratch = Padded::default();
         for (i, out_plane) in out.chunks_exact_mut(plane_out).enumerate() {
             let c = i % self.channels;

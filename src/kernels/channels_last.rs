@@ -1,0 +1,377 @@
+//! Depthwise convolution of a channels-last image (`H x W x C`), bias and clamp fused.
+//!
+//! On aarch64 tract lays EfficientNet out channels-last after its first block, so the per-plane
+//! kernels of [`super::depthwise`] do not apply there. Here the vectors run across channels: for
+//! each output pixel, a block of channels accumulates every tap that falls inside the image
+//! (borders just skip taps, no padded copy), with the taps repacked `kh x kw x C` so that a
+//! block's weights are contiguous too. The deep layers (8x8 to 32x32 maps, 240 to 1152
+//! channels) keep whole vectors busy this way. NEON on aarch64, AVX2+FMA on x86-64 (AVX-512
+//! CPUs run it too), a portable loop elsewhere.
+
+use super::depthwise::{Geometry, Isa};
+
+/// What every pixel loop needs.
+struct Image<'a> {
+    g: &'a Geometry,
+    channels: usize,
+    input: &'a [f32],
+    /// `kh x kw x C`: the weights of tap `t` for every channel at `t * C`.
+    taps: &'a [f32],
+    /// `C` biases.
+    bias: &'a [f32],
+    clamp: (f32, f32),
+}
+
+impl Image<'_> {
+    /// The taps of output `(oy, ox)` that fall inside the input: kernel rows and columns, and
+    /// the input coordinates of tap `(0, 0)` (which may be outside).
+    fn window(
+        &self,
+        oy: usize,
+        ox: usize,
+    ) -> (std::ops::Range<usize>, std::ops::Range<usize>, isize, isize) {
+        let g = self.g;
+        let (top, left) = (oy * g.stride.0, ox * g.stride.1);
+        let ky =
+            g.pad.0.saturating_sub(top)..g.kernel.0.min((g.input.0 + g.pad.0).saturating_sub(top));
+        let kx = g.pad.1.saturating_sub(left)
+            ..g.kernel.1.min((g.input.1 + g.pad.1).saturating_sub(left));
+        (
+            ky,
+            kx,
+            top as isize - g.pad.0 as isize,
+            left as isize - g.pad.1 as isize,
+        )
+    }
+
+    /// Offsets (in floats) of the input pixel and tap weights of tap `(ky, kx)` for output
+    /// `(oy, ox)` whose window starts at `(y0, x0)`: only for taps [`Image::window`] returned.
+    fn offsets(&self, y0: isize, x0: isize, ky: usize, kx: usize) -> (usize, usize) {
+        let iy = (y0 + ky as isize) as usize;
+        let ix = (x0 + kx as isize) as usize;
+        (
+            (iy * self.g.input.1 + ix) * self.channels,
+            (ky * self.g.kernel.1 + kx) * self.channels,
+        )
+    }
+}
+
+/// Computes one channels-last output image: `out[y][x][c] = clamp(bias[c] + sum over taps of
+/// input[..][..][c] * taps[ky][kx][c])`, zero padding implied by `g.pad`.
+///
+/// # Panics
+/// If a slice is shorter than the geometry and channel count say (bugs in the caller).
+#[allow(clippy::too_many_arguments)]
+pub fn image(
+    isa: Isa,
+    g: &Geometry,
+    channels: usize,
+    input: &[f32],
+    taps: &[f32],
+    bias: &[f32],
+    clamp: (f32, f32),
+    out: &mut [f32],
+) {
+    let (in_h, in_w) = g.input;
+    let (out_h, out_w) = g.output;
+    let c = channels;
+    assert!(
+        input.len() >= in_h * in_w * c,
+        "input shorter than H x W x C"
+    );
+    assert!(
+        taps.len() >= g.kernel.0 * g.kernel.1 * c,
+        "taps shorter than kh x kw x C"
+    );
+    assert!(bias.len() >= c, "fewer biases than channels");
+    assert!(
+        out.len() >= out_h * out_w * c,
+        "output shorter than OH x OW x C"
+    );
+    let img = Image {
+        g,
+        channels: c,
+        input: &input[..in_h * in_w * c],
+        taps: &taps[..g.kernel.0 * g.kernel.1 * c],
+        bias: &bias[..c],
+        clamp,
+    };
+    // SAFETY: the vector loops only read `Image`'s slices at offsets `window` keeps inside them
+    // and write one pixel's `C` outputs; they are only called where the CPU has the feature.
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 => unsafe { x86::avx2_image(&img, out) },
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { arm::neon_image(&img, out) },
+        _ => portable_image(&img, out),
+    }
+}
+
+fn portable_image(img: &Image<'_>, out: &mut [f32]) {
+    const B: usize = 8;
+    let c = img.channels;
+    let (out_h, out_w) = img.g.output;
+    for oy in 0..out_h {
+        for ox in 0..out_w {
+            let (ky, kx, y0, x0) = img.window(oy, ox);
+            let px = &mut out[(oy * out_w + ox) * c..][..c];
+            // Blocks of 8 channels in a fixed-size array, which the compiler vectorises.
+            let mut c0 = 0;
+            while c0 < c {
+                let n = B.min(c - c0);
+                let mut acc = [0f32; B];
+                acc[..n].copy_from_slice(&img.bias[c0..c0 + n]);
+                for ky in ky.clone() {
+                    for kx in kx.clone() {
+                        let (i, t) = img.offsets(y0, x0, ky, kx);
+                        let x = &img.input[i + c0..i + c0 + n];
+                        let w = &img.taps[t + c0..t + c0 + n];
+                        for ((a, x), w) in acc.iter_mut().zip(x).zip(w) {
+                            *a += x * w;
+                        }
+                    }
+                }
+                for (o, a) in px[c0..c0 + n].iter_mut().zip(&acc) {
+                    *o = a.max(img.clamp.0).min(img.clamp.1);
+                }
+                c0 += n;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Image;
+    use std::arch::x86_64::*;
+
+    /// 32 channels per step in four independent FMA chains, then 8, then one at a time.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2_image(img: &Image<'_>, out: &mut [f32]) {
+        const L: usize = 8;
+        let c = img.channels;
+        let (out_h, out_w) = img.g.output;
+        let (lo, hi) = (_mm256_set1_ps(img.clamp.0), _mm256_set1_ps(img.clamp.1));
+        let (inp, taps, bias) = (img.input.as_ptr(), img.taps.as_ptr(), img.bias.as_ptr());
+        for oy in 0..out_h {
+            for ox in 0..out_w {
+                let (ky, kx, y0, x0) = img.window(oy, ox);
+                let px = out.as_mut_ptr().add((oy * out_w + ox) * c);
+                let mut c0 = 0;
+                while c0 + 4 * L <= c {
+                    let mut acc = [_mm256_setzero_ps(); 4];
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_loadu_ps(bias.add(c0 + j * L));
+                    }
+                    for ky in ky.clone() {
+                        for kx in kx.clone() {
+                            let (i, t) = img.offsets(y0, x0, ky, kx);
+                            for (j, a) in acc.iter_mut().enumerate() {
+                                let x = _mm256_loadu_ps(inp.add(i + c0 + j * L));
+                                let w = _mm256_loadu_ps(taps.add(t + c0 + j * L));
+                                *a = _mm256_fmadd_ps(x, w, *a);
+                            }
+                        }
+                    }
+                    for (j, a) in acc.iter().enumerate() {
+                        let v = _mm256_min_ps(_mm256_max_ps(*a, lo), hi);
+                        _mm256_storeu_ps(px.add(c0 + j * L), v);
+                    }
+                    c0 += 4 * L;
+                }
+                while c0 + L <= c {
+                    let mut a = _mm256_loadu_ps(bias.add(c0));
+                    for ky in ky.clone() {
+                        for kx in kx.clone() {
+                            let (i, t) = img.offsets(y0, x0, ky, kx);
+                            let x = _mm256_loadu_ps(inp.add(i + c0));
+                            a = _mm256_fmadd_ps(x, _mm256_loadu_ps(taps.add(t + c0)), a);
+                        }
+                    }
+                    _mm256_storeu_ps(px.add(c0), _mm256_min_ps(_mm256_max_ps(a, lo), hi));
+                    c0 += L;
+                }
+                for ch in c0..c {
+                    let mut a = *bias.add(ch);
+                    for ky in ky.clone() {
+                        for kx in kx.clone() {
+                            let (i, t) = img.offsets(y0, x0, ky, kx);
+                            a += *inp.add(i + ch) * *taps.add(t + ch);
+                        }
+                    }
+                    *px.add(ch) = a.max(img.clamp.0).min(img.clamp.1);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use super::Image;
+    use std::arch::aarch64::*;
+
+    /// 16 channels per step in four independent FMA chains, then 4, then one at a time.
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn neon_image(img: &Image<'_>, out: &mut [f32]) {
+        const L: usize = 4;
+        let c = img.channels;
+        let (out_h, out_w) = img.g.output;
+        let (lo, hi) = (vdupq_n_f32(img.clamp.0), vdupq_n_f32(img.clamp.1));
+        let (inp, taps, bias) = (img.input.as_ptr(), img.taps.as_ptr(), img.bias.as_ptr());
+        for oy in 0..out_h {
+            for ox in 0..out_w {
+                let (ky, kx, y0, x0) = img.window(oy, ox);
+                let px = out.as_mut_ptr().add((oy * out_w + ox) * c);
+                let mut c0 = 0;
+                while c0 + 4 * L <= c {
+                    let mut acc = [vdupq_n_f32(0.0); 4];
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        *a = vld1q_f32(bias.add(c0 + j * L));
+                    }
+                    for ky in ky.clone() {
+                        for kx in kx.clone() {
+                            let (i, t) = img.offsets(y0, x0, ky, kx);
+                            for (j, a) in acc.iter_mut().enumerate() {
+                                let x = vld1q_f32(inp.add(i + c0 + j * L));
+                                let w = vld1q_f32(taps.add(t + c0 + j * L));
+                                *a = vfmaq_f32(*a, x, w);
+                            }
+                        }
+                    }
+                    for (j, a) in acc.iter().enumerate() {
+                        vst1q_f32(px.add(c0 + j * L), vminq_f32(vmaxq_f32(*a, lo), hi));
+                    }
+                    c0 += 4 * L;
+                }
+                while c0 + L <= c {
+                    let mut a = vld1q_f32(bias.add(c0));
+                    for ky in ky.clone() {
+                        for kx in kx.clone() {
+                            let (i, t) = img.offsets(y0, x0, ky, kx);
+                            a = vfmaq_f32(
+                                a,
+                                vld1q_f32(inp.add(i + c0)),
+                                vld1q_f32(taps.add(t + c0)),
+                            );
+                        }
+                    }
+                    vst1q_f32(px.add(c0), vminq_f32(vmaxq_f32(a, lo), hi));
+                    c0 += L;
+                }
+                for ch in c0..c {
+                    let mut a = *bias.add(ch);
+                    for ky in ky.clone() {
+                        for kx in kx.clone() {
+                            let (i, t) = img.offsets(y0, x0, ky, kx);
+                            a += *inp.add(i + ch) * *taps.add(t + ch);
+                        }
+                    }
+                    *px.add(ch) = a.max(img.clamp.0).min(img.clamp.1);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::depthwise::{plane, Padded};
+
+    fn noise(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Each channel through the portable per-plane kernel (itself checked against the
+    /// definition in `depthwise`), transposed to channels-last.
+    fn by_planes(
+        g: &Geometry,
+        c: usize,
+        hwc: &[f32],
+        taps: &[f32],
+        bias: &[f32],
+        clamp: (f32, f32),
+    ) -> Vec<f32> {
+        let (in_n, out_n) = (g.input.0 * g.input.1, g.output.0 * g.output.1);
+        let kk = g.kernel.0 * g.kernel.1;
+        let mut out = vec![0.0; out_n * c];
+        let mut scratch = Padded::default();
+        for ch in 0..c {
+            let input: Vec<f32> = (0..in_n).map(|p| hwc[p * c + ch]).collect();
+            let plane_taps: Vec<f32> = (0..kk).map(|t| taps[t * c + ch]).collect();
+            let mut o = vec![0.0; out_n];
+            plane(
+                Isa::Portable,
+                g,
+                &input,
+                &plane_taps,
+                bias[ch],
+                clamp,
+                &mut o,
+                &mut scratch,
+            );
+            for (p, v) in o.into_iter().enumerate() {
+                out[p * c + ch] = v;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_isa_matches_the_plane_kernel_on_odd_shapes() {
+        let mut cases = 0;
+        for k in [1, 3, 5] {
+            for s in [1, 2] {
+                for (in_h, in_w) in [(1, 1), (2, 3), (5, 5), (8, 8), (7, 13)] {
+                    for pad in [0, k / 2] {
+                        if in_h + 2 * pad < k || in_w + 2 * pad < k {
+                            continue;
+                        }
+                        // Channel counts around every block size: 4, 8, 16 and 32 lanes.
+                        for c in [1, 3, 4, 7, 16, 19, 33, 40] {
+                            let out = ((in_h + 2 * pad - k) / s + 1, (in_w + 2 * pad - k) / s + 1);
+                            let g = Geometry {
+                                kernel: (k, k),
+                                stride: (s, s),
+                                pad: (pad, pad),
+                                input: (in_h, in_w),
+                                output: out,
+                            };
+                            let seed = cases as u32;
+                            let input = noise(in_h * in_w * c, seed);
+                            let taps = noise(k * k * c, seed + 7);
+                            let bias = noise(c, seed + 9);
+                            let clamp = if cases % 2 == 0 {
+                                (f32::NEG_INFINITY, f32::INFINITY)
+                            } else {
+                                (0.0, 0.5)
+                            };
+                            let want = by_planes(&g, c, &input, &taps, &bias, clamp);
+                            for isa in Isa::available() {
+                                let mut got = vec![f32::NAN; want.len()];
+                                image(isa, &g, c, &input, &taps, &bias, clamp, &mut got);
+                                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                                    assert!(
+                                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                                        "{isa:?} {g:?} c {c} at {i}: {a} vs {b}"
+                                    );
+                                }
+                            }
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(cases > 200, "{cases} cases");
+    }
+}
