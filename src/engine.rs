@@ -353,7 +353,8 @@ pub fn optimized_plan(onnx: &[u8]) -> Result<Arc<TypedSimplePlan>, EngineError> 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernels {
     /// The project's ([`crate::kernels`]): depthwise convolutions in NEON / AVX2 / AVX-512 with
-    /// bias and ReLU6 fused, and the int8 convolutions' zero-point sums.
+    /// bias and ReLU6 fused; the int8 convolutions' activation sums and requantization, and
+    /// their weight zero-point corrections skipped when those are zero.
     Project,
     /// tract's own, for comparison.
     Tract,
@@ -367,8 +368,10 @@ pub fn optimize(model: TypedModel, kernels: Kernels) -> TractResult<TypedModel> 
     }
     crate::kernels::use_project_kernels(&mut model)?;
     let mut model = model.into_optimized()?;
-    // The int8 convolutions' zero-point sums only exist once tract has lowered them.
+    // The int8 convolutions' scaffolding only exists once tract has lowered them.
     crate::kernels::use_project_sums(&mut model)?;
+    crate::kernels::skip_zero_corrections(&mut model)?;
+    crate::kernels::use_project_requantize(&mut model)?;
     Ok(model)
 }
 

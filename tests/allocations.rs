@@ -153,11 +153,11 @@ fn extractor_allocations_are_steady_and_bounded() {
         per_frame[1..].windows(2).all(|w| w[0] == w[1]),
         "allocations per frame drift: {per_frame:?}"
     );
-    // Bounded: tract's own generic integer sum (replaced by the project's) made about 56 000
-    // allocations per tile on this model; with it replaced about 5 300 remain, mostly tract's
-    // op outputs and packing.
+    // Bounded: tract's own plan makes about 61 000 allocations per tile on this model, 56 000
+    // of them in its generic integer sum (replaced by the project's); with the int8 tails fused
+    // too about 3 600 remain, mostly tract's op outputs and packing.
     let per_tile = per_frame[3] / tiles as u64;
-    let bound = 8_000;
+    let bound = 5_000;
     assert!(
         per_tile <= bound,
         "{per_tile} allocations per tile (bound {bound})"

@@ -209,7 +209,10 @@ fn project_kernels_give_tracts_taps_on_the_real_extractor() {
         .filter(|n| n.op().name() == "ProjectDepthwiseConv")
         .map(|n| n.op().info().unwrap().join(" "))
         .collect();
-    let channels_last = layouts.iter().filter(|i| i.contains("ChannelsLast")).count();
+    let channels_last = layouts
+        .iter()
+        .filter(|i| i.contains("ChannelsLast"))
+        .count();
     eprintln!(
         "{} depthwise layers replaced, {channels_last} of them channels-last",
         layouts.len()

@@ -7,7 +7,7 @@
 
 use edge_inspector::engine::{optimize, optimized_plan_with, run_plan, Kernels};
 use edge_inspector::kernels::depthwise::Isa;
-use edge_inspector::kernels::use_project_sums;
+use edge_inspector::kernels::{skip_zero_corrections, use_project_requantize, use_project_sums};
 use edge_inspector::onnx::{Attr, ModelBuilder, Padding};
 use tract_onnx::prelude::*;
 
@@ -173,11 +173,12 @@ fn project_depthwise_matches_tracts_own_op() {
     eprintln!("192 cases agree; kernels used here: {:?}", Isa::detect());
 }
 
-/// The bundled demo extractor (int8 `QLinearConv` layers): tract's integer zero-point sums
-/// replaced by the project's `ProjectIntSum` in tract's own optimized plan give bit-identical
+/// The bundled demo extractor (int8 `QLinearConv` layers) in tract's own optimized plan, with
+/// tract's int8 scaffolding taken over by the project step by step (activation sums, zero
+/// weight-zero-point corrections skipped, requantization fused): every step gives bit-identical
 /// taps (the depthwise layers are compared above, on their own).
 #[test]
-fn project_int_sums_give_tracts_int8_extractor_exactly() {
+fn project_int8_steps_give_tracts_int8_extractor_exactly() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let onnx = std::fs::read(root.join("demo/bundle/extractor.onnx")).expect("demo extractor");
     let typed = tract_onnx::onnx()
@@ -185,8 +186,6 @@ fn project_int_sums_give_tracts_int8_extractor_exactly() {
         .and_then(|m| m.into_typed())
         .unwrap();
     let tracts = optimize(typed, Kernels::Tract).unwrap();
-    let mut ours = tracts.clone();
-    let replaced = use_project_sums(&mut ours).unwrap();
     let ops = |model: &TypedModel, name: &str| {
         model
             .nodes()
@@ -194,11 +193,16 @@ fn project_int_sums_give_tracts_int8_extractor_exactly() {
             .filter(|n| n.op().name() == name)
             .count()
     };
-    let sums = ops(&tracts, "Reduce<Sum>");
-    assert!(sums >= 10, "tract's plan has {sums} integer sums");
-    assert_eq!(replaced, sums);
-    assert_eq!(ops(&ours, "ProjectIntSum"), sums);
-    assert_eq!(ops(&ours, "Reduce<Sum>"), 0);
+    // What the plan evaluates (nodes that feed an output), by op name.
+    let live = |model: TypedModel| {
+        let plan = model.into_runnable().unwrap();
+        let names: Vec<String> = plan
+            .order_without_consts()
+            .iter()
+            .map(|&n| plan.model().node(n).op().name().to_string())
+            .collect();
+        (plan, names)
+    };
     let shape: Vec<usize> = tracts
         .input_fact(0)
         .unwrap()
@@ -207,9 +211,48 @@ fn project_int_sums_give_tracts_int8_extractor_exactly() {
         .unwrap()
         .to_vec();
     let x = noise(shape.iter().product(), 11);
-    let a = run_plan(&tracts.into_runnable().unwrap(), &[(&shape, &x)]).unwrap();
-    let b = run_plan(&ours.into_runnable().unwrap(), &[(&shape, &x)]).unwrap();
-    assert_eq!(a.len(), 2);
-    assert!(a.iter().all(|tap| tap.iter().any(|v| *v != 0.0)));
-    assert_eq!(a, b);
+    let sums = ops(&tracts, "Reduce<Sum>");
+    let scales = ops(&tracts, "Scale");
+    assert!(sums >= 10, "tract's plan has {sums} integer sums");
+    let (plan, _) = live(tracts.clone());
+    let want = run_plan(&plan, &[(&shape, &x)]).unwrap();
+    assert_eq!(want.len(), 2);
+    assert!(want.iter().all(|tap| tap.iter().any(|v| *v != 0.0)));
+
+    let mut step = tracts.clone();
+    assert_eq!(use_project_sums(&mut step).unwrap(), sums);
+    assert_eq!(ops(&step, "ProjectIntSum"), sums);
+    assert_eq!(ops(&step, "Reduce<Sum>"), 0);
+    let (plan, _) = live(step.clone());
+    assert_eq!(
+        run_plan(&plan, &[(&shape, &x)]).unwrap(),
+        want,
+        "integer sums"
+    );
+
+    // The project's quantizer writes symmetric weights: every int8 convolution's correction is
+    // zero (one `Scale` per int8 convolution).
+    let skipped = skip_zero_corrections(&mut step).unwrap();
+    assert_eq!(skipped, scales);
+    let (plan, names) = live(step.clone());
+    assert!(
+        !names.iter().any(|n| n == "ProjectIntSum"),
+        "sums still run: {names:?}"
+    );
+    assert_eq!(
+        run_plan(&plan, &[(&shape, &x)]).unwrap(),
+        want,
+        "corrections skipped"
+    );
+
+    let fused = use_project_requantize(&mut step).unwrap();
+    assert_eq!(fused, scales);
+    let (plan, names) = live(step);
+    assert!(!names.iter().any(|n| n == "Scale"), "{names:?}");
+    assert_eq!(
+        run_plan(&plan, &[(&shape, &x)]).unwrap(),
+        want,
+        "requantization fused"
+    );
+    eprintln!("{sums} sums replaced, {skipped} zero corrections skipped, {fused} tails fused");
 }

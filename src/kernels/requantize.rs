@@ -1,0 +1,345 @@
+//! The tail of tract's int8 convolutions in one pass.
+//!
+//! tract lowers an int8 convolution (`QLinearConv`) into an i32 matrix product followed by
+//! element-wise passes over the whole i32 output, each allocating a tensor of it: subtract the
+//! weight zero point times the activation sums (`Sub`, `Mul`, with `Cast` + sum of the
+//! activations feeding them), rescale per output channel (`Scale`), add the output zero point
+//! (`Add`), clamp (`Min`, `Max`) and narrow to i8 (`Cast`). On the demo extractor these passes
+//! take more time than the products themselves. Here:
+//! - [`skip_zero_corrections`]: when the weight zero point is a constant 0 (symmetric int8
+//!   weights, what the project's quantizer writes), the correction term is 0: its `Sub` is
+//!   bypassed, so the cast, the sum and the product that fed it are never run.
+//! - [`Requantize`] does scale, zero point, clamp and narrowing in one pass, with tract's own
+//!   rounding (ties to even on `|x| * scale`, sign restored), bit-identical to the chain.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::{BinMiniOp, TypedBinOp};
+use tract_onnx::tract_core::ops::cast::Cast;
+use tract_onnx::tract_core::ops::math::{Add, Max, Min, Mul, Sub};
+use tract_onnx::tract_core::ops::quant::Scale;
+
+/// tract's `scale_by` for i32: `round_ties_to_even(|x| * scale) * sign(x)`, saturated to i32.
+#[inline]
+pub fn scale_by(x: i32, scale: f32) -> i32 {
+    let v = x as f32;
+    let m = v.abs() * scale;
+    // Adding and removing 2^23 rounds a non-negative float below 2^23 to an integer, ties to
+    // even (tract's `round_ties_to_even`); larger ones already are integers.
+    const TOINT: f32 = 8_388_608.0;
+    let r = if m >= TOINT { m } else { m + TOINT - TOINT };
+    (r * v.signum()) as i32
+}
+
+/// `out = clamp(scale_by(acc, scale[channel]) + zero_point, lo, hi)` as i8, over `acc` viewed
+/// as `outer x channels x inner` (the scale broadcast along the channel axis).
+pub fn requantize(
+    acc: &[i32],
+    (outer, channels, inner): (usize, usize, usize),
+    scales: &[f32],
+    zero_point: i32,
+    (lo, hi): (i32, i32),
+    out: &mut [i8],
+) {
+    assert_eq!(
+        acc.len(),
+        outer * channels * inner,
+        "input is not outer x C x inner"
+    );
+    assert_eq!(out.len(), acc.len(), "output size differs from input");
+    assert!(
+        scales.len() == channels || scales.len() == 1,
+        "one scale or one per channel"
+    );
+    assert!(
+        lo >= i8::MIN as i32 && hi <= i8::MAX as i32 && lo <= hi,
+        "bounds outside i8"
+    );
+    if inner == 0 {
+        return;
+    }
+    for (i, (src, dst)) in acc
+        .chunks_exact(inner)
+        .zip(out.chunks_exact_mut(inner))
+        .enumerate()
+    {
+        let scale = scales[if scales.len() == 1 { 0 } else { i % channels }];
+        for (d, &x) in dst.iter_mut().zip(src) {
+            *d = scale_by(x, scale).wrapping_add(zero_point).clamp(lo, hi) as i8;
+        }
+    }
+}
+
+/// Scale, zero point, clamp and narrowing of an i32 accumulator in one op.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Requantize {
+    /// `outer x channels x inner`: the input folded around the axis the scales vary along.
+    dims: (usize, usize, usize),
+    shape: TVec<usize>,
+    /// Scales as bits (ops must be `Eq`).
+    scales: Vec<u32>,
+    zero_point: i32,
+    bounds: (i32, i32),
+}
+
+impl Op for Requantize {
+    fn name(&self) -> StaticName {
+        "ProjectRequantize".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "outer x C x inner {:?}, {} scales, zero point {}, bounds {:?}",
+            self.dims,
+            self.scales.len(),
+            self.zero_point,
+            self.bounds
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Requantize {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let acc = input.try_as_plain_ram()?;
+        let acc = acc.as_slice::<i32>()?;
+        ensure!(
+            acc.len() == self.shape.iter().product::<usize>(),
+            "ProjectRequantize: input size"
+        );
+        let scales: TVec<f32> = self.scales.iter().map(|b| f32::from_bits(*b)).collect();
+        let mut output = Tensor::zero::<i8>(&self.shape)?;
+        let mut view = output.try_as_plain_ram_mut()?;
+        requantize(
+            acc,
+            self.dims,
+            &scales,
+            self.zero_point,
+            self.bounds,
+            view.as_slice_mut::<i8>()?,
+        );
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for Requantize {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1, "ProjectRequantize takes one input");
+        Ok(tvec!(i8::fact(self.shape.clone())))
+    }
+
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let n: usize = self.shape.iter().product();
+        Ok(tvec!((Cost::FMA(f32::datum_type()), n.into())))
+    }
+
+    as_op!();
+}
+
+/// The constant value of `outlet`, if it has one.
+fn konst(model: &TypedModel, outlet: OutletId) -> Option<Arc<Tensor>> {
+    model.outlet_fact(outlet).ok()?.konst.clone()
+}
+
+/// The one-element i32 constant among `node`'s inputs other than `from`.
+fn other_scalar_i32(model: &TypedModel, node: &TypedNode, from: usize) -> Option<i32> {
+    if node.inputs.len() != 2 || node.inputs.iter().filter(|i| i.node == from).count() != 1 {
+        return None;
+    }
+    let other = node.inputs.iter().find(|i| i.node != from)?;
+    let k = konst(model, *other)?;
+    if k.len() != 1 || k.datum_type() != i32::datum_type() {
+        return None;
+    }
+    k.cast_to_scalar::<i32>().ok()
+}
+
+fn bin_is<T: BinMiniOp>(node: &TypedNode) -> bool {
+    node.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<T>())
+}
+
+/// The `Requantize` for the chain that starts at `scale_node` (a `Scale` by a constant), and
+/// the node whose output it replaces, or `None` when the chain is not the one tract writes.
+fn match_chain(model: &TypedModel, scale_node: &TypedNode) -> Option<(Requantize, usize)> {
+    if !bin_is::<Scale>(scale_node) || scale_node.inputs.len() != 2 {
+        return None;
+    }
+    let scales = konst(model, scale_node.inputs[0])?;
+    let acc = model.outlet_fact(scale_node.inputs[1]).ok()?;
+    let shape: TVec<usize> = acc.shape.as_concrete()?.into();
+    if acc.datum_type != i32::datum_type()
+        || scales.datum_type() != f32::datum_type()
+        || scales.rank() > shape.len()
+    {
+        return None;
+    }
+    // The scales broadcast along at most one axis of the accumulator.
+    let offset = shape.len() - scales.rank();
+    let varying: Vec<usize> = (0..scales.rank())
+        .filter(|&a| scales.shape()[a] != 1)
+        .map(|a| a + offset)
+        .collect();
+    let dims = match varying.as_slice() {
+        [] => (1, 1, shape.iter().product()),
+        [axis] if scales.shape()[axis - offset] == shape[*axis] => (
+            shape[..*axis].iter().product(),
+            shape[*axis],
+            shape[axis + 1..].iter().product(),
+        ),
+        _ => return None,
+    };
+    let scales: Vec<u32> = scales
+        .try_as_plain_ram()
+        .ok()?
+        .as_slice::<f32>()
+        .ok()?
+        .iter()
+        .map(|s| s.to_bits())
+        .collect();
+    let add = model.single_succ(scale_node.id).ok()??;
+    if !bin_is::<Add>(add) {
+        return None;
+    }
+    let zero_point = other_scalar_i32(model, add, scale_node.id)?;
+    let (mut lo, mut hi) = (i32::MIN, i32::MAX);
+    let mut last = add;
+    for _ in 0..2 {
+        let next = model.single_succ(last.id).ok()??;
+        let bound = other_scalar_i32(model, next, last.id)?;
+        if bin_is::<Min>(next) {
+            hi = hi.min(bound);
+        } else if bin_is::<Max>(next) {
+            lo = lo.max(bound);
+        } else {
+            return None;
+        }
+        last = next;
+    }
+    let cast = model.single_succ(last.id).ok()??;
+    let to_i8 = cast
+        .op_as::<Cast>()
+        .is_some_and(|c| c.to == i8::datum_type());
+    if !to_i8 || lo < i8::MIN as i32 || hi > i8::MAX as i32 || lo > hi {
+        return None;
+    }
+    let op = Requantize {
+        dims,
+        shape,
+        scales,
+        zero_point,
+        bounds: (lo, hi),
+    };
+    Some((op, cast.id))
+}
+
+/// Fuses every `Scale -> Add -> Min/Max -> Max/Min -> Cast(i8)` chain of an optimized model
+/// into a [`Requantize`]. Returns how many were fused.
+pub fn use_project_requantize(model: &mut TypedModel) -> TractResult<usize> {
+    let mut fused = 0;
+    for id in model.eval_order()? {
+        let Some((op, last)) = match_chain(model, model.node(id)) else {
+            continue;
+        };
+        let node = model.node(id);
+        let mut patch = TypedModelPatch::default();
+        let acc = patch.tap_model(model, node.inputs[1])?;
+        let out = patch.wire_node(&node.name, op, &[acc])?;
+        patch.shunt_outside(model, OutletId::new(last, 0), out[0])?;
+        patch.apply(model)?;
+        fused += 1;
+    }
+    Ok(fused)
+}
+
+/// Bypasses `Sub(x, Mul(y, 0))` where the zero is a constant of zeros and the shapes agree:
+/// the weight zero point's correction when the weights are symmetric. Returns how many.
+pub fn skip_zero_corrections(model: &mut TypedModel) -> TractResult<usize> {
+    let mut skipped = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        if !bin_is::<Sub>(node) || node.inputs.len() != 2 {
+            continue;
+        }
+        let term = model.node(node.inputs[1].node);
+        let zero_product = bin_is::<Mul>(term)
+            && term.inputs.iter().any(|i| {
+                konst(model, *i).is_some_and(|k| {
+                    k.cast_to::<f32>()
+                        .ok()
+                        .and_then(|k| {
+                            k.try_as_plain_ram().ok().map(|r| {
+                                r.as_slice::<f32>()
+                                    .is_ok_and(|v| v.iter().all(|x| *x == 0.0))
+                            })
+                        })
+                        .unwrap_or(false)
+                })
+            });
+        let x = model.outlet_fact(node.inputs[0])?;
+        let same = x.datum_type == node.outputs[0].fact.datum_type
+            && x.shape == node.outputs[0].fact.shape;
+        if !zero_product || !same {
+            continue;
+        }
+        let mut patch = TypedModelPatch::default();
+        let x = patch.tap_model(model, node.inputs[0])?;
+        patch.shunt_outside(model, OutletId::new(id, 0), x)?;
+        patch.apply(model)?;
+        skipped += 1;
+    }
+    Ok(skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// tract's definition, written out: `scale_by` from tract-core with its
+    /// `round_ties_to_even`.
+    fn tracts_scale_by(x: i32, a: f32) -> i32 {
+        let b = x as f32;
+        (round_ties_to_even(b.abs() * a) * b.signum()) as i32
+    }
+
+    #[test]
+    fn scale_by_rounds_like_tract_including_ties() {
+        let scales = [0.5f32, 0.25, 0.0017312168, 1.0, 3.0, 1e-9, 1e9];
+        let xs = [
+            0,
+            1,
+            -1,
+            3,
+            -3,
+            5,
+            -5,
+            7,
+            123_456,
+            -123_456,
+            i32::MAX,
+            i32::MIN,
+            1 << 24,
+        ];
+        for &a in &scales {
+            for &x in &xs {
+                assert_eq!(scale_by(x, a), tracts_scale_by(x, a), "x {x} scale {a}");
+            }
+        }
+        // Ties go to even: 1.5 -> 2, 2.5 -> 2, -2.5 -> -2.
+        assert_eq!(scale_by(3, 0.5), 2);
+        assert_eq!(scale_by(5, 0.5), 2);
+        assert_eq!(scale_by(-5, 0.5), -2);
+    }
+
+    #[test]
+    fn requantize_clamps_and_uses_each_channels_scale() {
+        // 1 x 2 channels x 3: channel 0 scale 1, channel 1 scale 0.5; zero point 10.
+        let acc = [0, 200, -300, 4, 5, -7];
+        let mut out = [0i8; 6];
+        requantize(&acc, (1, 2, 3), &[1.0, 0.5], 10, (-128, 127), &mut out);
+        assert_eq!(out, [10, 127, -128, 12, 12, 6]);
+    }
+}
