@@ -51,7 +51,8 @@ fn demo_bundle() -> Bundle {
     Bundle::load(&root.join("demo/bundle")).expect("demo bundle")
 }
 
-/// Frames of 640x360 (12 tiles of 192 px, overlap 32, as the demo config), with two defects.
+/// Frames of 512x192 (3 tiles of 192 px, overlap 32, as the demo config; small enough for
+/// qemu), with a defect.
 struct Frames {
     grid: TileGrid,
     frames: Vec<image::RgbImage>,
@@ -65,9 +66,9 @@ fn frames() -> Frames {
         height: 14,
     }];
     Frames {
-        grid: TileGrid::new(640, 360, 192, 32),
+        grid: TileGrid::new(512, 192, 192, 32),
         frames: (0..3)
-            .map(|s| concrete_frame(640, 360, s, &defects))
+            .map(|s| concrete_frame(512, 192, s, &defects))
             .collect(),
     }
 }
