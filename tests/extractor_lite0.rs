@@ -94,6 +94,20 @@ fn checkpoint_holds_the_lite0_tensors() {
     assert!(err.to_string().contains("[1280, 320, 1, 1]"), "{err}");
 }
 
+/// The float extractor's taps model (no classifier) for `size` x `size` input.
+fn lite0_taps(size: usize, levels: usize) -> Vec<u8> {
+    build_lite0(
+        checkpoint(),
+        &BuildOptions {
+            input_size: size,
+            with_classifier: false,
+            levels,
+            precision: Precision::F32,
+        },
+    )
+    .unwrap()
+}
+
 #[test]
 fn classifier_recognises_real_photographs() {
     let onnx = build_lite0(
@@ -123,16 +137,7 @@ fn classifier_recognises_real_photographs() {
 #[test]
 fn taps_agree_with_onnxruntime() {
     let size = 256;
-    let onnx = build_lite0(
-        checkpoint(),
-        &BuildOptions {
-            input_size: size,
-            with_classifier: false,
-            levels: 3,
-            precision: Precision::F32,
-        },
-    )
-    .unwrap();
+    let onnx = lite0_taps(size, 3);
     let dir = Scratch::new("lite0-ort");
     let model = dir.path("extractor.onnx");
     std::fs::write(&model, &onnx).unwrap();
@@ -191,16 +196,7 @@ fn project_kernels_give_tracts_taps_on_the_real_extractor() {
     // Every depthwise layer of the real network (3x3 and 5x5, stride 1 and 2, ReLU6 fused) runs
     // on the project's kernels; the taps must be tract's own to float rounding.
     let size = 128;
-    let onnx = build_lite0(
-        checkpoint(),
-        &BuildOptions {
-            input_size: size,
-            with_classifier: false,
-            levels: 3,
-            precision: Precision::F32,
-        },
-    )
-    .unwrap();
+    let onnx = lite0_taps(size, 3);
     let ours = optimized_plan_with(&onnx, Kernels::Project).unwrap();
     let layouts: Vec<String> = ours
         .model()
@@ -247,18 +243,7 @@ fn project_kernels_give_tracts_taps_on_the_real_extractor() {
 #[test]
 fn fewer_levels_end_the_network_early_with_the_same_taps() {
     let size = 128;
-    let build = |levels| {
-        build_lite0(
-            checkpoint(),
-            &BuildOptions {
-                input_size: size,
-                with_classifier: false,
-                levels,
-                precision: Precision::F32,
-            },
-        )
-        .unwrap()
-    };
+    let build = |levels| lite0_taps(size, levels);
     let (full, two, one) = (build(3), build(2), build(1));
     println!(
         "extractor bytes: 3 levels {}, 2 levels {}, 1 level {}",
