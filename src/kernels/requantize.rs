@@ -9,8 +9,10 @@
 //! - [`skip_zero_corrections`]: when the weight zero point is a constant 0 (symmetric int8
 //!   weights, what the project's quantizer writes), the correction term is 0: its `Sub` is
 //!   bypassed, so the cast, the sum and the product that fed it are never run.
-//! - [`Requantize`] does scale, zero point, clamp and narrowing in one pass, with tract's own
-//!   rounding (ties to even on `|x| * scale`, sign restored), bit-identical to the chain.
+//! - [`Requantize`] does scale, zero point, clamp and narrowing in one vectorised pass, with
+//!   tract's own rounding (ties to even on `|x| * scale`, sign restored), bit-identical to the
+//!   chain (save where tract's i32 addition would wrap around, far outside any real
+//!   accumulator).
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -31,8 +33,31 @@ pub fn scale_by(x: i32, scale: f32) -> i32 {
     (r * v.signum()) as i32
 }
 
+/// Beyond this magnitude every scaled value clamps to the i8 bounds, whatever the zero point.
+const LIMIT: f32 = 16_777_216.0;
+
+/// One output: [`scale_by`], zero point, clamp, narrowing, written so the compiler vectorises
+/// it (no saturating float-to-int conversion: the value is clamped to +-2^24 first). Equal to
+/// tract's chain except where tract's i32 addition of the zero point would wrap around
+/// (scaled values beyond +-2^31), where this one saturates.
+#[inline(always)]
+fn requantize_one(x: i32, scale: f32, zero_point: i32, (lo, hi): (i32, i32)) -> i8 {
+    const TOINT: f32 = 8_388_608.0;
+    let v = x as f32;
+    let m = v.abs() * scale;
+    let r = if m >= TOINT { m } else { m + TOINT - TOINT };
+    let y = r.copysign(v).clamp(-LIMIT, LIMIT);
+    // SAFETY: `y` is finite (scales are finite and non-negative, checked when the op is made)
+    // and within +-2^24, so it fits an i32.
+    let y = unsafe { y.to_int_unchecked::<i32>() };
+    (y + zero_point).clamp(lo, hi) as i8
+}
+
 /// `out = clamp(scale_by(acc, scale[channel]) + zero_point, lo, hi)` as i8, over `acc` viewed
 /// as `outer x channels x inner` (the scale broadcast along the channel axis).
+///
+/// # Panics
+/// On sizes that disagree, bounds outside i8, or a scale that is negative or not finite.
 pub fn requantize(
     acc: &[i32],
     (outer, channels, inner): (usize, usize, usize),
@@ -52,9 +77,14 @@ pub fn requantize(
         "one scale or one per channel"
     );
     assert!(
+        scales.iter().all(|s| s.is_finite() && *s >= 0.0),
+        "scales must be finite, >= 0"
+    );
+    assert!(
         lo >= i8::MIN as i32 && hi <= i8::MAX as i32 && lo <= hi,
         "bounds outside i8"
     );
+    assert!(zero_point.abs() <= 1 << 16, "zero point far outside i8");
     if inner == 0 {
         return;
     }
@@ -65,7 +95,7 @@ pub fn requantize(
     {
         let scale = scales[if scales.len() == 1 { 0 } else { i % channels }];
         for (d, &x) in dst.iter_mut().zip(src) {
-            *d = scale_by(x, scale).wrapping_add(zero_point).clamp(lo, hi) as i8;
+            *d = requantize_one(x, scale, zero_point, (lo, hi));
         }
     }
 }
@@ -192,14 +222,12 @@ fn match_chain(model: &TypedModel, scale_node: &TypedNode) -> Option<(Requantize
         ),
         _ => return None,
     };
-    let scales: Vec<u32> = scales
-        .try_as_plain_ram()
-        .ok()?
-        .as_slice::<f32>()
-        .ok()?
-        .iter()
-        .map(|s| s.to_bits())
-        .collect();
+    let scales = scales.try_as_plain_ram().ok()?;
+    let scales = scales.as_slice::<f32>().ok()?;
+    if !scales.iter().all(|s| s.is_finite() && *s >= 0.0) {
+        return None;
+    }
+    let scales: Vec<u32> = scales.iter().map(|s| s.to_bits()).collect();
     let add = model.single_succ(scale_node.id).ok()??;
     if !bin_is::<Add>(add) {
         return None;
@@ -223,7 +251,8 @@ fn match_chain(model: &TypedModel, scale_node: &TypedNode) -> Option<(Requantize
     let to_i8 = cast
         .op_as::<Cast>()
         .is_some_and(|c| c.to == i8::datum_type());
-    if !to_i8 || lo < i8::MIN as i32 || hi > i8::MAX as i32 || lo > hi {
+    let bounded = lo >= i8::MIN as i32 && hi <= i8::MAX as i32 && lo <= hi;
+    if !to_i8 || !bounded || zero_point.abs() > 1 << 16 {
         return None;
     }
     let op = Requantize {
@@ -332,6 +361,47 @@ mod tests {
         assert_eq!(scale_by(3, 0.5), 2);
         assert_eq!(scale_by(5, 0.5), 2);
         assert_eq!(scale_by(-5, 0.5), -2);
+    }
+
+    #[test]
+    fn fused_pass_equals_tracts_chain() {
+        let scales = [0.0017312168f32, 0.5, 0.25, 1.0, 3.0, 0.0, 1e-9, 1e9];
+        let mut xs: Vec<i32> = (-300..300).collect();
+        xs.extend([
+            1 << 20,
+            -(1 << 20),
+            1 << 24,
+            -(1 << 24),
+            (1 << 24) + 1,
+            i32::MAX - 1000,
+        ]);
+        xs.extend([i32::MIN + 1000, 123_457, -98_765, 7, -7]);
+        for &scale in &scales {
+            for zero_point in [-128, -5, 0, 9, 127] {
+                for bounds in [(-128, 127), (0, 127), (-20, 20)] {
+                    let mut out = vec![0i8; xs.len()];
+                    requantize(
+                        &xs,
+                        (1, 1, xs.len()),
+                        &[scale],
+                        zero_point,
+                        bounds,
+                        &mut out,
+                    );
+                    for (&x, &got) in xs.iter().zip(&out) {
+                        let scaled = tracts_scale_by(x, scale);
+                        let Some(shifted) = scaled.checked_add(zero_point) else {
+                            // tract's addition wraps around here; this one saturates.
+                            let bound = if scaled > 0 { bounds.1 } else { bounds.0 };
+                            assert_eq!(got as i32, bound, "x {x} scale {scale}");
+                            continue;
+                        };
+                        let chain = shifted.clamp(bounds.0, bounds.1) as i8;
+                        assert_eq!(got, chain, "x {x} scale {scale} zp {zero_point} {bounds:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
