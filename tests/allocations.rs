@@ -52,38 +52,61 @@ fn demo_bundle() -> Bundle {
 }
 
 /// Frames of 512x192 (3 tiles of 192 px, overlap 32, as the demo config; small enough for
-/// qemu), with a defect.
+/// qemu) with a defect, and the model-input buffer their tiles are sampled into.
 struct Frames {
     grid: TileGrid,
     frames: Vec<image::RgbImage>,
+    /// Model input width and height.
+    size: (usize, usize),
+    norm: Normalization,
+    /// The tiles of one frame, planar and normalized, back to back.
+    input: Vec<f32>,
 }
 
-fn frames() -> Frames {
-    let defects = [edge_inspector::tiler::PixelBox {
-        x: 100,
-        y: 80,
-        width: 60,
-        height: 14,
-    }];
-    Frames {
-        grid: TileGrid::new(512, 192, 192, 32),
-        frames: (0..3)
-            .map(|s| concrete_frame(512, 192, s, &defects))
-            .collect(),
+impl Frames {
+    fn new(manifest: &edge_inspector::bundle::Manifest) -> Frames {
+        let defects = [edge_inspector::tiler::PixelBox {
+            x: 100,
+            y: 80,
+            width: 60,
+            height: 14,
+        }];
+        let grid = TileGrid::new(512, 192, 192, 32);
+        let size = (manifest.input.width, manifest.input.height);
+        let input = vec![0.0; grid.tiles.len() * 3 * size.0 * size.1];
+        Frames {
+            grid,
+            frames: (0..3)
+                .map(|s| concrete_frame(512, 192, s, &defects))
+                .collect(),
+            size,
+            norm: Normalization {
+                mean: manifest.input.mean,
+                std: manifest.input.std,
+            },
+            input,
+        }
+    }
+
+    /// Samples every tile of frame `index` (cycling through the frames) into `input`.
+    fn sample(&mut self, index: usize) {
+        let (w, h) = self.size;
+        let frame = &self.frames[index % self.frames.len()];
+        for (tile, out) in self
+            .grid
+            .tiles
+            .iter()
+            .zip(self.input.chunks_exact_mut(3 * w * h))
+        {
+            sample_tile(frame, &tile.rect, w, h, &self.norm, out);
+        }
     }
 }
 
 #[test]
 fn tiling_and_scoring_allocate_nothing_per_frame() {
     let manifest = demo_bundle().manifest;
-    let Frames { grid, frames } = frames();
-    let (w, h) = (manifest.input.width, manifest.input.height);
-    let norm = Normalization {
-        mean: manifest.input.mean,
-        std: manifest.input.std,
-    };
-    let tile_len = 3 * w * h;
-    let mut input = vec![0.0; grid.tiles.len() * tile_len];
+    let mut frames = Frames::new(&manifest);
     // Every tile flagged, so the region path (component labelling, box) runs too.
     let mut scorer = Scorer::new(&manifest, f32::MIN);
     let levels: Vec<Vec<f32>> = manifest
@@ -97,12 +120,10 @@ fn tiling_and_scoring_allocate_nothing_per_frame() {
         })
         .collect();
     let mut counts = Vec::new();
-    for frame in frames.iter().cycle().take(4) {
+    for index in 0..4 {
         counts.push(allocations(|| {
-            for (tile, out) in grid.tiles.iter().zip(input.chunks_exact_mut(tile_len)) {
-                sample_tile(frame, &tile.rect, w, h, &norm, out);
-            }
-            for _ in &grid.tiles {
+            frames.sample(index);
+            for _ in &frames.grid.tiles {
                 let mut maps: heapless::Vec<&[f32], 8> = heapless::Vec::new();
                 for level in &levels {
                     maps.push(level).expect("at most 8 levels");
@@ -129,23 +150,14 @@ fn extractor_allocations_are_steady_and_bounded() {
         .unwrap();
     let mut engine = Engine::new(bundle, ExtractorPrecision::F32).unwrap();
     assert_eq!(engine.workers(), 1);
-    let Frames { grid, frames } = frames();
-    let (w, h) = (manifest.input.width, manifest.input.height);
-    let norm = Normalization {
-        mean: manifest.input.mean,
-        std: manifest.input.std,
-    };
-    let tile_len = 3 * w * h;
-    let tiles = grid.tiles.len();
-    let mut input = vec![0.0; tiles * tile_len];
+    let mut frames = Frames::new(&manifest);
+    let tiles = frames.grid.tiles.len();
     let mut maps = LevelMaps::default();
     let mut per_frame = Vec::new();
-    for frame in frames.iter().cycle().take(4) {
-        for (tile, out) in grid.tiles.iter().zip(input.chunks_exact_mut(tile_len)) {
-            sample_tile(frame, &tile.rect, w, h, &norm, out);
-        }
+    for index in 0..4 {
+        frames.sample(index);
         per_frame.push(allocations(|| {
-            engine.run(&input, tiles, &mut maps).unwrap();
+            engine.run(&frames.input, tiles, &mut maps).unwrap();
         }));
     }
     // Steady: after the first frame (which optimizes the head for this batch), every frame
@@ -165,7 +177,8 @@ fn extractor_allocations_are_steady_and_bounded() {
     );
     // The bound is one the unpatched plan breaks.
     let mut state = tract_onnx::tract_core::plan::SimpleState::new(&tract_plan).unwrap();
-    let tile = || Tensor::from_shape(&[1, 3, h, w], &input[..tile_len]).unwrap();
+    let (w, h) = frames.size;
+    let tile = || Tensor::from_shape(&[1, 3, h, w], &frames.input[..3 * w * h]).unwrap();
     state.run(tvec!(tile().into())).unwrap();
     let tracts = allocations(|| {
         state.run(tvec!(tile().into())).unwrap();

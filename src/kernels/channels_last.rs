@@ -278,18 +278,7 @@ mod arm {
 mod tests {
     use super::*;
     use crate::kernels::depthwise::{plane, Padded};
-
-    fn noise(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::test_support::{assert_close, noise};
 
     /// Each channel through the portable per-plane kernel (itself checked against the
     /// definition in `depthwise`), transposed to channels-last.
@@ -359,12 +348,7 @@ mod tests {
                             for isa in Isa::available() {
                                 let mut got = vec![f32::NAN; want.len()];
                                 image(isa, &g, c, &input, &taps, &bias, clamp, &mut got);
-                                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                                    assert!(
-                                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                                        "{isa:?} {g:?} c {c} at {i}: {a} vs {b}"
-                                    );
-                                }
+                                assert_close(&got, &want, || format!("{isa:?} {g:?} c {c}"));
                             }
                             cases += 1;
                         }

@@ -346,6 +346,7 @@ mod arm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_support::{assert_close, noise};
 
     /// The definition, nothing clever: zero padding, every tap bounds-checked.
     fn reference(
@@ -379,18 +380,6 @@ mod tests {
         out
     }
 
-    fn noise(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
-
     #[test]
     fn every_isa_matches_the_definition_on_odd_shapes() {
         let mut cases = 0;
@@ -419,12 +408,7 @@ mod tests {
                                 plane(isa, &g, &input, &taps, 0.25, clamp, &mut got, &mut scratch);
                                 // Again on the same scratch: the padding must still be zero.
                                 plane(isa, &g, &input, &taps, 0.25, clamp, &mut got, &mut scratch);
-                                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                                    assert!(
-                                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                                        "{isa:?} {g:?} clamp {clamp:?} at {i}: {a} vs {b}"
-                                    );
-                                }
+                                assert_close(&got, &want, || format!("{isa:?} {g:?} {clamp:?}"));
                             }
                             cases += 1;
                         }

@@ -16,3 +16,32 @@ pub mod tract_ops;
 pub use int_sum::use_project_sums;
 pub use requantize::{skip_zero_corrections, use_project_requantize};
 pub use tract_ops::use_project_kernels;
+
+/// Inputs and checks the kernels' unit tests share.
+#[cfg(test)]
+mod test_support {
+    /// `n` values in [-1, 1] from a xorshift seeded with `seed`.
+    pub(crate) fn noise(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every `got` within 1e-5 relative of `want`; `what` names the case in the failure.
+    pub(crate) fn assert_close(got: &[f32], want: &[f32], what: impl Fn() -> String) {
+        assert_eq!(got.len(), want.len(), "{}", what());
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "{} at {i}: {a} vs {b}",
+                what()
+            );
+        }
+    }
+}
