@@ -21,27 +21,18 @@ use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::math::{Add, Max, Min, Mul, Sub};
 use tract_onnx::tract_core::ops::quant::Scale;
 
-/// tract's `scale_by` for i32: `round_ties_to_even(|x| * scale) * sign(x)`, saturated to i32.
-#[inline]
-pub fn scale_by(x: i32, scale: f32) -> i32 {
-    let v = x as f32;
-    let m = v.abs() * scale;
-    // Adding and removing 2^23 rounds a non-negative float below 2^23 to an integer, ties to
-    // even (tract's `round_ties_to_even`); larger ones already are integers.
-    const TOINT: f32 = 8_388_608.0;
-    let r = if m >= TOINT { m } else { m + TOINT - TOINT };
-    (r * v.signum()) as i32
-}
-
 /// Beyond this magnitude every scaled value clamps to the i8 bounds, whatever the zero point.
 const LIMIT: f32 = 16_777_216.0;
 
-/// One output: [`scale_by`], zero point, clamp, narrowing, written so the compiler vectorises
-/// it (no saturating float-to-int conversion: the value is clamped to +-2^24 first). Equal to
-/// tract's chain except where tract's i32 addition of the zero point would wrap around
-/// (scaled values beyond +-2^31), where this one saturates.
+/// One output: tract's `scale_by` (`round_ties_to_even(|x| * scale) * sign(x)`), zero point,
+/// clamp, narrowing, written so the compiler vectorises it (no saturating float-to-int
+/// conversion: the value is clamped to +-2^24 first). Equal to tract's chain except where
+/// tract's i32 addition of the zero point would wrap around (scaled values beyond +-2^31),
+/// where this one saturates.
 #[inline(always)]
 fn requantize_one(x: i32, scale: f32, zero_point: i32, (lo, hi): (i32, i32)) -> i8 {
+    // Adding and removing 2^23 rounds a non-negative float below 2^23 to an integer, ties to
+    // even (tract's `round_ties_to_even`); larger ones already are integers.
     const TOINT: f32 = 8_388_608.0;
     let v = x as f32;
     let m = v.abs() * scale;
@@ -53,11 +44,13 @@ fn requantize_one(x: i32, scale: f32, zero_point: i32, (lo, hi): (i32, i32)) -> 
     (y + zero_point).clamp(lo, hi) as i8
 }
 
-/// `out = clamp(scale_by(acc, scale[channel]) + zero_point, lo, hi)` as i8, over `acc` viewed
-/// as `outer x channels x inner` (the scale broadcast along the channel axis).
+/// `out = clamp(scale_by(acc, scale[channel]) + zero_point, lo, hi)` as i8 (tract's `scale_by`,
+/// see `requantize_one`), over `acc` viewed as `outer x channels x inner` (the scale broadcast
+/// along the channel axis).
 ///
 /// # Panics
-/// On sizes that disagree, bounds outside i8, or a scale that is negative or not finite.
+/// On sizes that disagree, bounds outside i8, a scale that is negative or not finite, or a zero
+/// point beyond +-2^16 (the op is only made for chains that pass these checks).
 pub fn requantize(
     acc: &[i32],
     (outer, channels, inner): (usize, usize, usize),
@@ -335,32 +328,11 @@ mod tests {
     }
 
     #[test]
-    fn scale_by_rounds_like_tract_including_ties() {
-        let scales = [0.5f32, 0.25, 0.0017312168, 1.0, 3.0, 1e-9, 1e9];
-        let xs = [
-            0,
-            1,
-            -1,
-            3,
-            -3,
-            5,
-            -5,
-            7,
-            123_456,
-            -123_456,
-            i32::MAX,
-            i32::MIN,
-            1 << 24,
-        ];
-        for &a in &scales {
-            for &x in &xs {
-                assert_eq!(scale_by(x, a), tracts_scale_by(x, a), "x {x} scale {a}");
-            }
-        }
-        // Ties go to even: 1.5 -> 2, 2.5 -> 2, -2.5 -> -2.
-        assert_eq!(scale_by(3, 0.5), 2);
-        assert_eq!(scale_by(5, 0.5), 2);
-        assert_eq!(scale_by(-5, 0.5), -2);
+    fn ties_round_to_even() {
+        // 1.5 -> 2, 2.5 -> 2, -2.5 -> -2, -3.5 -> -4 (zero point 0, full i8 range).
+        let mut out = [0i8; 4];
+        requantize(&[3, 5, -5, -7], (1, 1, 4), &[0.5], 0, (-128, 127), &mut out);
+        assert_eq!(out, [2, 2, -2, -4]);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! `Conv` (one group per channel, no dilation, kernel up to 7x7) becomes a [`DepthwiseConv`]
 //! running [`super::depthwise::plane`] on channel planes (NCHW / CHW) or
 //! [`super::channels_last::image`] on channels-last tensors (NHWC / HWC, as tract lays the
-//! extractor out on aarch64), and a `Clip`/ReLU6 right after it is fused into it. tract's optimizer leaves these ops alone and optimizes everything else as usual.
+//! extractor out on aarch64), and a `Clip`/ReLU6 right after it is fused into it. tract's
+//! optimizer leaves these ops alone and optimizes everything else as usual.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
