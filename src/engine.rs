@@ -354,7 +354,8 @@ pub fn optimized_plan(onnx: &[u8]) -> Result<Arc<TypedSimplePlan>, EngineError> 
 pub enum Kernels {
     /// The project's ([`crate::kernels`]): depthwise convolutions in NEON / AVX2 / AVX-512 with
     /// bias and ReLU6 fused; the int8 convolutions' activation sums and requantization, and
-    /// their weight zero-point corrections skipped when those are zero.
+    /// their weight zero-point corrections skipped when those are zero; float-to-int8
+    /// quantization.
     Project,
     /// tract's own, for comparison.
     Tract,
@@ -372,6 +373,7 @@ pub fn optimize(model: TypedModel, kernels: Kernels) -> TractResult<TypedModel> 
     crate::kernels::use_project_sums(&mut model)?;
     crate::kernels::skip_zero_corrections(&mut model)?;
     crate::kernels::use_project_requantize(&mut model)?;
+    crate::kernels::use_project_quantize(&mut model)?;
     Ok(model)
 }
 

@@ -7,7 +7,9 @@
 
 use edge_inspector::engine::{optimize, optimized_plan_with, run_plan, Kernels};
 use edge_inspector::kernels::depthwise::Isa;
-use edge_inspector::kernels::{skip_zero_corrections, use_project_requantize, use_project_sums};
+use edge_inspector::kernels::{
+    skip_zero_corrections, use_project_quantize, use_project_requantize, use_project_sums,
+};
 use edge_inspector::onnx::{Attr, ModelBuilder, Padding};
 use tract_onnx::prelude::*;
 
@@ -175,7 +177,8 @@ fn project_depthwise_matches_tracts_own_op() {
 
 /// The bundled demo extractor (int8 `QLinearConv` layers) in tract's own optimized plan, with
 /// tract's int8 scaffolding taken over by the project step by step (activation sums, zero
-/// weight-zero-point corrections skipped, requantization fused): every step gives bit-identical
+/// weight-zero-point corrections skipped, requantization fused, float-to-int8 quantizers):
+/// every step gives bit-identical
 /// taps (the depthwise layers are compared above, on their own).
 #[test]
 fn project_int8_steps_give_tracts_int8_extractor_exactly() {
@@ -247,12 +250,26 @@ fn project_int8_steps_give_tracts_int8_extractor_exactly() {
 
     let fused = use_project_requantize(&mut step).unwrap();
     assert_eq!(fused, scales);
-    let (plan, names) = live(step);
+    let (plan, names) = live(step.clone());
     assert!(!names.iter().any(|n| n == "Scale"), "{names:?}");
     assert_eq!(
         run_plan(&plan, &[(&shape, &x)]).unwrap(),
         want,
         "requantization fused"
     );
-    eprintln!("{sums} sums replaced, {skipped} zero corrections skipped, {fused} tails fused");
+
+    let quantizers = ops(&step, "QuantizeLinearI8");
+    assert!(quantizers >= 10, "{quantizers} float-to-int8 quantizers");
+    assert_eq!(use_project_quantize(&mut step).unwrap(), quantizers);
+    let (plan, names) = live(step);
+    assert!(!names.iter().any(|n| n == "QuantizeLinearI8"), "{names:?}");
+    assert_eq!(
+        run_plan(&plan, &[(&shape, &x)]).unwrap(),
+        want,
+        "quantizers replaced"
+    );
+    eprintln!(
+        "{sums} sums replaced, {skipped} zero corrections skipped, {fused} tails fused, \
+         {quantizers} quantizers replaced"
+    );
 }

@@ -4,8 +4,8 @@
 //! AVX-512, portable) and [`tract_ops`] the op and the model patch ([`use_project_kernels`])
 //! that swaps them in for tract's before optimization;
 //! [`int_sum`] and [`requantize`] take over what tract adds around its int8 convolutions while
-//! optimizing them: the activation sums, and the element-wise tail that turns the i32
-//! accumulator back into int8 (applied after optimization).
+//! optimizing them: the activation sums, the element-wise tail that turns the i32 accumulator
+//! back into int8, and the float-to-int8 quantizers (applied after optimization).
 
 pub mod channels_last;
 pub mod depthwise;
@@ -14,7 +14,7 @@ pub mod requantize;
 pub mod tract_ops;
 
 pub use int_sum::use_project_sums;
-pub use requantize::{skip_zero_corrections, use_project_requantize};
+pub use requantize::{skip_zero_corrections, use_project_quantize, use_project_requantize};
 pub use tract_ops::use_project_kernels;
 
 /// Inputs and checks the kernels' unit tests share.

@@ -13,6 +13,8 @@
 //!   tract's own rounding (ties to even on `|x| * scale`, sign restored), bit-identical to the
 //!   chain (save where tract's i32 addition would wrap around, far outside any real
 //!   accumulator).
+//! - [`Quantize`] replaces tract's `QuantizeLinearI8` (float to int8 after each float layer,
+//!   scalar in tract) by the same arithmetic in a vectorisable loop.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -316,6 +318,129 @@ pub fn skip_zero_corrections(model: &mut TypedModel) -> TractResult<usize> {
     Ok(skipped)
 }
 
+/// tract's `quantize_linear_f32_i8`: `clamp(round_ties_to_even(x * scale) + zero_point)`, with
+/// `scale` the reciprocal of the quantization step, written so the compiler vectorises it.
+/// Equal to tract's except for infinite inputs with a positive zero point (tract's i32
+/// addition wraps around there; this one saturates).
+#[inline(always)]
+fn quantize_one(x: f32, scale: f32, zero_point: i32) -> i8 {
+    const TOINT: f32 = 8_388_608.0;
+    let v = x * scale;
+    let m = v.abs();
+    let r = if m >= TOINT { m } else { m + TOINT - TOINT };
+    // tract's saturating conversion turns NaN into 0.
+    let y = if v.is_nan() {
+        0.0
+    } else {
+        r.copysign(v).clamp(-LIMIT, LIMIT)
+    };
+    // SAFETY: `y` is finite and within +-2^24, so it fits an i32.
+    let y = unsafe { y.to_int_unchecked::<i32>() };
+    (y + zero_point).clamp(i8::MIN as i32, i8::MAX as i32) as i8
+}
+
+/// Quantizes `input` into `out` with tract's `QuantizeLinearI8` arithmetic.
+///
+/// # Panics
+/// If the lengths differ.
+pub fn quantize(input: &[f32], scale: f32, zero_point: i8, out: &mut [i8]) {
+    assert_eq!(input.len(), out.len(), "output size differs from input");
+    for (o, &x) in out.iter_mut().zip(input) {
+        *o = quantize_one(x, scale, zero_point as i32);
+    }
+}
+
+/// tract's `QuantizeLinearI8` (float to int8), vectorised.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Quantize {
+    shape: TVec<usize>,
+    /// Reciprocal of the quantization step, as bits (ops must be `Eq`).
+    scale: u32,
+    zero_point: i8,
+}
+
+impl Op for Quantize {
+    fn name(&self) -> StaticName {
+        "ProjectQuantize".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "1/scale {} zero point {}",
+            f32::from_bits(self.scale),
+            self.zero_point
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Quantize {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let values = input.try_as_plain_ram()?;
+        let values = values.as_slice::<f32>()?;
+        let mut output = Tensor::zero::<i8>(&self.shape)?;
+        let mut view = output.try_as_plain_ram_mut()?;
+        let out = view.as_slice_mut::<i8>()?;
+        ensure!(values.len() == out.len(), "ProjectQuantize: input size");
+        quantize(values, f32::from_bits(self.scale), self.zero_point, out);
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for Quantize {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1, "ProjectQuantize takes one input");
+        Ok(tvec!(i8::fact(self.shape.clone())))
+    }
+
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let n: usize = self.shape.iter().product();
+        Ok(tvec!((Cost::FMA(f32::datum_type()), n.into())))
+    }
+
+    as_op!();
+}
+
+/// Replaces tract's `QuantizeLinearI8` nodes on concrete f32 tensors (plain i8 out) by
+/// [`Quantize`]. Returns how many.
+pub fn use_project_quantize(model: &mut TypedModel) -> TractResult<usize> {
+    use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+    use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(q) = node
+            .op_as::<ElementWiseOp>()
+            .and_then(|e| e.0.downcast_ref::<QuantizeLinearI8>())
+        else {
+            continue;
+        };
+        let input = model.outlet_fact(node.inputs[0])?;
+        let Some(shape) = input.shape.as_concrete() else {
+            continue;
+        };
+        if input.datum_type != f32::datum_type()
+            || node.outputs[0].fact.datum_type != i8::datum_type()
+            || !q.scale.is_finite()
+        {
+            continue;
+        }
+        let op = Quantize {
+            shape: shape.into(),
+            scale: q.scale.to_bits(),
+            zero_point: q.zero_point,
+        };
+        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    Ok(replaced)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +450,42 @@ mod tests {
     fn tracts_scale_by(x: i32, a: f32) -> i32 {
         let b = x as f32;
         (round_ties_to_even(b.abs() * a) * b.signum()) as i32
+    }
+
+    #[test]
+    fn quantize_equals_tracts_quantize_linear() {
+        use tract_onnx::tract_core::ops::quant::quantize_linear_f32_i8;
+        let mut xs: Vec<f32> = (-2000..2000).map(|i| i as f32 * 0.0625).collect();
+        xs.extend([
+            0.5,
+            1.5,
+            2.5,
+            -0.5,
+            -1.5,
+            -2.5,
+            1e9,
+            -1e9,
+            3e38,
+            f32::NAN,
+            -0.0,
+        ]);
+        for scale in [1.0f32, 3.300_369_3, 0.25, 10.0, 1e-6] {
+            for zero_point in [-128i8, -8, 0, 5, 127] {
+                let mut out = vec![0i8; xs.len()];
+                quantize(&xs, scale, zero_point, &mut out);
+                for (&x, &got) in xs.iter().zip(&out) {
+                    let rounded = round_ties_to_even(x * scale) as i32;
+                    if rounded.checked_add(zero_point as i32).is_none() {
+                        // tract's addition wraps around here (panics in a debug build); this
+                        // one saturates.
+                        assert_eq!(got, if rounded > 0 { 127 } else { -128 }, "x {x}");
+                        continue;
+                    }
+                    let want = quantize_linear_f32_i8(x, scale, zero_point as i32);
+                    assert_eq!(got, want, "x {x} scale {scale} zp {zero_point}");
+                }
+            }
+        }
     }
 
     #[test]
