@@ -95,14 +95,39 @@ pub fn requantize(
     }
 }
 
+/// Per-channel scales, compared and hashed by their bits (ops must be `Eq` and `Hash`), kept
+/// as floats so that each run reads them as they are.
+#[derive(Debug, Clone)]
+struct Scales(Vec<f32>);
+
+impl PartialEq for Scales {
+    fn eq(&self, other: &Scales) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+}
+
+impl Eq for Scales {}
+
+impl std::hash::Hash for Scales {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for s in &self.0 {
+            s.to_bits().hash(state);
+        }
+    }
+}
+
 /// Scale, zero point, clamp and narrowing of an i32 accumulator in one op.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Requantize {
     /// `outer x channels x inner`: the input folded around the axis the scales vary along.
     dims: (usize, usize, usize),
     shape: TVec<usize>,
-    /// Scales as bits (ops must be `Eq`).
-    scales: Vec<u32>,
+    scales: Scales,
     zero_point: i32,
     bounds: (i32, i32),
 }
@@ -116,7 +141,7 @@ impl Op for Requantize {
         Ok(vec![format!(
             "outer x C x inner {:?}, {} scales, zero point {}, bounds {:?}",
             self.dims,
-            self.scales.len(),
+            self.scales.0.len(),
             self.zero_point,
             self.bounds
         )])
@@ -136,13 +161,12 @@ impl EvalOp for Requantize {
             acc.len() == self.shape.iter().product::<usize>(),
             "ProjectRequantize: input size"
         );
-        let scales: TVec<f32> = self.scales.iter().map(|b| f32::from_bits(*b)).collect();
         let mut output = Tensor::zero::<i8>(&self.shape)?;
         let mut view = output.try_as_plain_ram_mut()?;
         requantize(
             acc,
             self.dims,
-            &scales,
+            &self.scales.0,
             self.zero_point,
             self.bounds,
             view.as_slice_mut::<i8>()?,
@@ -222,7 +246,7 @@ fn match_chain(model: &TypedModel, scale_node: &TypedNode) -> Option<(Requantize
     if !scales.iter().all(|s| s.is_finite() && *s >= 0.0) {
         return None;
     }
-    let scales: Vec<u32> = scales.iter().map(|s| s.to_bits()).collect();
+    let scales = Scales(scales.to_vec());
     let add = model.single_succ(scale_node.id).ok()??;
     if !bin_is::<Add>(add) {
         return None;
