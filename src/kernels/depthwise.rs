@@ -74,7 +74,7 @@ pub struct Geometry {
 /// The input plane surrounded by its zero padding, reused for every channel of an op: with
 /// the padding in memory every output, border included, runs on the vector path, and every
 /// load of the last (partial) vector of a row stays inside the buffer.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Padded {
     buf: Vec<f32>,
     /// Row length in floats.

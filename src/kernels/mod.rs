@@ -17,6 +17,18 @@ pub use int_sum::use_project_sums;
 pub use requantize::{skip_zero_corrections, use_project_quantize, use_project_requantize};
 pub use tract_ops::use_project_kernels;
 
+/// An output tensor of `shape` for an op whose kernel writes every element: left uninitialised,
+/// since zeroing it first is a whole extra pass over memory per op per tile.
+///
+/// # Safety
+/// The caller must write every element before the tensor is read.
+unsafe fn output_tensor<T: tract_onnx::prelude::Datum + Copy>(
+    shape: &[usize],
+) -> tract_onnx::prelude::TractResult<tract_onnx::prelude::Tensor> {
+    // SAFETY: `T` is a plain number type and the caller overwrites the whole buffer.
+    unsafe { tract_onnx::prelude::Tensor::uninitialized::<T>(shape) }
+}
+
 /// Inputs and checks the kernels' unit tests share.
 #[cfg(test)]
 mod test_support {

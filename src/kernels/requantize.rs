@@ -161,7 +161,8 @@ impl EvalOp for Requantize {
             acc.len() == self.shape.iter().product::<usize>(),
             "ProjectRequantize: input size"
         );
-        let mut output = Tensor::zero::<i8>(&self.shape)?;
+        // SAFETY: `requantize` writes every element (it asserts the sizes match).
+        let mut output = unsafe { super::output_tensor::<i8>(&self.shape)? };
         let mut view = output.try_as_plain_ram_mut()?;
         requantize(
             acc,
@@ -406,10 +407,14 @@ impl EvalOp for Quantize {
         let input = args_1!(inputs);
         let values = input.try_as_plain_ram()?;
         let values = values.as_slice::<f32>()?;
-        let mut output = Tensor::zero::<i8>(&self.shape)?;
+        ensure!(
+            values.len() == self.shape.iter().product::<usize>(),
+            "ProjectQuantize: input size"
+        );
+        // SAFETY: `quantize` writes every element (the sizes match, checked above).
+        let mut output = unsafe { super::output_tensor::<i8>(&self.shape)? };
         let mut view = output.try_as_plain_ram_mut()?;
         let out = view.as_slice_mut::<i8>()?;
-        ensure!(values.len() == out.len(), "ProjectQuantize: input size");
         quantize(values, f32::from_bits(self.scale), self.zero_point, out);
         Ok(tvec!(output.into_tvalue()))
     }

@@ -4,8 +4,10 @@
 //! `Conv` (one group per channel, no dilation, kernel up to 7x7) becomes a [`DepthwiseConv`]
 //! running [`super::depthwise::plane`] on channel planes (NCHW / CHW) or
 //! [`super::channels_last::image`] on channels-last tensors (NHWC / HWC, as tract lays the
-//! extractor out on aarch64), and a `Clip`/ReLU6 right after it is fused into it. tract's
-//! optimizer leaves these ops alone and optimizes everything else as usual.
+//! extractor out on aarch64), and a `Clip`/ReLU6 right after it is fused into it. The weights
+//! are constants: the patch rewires them once in the order the kernel reads (`kh x kw x C` for
+//! channels-last) with one bias per channel, so a run repacks nothing. tract's optimizer leaves
+//! these ops alone and optimizes everything else as usual.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -15,14 +17,13 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 use super::channels_last;
 use super::depthwise::{plane, Geometry, Isa, Padded, MAX_KERNEL};
 
-/// How the op's input and output lie in memory.
+/// How the op's input and output lie in memory, and so its taps (rewired by the patch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Layout {
-    /// Channel planes (NCHW / CHW), taps `C x kh x kw` (OIHW): [`plane`] per channel.
+    /// Channel planes (NCHW / CHW), taps `C x kh x kw`: [`plane`] per channel.
     Planes,
-    /// Channels-last (NHWC / HWC), taps OIHW or, with `taps_hwio`, `kh x kw x 1 x C`:
-    /// [`channels_last::image`] per image.
-    ChannelsLast { taps_hwio: bool },
+    /// Channels-last (NHWC / HWC), taps `kh x kw x C`: [`channels_last::image`] per image.
+    ChannelsLast,
 }
 
 /// A float depthwise convolution, bias and clamp fused.
@@ -40,9 +41,9 @@ pub struct DepthwiseConv {
 }
 
 impl DepthwiseConv {
-    /// The op for `conv` applied to an input of `input_shape`, or `None` when the kernels do
-    /// not cover it (tract's own op stays then).
-    fn for_conv(conv: &Conv, input: &TypedFact, isa: Isa) -> Option<DepthwiseConv> {
+    /// The op for `conv` applied to an input of `input_shape`, and whether tract's taps are
+    /// HWIO (else OIHW), or `None` when the kernels do not cover it (tract's own op stays then).
+    fn for_conv(conv: &Conv, input: &TypedFact, isa: Isa) -> Option<(DepthwiseConv, bool)> {
         let spec = &conv.pool_spec;
         let shape = input.shape.as_concrete()?;
         let depthwise = conv.group == spec.input_channels && conv.group == spec.output_channels;
@@ -51,10 +52,10 @@ impl DepthwiseConv {
             .as_ref()
             .is_none_or(|d| d.iter().all(|&d| d == 1));
         let channels_last = matches!(spec.data_format, DataFormat::NHWC | DataFormat::HWC);
-        let layout = match (channels_last, conv.kernel_fmt) {
-            (false, KernelFormat::OIHW) => Layout::Planes,
-            (true, KernelFormat::OIHW) => Layout::ChannelsLast { taps_hwio: false },
-            (true, KernelFormat::HWIO) => Layout::ChannelsLast { taps_hwio: true },
+        let (layout, taps_hwio) = match (channels_last, conv.kernel_fmt) {
+            (false, KernelFormat::OIHW) => (Layout::Planes, false),
+            (true, KernelFormat::OIHW) => (Layout::ChannelsLast, false),
+            (true, KernelFormat::HWIO) => (Layout::ChannelsLast, true),
             _ => return None,
         };
         if !depthwise
@@ -88,7 +89,7 @@ impl DepthwiseConv {
             input: (hw[0], hw[1]),
             output: (dims[0].convoluted, dims[1].convoluted),
         };
-        Some(DepthwiseConv {
+        let op = DepthwiseConv {
             geometry,
             batch,
             channels,
@@ -96,7 +97,43 @@ impl DepthwiseConv {
             with_batch_axis: matches!(spec.data_format, DataFormat::NCHW | DataFormat::NHWC),
             clamp: (f32::NEG_INFINITY.to_bits(), f32::INFINITY.to_bits()),
             isa,
-        })
+        };
+        Some((op, taps_hwio))
+    }
+
+    /// tract's constant kernel (OIHW, or HWIO with `taps_hwio`) and bias (one value or one per
+    /// channel) as the op reads them: taps in the layout's order, `C` biases. `None` when the
+    /// tensors do not hold what the geometry says.
+    fn constants(
+        &self,
+        kernel: &Tensor,
+        bias: &Tensor,
+        taps_hwio: bool,
+    ) -> Option<(Tensor, Tensor)> {
+        let kernel = kernel.try_as_plain_ram().ok()?;
+        let kernel = kernel.as_slice::<f32>().ok()?;
+        let bias = bias.try_as_plain_ram().ok()?;
+        let bias = bias.as_slice::<f32>().ok()?;
+        let (c, k) = (
+            self.channels,
+            self.geometry.kernel.0 * self.geometry.kernel.1,
+        );
+        if kernel.len() != c * k || !(bias.len() == 1 || bias.len() == c) {
+            return None;
+        }
+        // Tap `t` of channel `ch` sits at `ch * k + t` in OIHW and at `t * c + ch` in HWIO.
+        let taps: Vec<f32> = match (self.layout, taps_hwio) {
+            (Layout::Planes, false) | (Layout::ChannelsLast, true) => kernel.to_vec(),
+            (Layout::ChannelsLast, false) => {
+                (0..k * c).map(|i| kernel[(i % c) * k + i / c]).collect()
+            }
+            // `for_conv` takes planes with OIHW taps only.
+            (Layout::Planes, true) => return None,
+        };
+        let bias: Vec<f32> = (0..c)
+            .map(|ch| bias[if bias.len() == 1 { 0 } else { ch }])
+            .collect();
+        Some((tensor1(&taps), tensor1(&bias)))
     }
 
     fn output_shape(&self) -> TVec<usize> {
@@ -104,7 +141,7 @@ impl DepthwiseConv {
         let c = self.channels;
         let mut shape = match self.layout {
             Layout::Planes => tvec!(c, h, w),
-            Layout::ChannelsLast { .. } => tvec!(h, w, c),
+            Layout::ChannelsLast => tvec!(h, w, c),
         };
         if self.with_batch_axis {
             shape.insert(0, self.batch);
@@ -141,68 +178,103 @@ impl Op for DepthwiseConv {
     op_as_typed_op!();
 }
 
+impl DepthwiseConv {
+    /// Runs the op on its input and the patch's constants; `scratch` holds the padded plane
+    /// between calls (the plane layout only).
+    fn run(&self, inputs: TVec<TValue>, scratch: &mut Padded) -> TractResult<TVec<TValue>> {
+        let (input, taps, bias) = args_3!(inputs);
+        let g = &self.geometry;
+        let c = self.channels;
+        let (plane_in, plane_out) = (g.input.0 * g.input.1, g.output.0 * g.output.1);
+        let taps_per_channel = g.kernel.0 * g.kernel.1;
+        let input = input.try_as_plain_ram()?.as_slice::<f32>()?;
+        let taps = taps.try_as_plain_ram()?.as_slice::<f32>()?;
+        let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
+        ensure!(input.len() == self.batch * c * plane_in);
+        ensure!(taps.len() == c * taps_per_channel && bias.len() == c);
+        let mut output = if plane_in == 0 {
+            // Nothing to convolve: the kernels return at once.
+            Tensor::zero::<f32>(&self.output_shape())?
+        } else {
+            // SAFETY: both layouts write every output of a non-empty input: all pixels of every
+            // image, or every row of every plane.
+            unsafe { super::output_tensor::<f32>(&self.output_shape())? }
+        };
+        let mut view = output.try_as_plain_ram_mut()?;
+        let out = view.as_slice_mut::<f32>()?;
+        match self.layout {
+            Layout::ChannelsLast => {
+                for (image_in, image_out) in input
+                    .chunks_exact(plane_in * c)
+                    .zip(out.chunks_exact_mut(plane_out * c))
+                {
+                    channels_last::image(
+                        self.isa,
+                        g,
+                        c,
+                        image_in,
+                        taps,
+                        bias,
+                        self.clamp(),
+                        image_out,
+                    );
+                }
+            }
+            Layout::Planes => {
+                for (i, out_plane) in out.chunks_exact_mut(plane_out).enumerate() {
+                    let ch = i % c;
+                    plane(
+                        self.isa,
+                        g,
+                        &input[i * plane_in..(i + 1) * plane_in],
+                        &taps[ch * taps_per_channel..(ch + 1) * taps_per_channel],
+                        bias[ch],
+                        self.clamp(),
+                        out_plane,
+                        scratch,
+                    );
+                }
+            }
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+/// What a plan keeps for one depthwise node between runs: the padded plane buffer, sized once.
+#[derive(Debug, Clone, Default)]
+struct DepthwiseState {
+    scratch: Padded,
+}
+
+impl OpState for DepthwiseState {
+    fn eval(
+        &mut self,
+        _ctx: &EvalContext,
+        op: &dyn Op,
+        inputs: TVec<TValue>,
+    ) -> TractResult<TVec<TValue>> {
+        let op = op
+            .downcast_ref::<DepthwiseConv>()
+            .context("DepthwiseState runs a DepthwiseConv")?;
+        op.run(inputs, &mut self.scratch)
+    }
+
+    fn reset_lanes(&mut self, _lanes: &[LaneId]) -> TractResult<()> {
+        Ok(())
+    }
+}
+
 impl EvalOp for DepthwiseConv {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let (input, kernel, bias) = args_3!(inputs);
-        let g = &self.geometry;
-        let (plane_in, plane_out) = (g.input.0 * g.input.1, g.output.0 * g.output.1);
-        let taps_per_channel = g.kernel.0 * g.kernel.1;
-        let input = input.try_as_plain_ram()?.as_slice::<f32>()?;
-        let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
-        let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
-        ensure!(input.len() == self.batch * self.channels * plane_in);
-        ensure!(kernel.len() == self.channels * taps_per_channel);
-        ensure!(bias.len() == 1 || bias.len() == self.channels);
-        let mut output = Tensor::zero::<f32>(&self.output_shape())?;
-        let mut view = output.try_as_plain_ram_mut()?;
-        let out = view.as_slice_mut::<f32>()?;
-        if let Layout::ChannelsLast { taps_hwio } = self.layout {
-            let c = self.channels;
-            // Taps `kh x kw x C` and one bias per channel, as the kernel reads them.
-            let taps: Vec<f32> = if taps_hwio {
-                kernel.to_vec()
-            } else {
-                (0..taps_per_channel * c)
-                    .map(|i| kernel[(i % c) * taps_per_channel + i / c])
-                    .collect()
-            };
-            let bias: Vec<f32> = (0..c)
-                .map(|ch| bias[if bias.len() == 1 { 0 } else { ch }])
-                .collect();
-            for (image_in, image_out) in input
-                .chunks_exact(plane_in * c)
-                .zip(out.chunks_exact_mut(plane_out * c))
-            {
-                channels_last::image(
-                    self.isa,
-                    g,
-                    c,
-                    image_in,
-                    &taps,
-                    &bias,
-                    self.clamp(),
-                    image_out,
-                );
-            }
-            return Ok(tvec!(output.into_tvalue()));
-        }
-        let mut scratch = Padded::default();
-        for (i, out_plane) in out.chunks_exact_mut(plane_out).enumerate() {
-            let c = i % self.channels;
-            plane(
-                self.isa,
-                g,
-                &input[i * plane_in..(i + 1) * plane_in],
-                &kernel[c * taps_per_channel..(c + 1) * taps_per_channel],
-                bias[if bias.len() == 1 { 0 } else { c }],
-                self.clamp(),
-                out_plane,
-                &mut scratch,
-            );
-        }
-        Ok(tvec!(output.into_tvalue()))
+        self.run(inputs, &mut Padded::default())
+    }
+
+    fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
+        // Channels-last needs no scratch; planes keep their padded buffer across runs.
+        Ok((self.layout == Layout::Planes)
+            .then(|| Box::new(DepthwiseState::default()) as Box<dyn OpState>))
     }
 }
 
@@ -259,7 +331,14 @@ pub fn use_project_kernels(model: &mut TypedModel) -> TractResult<usize> {
             continue;
         };
         let input = model.outlet_fact(node.inputs[0])?;
-        let Some(mut op) = DepthwiseConv::for_conv(conv, input, isa) else {
+        let Some((mut op, taps_hwio)) = DepthwiseConv::for_conv(conv, input, isa) else {
+            continue;
+        };
+        let konst = |i: usize| model.outlet_fact(node.inputs[i]).ok()?.konst.clone();
+        let Some((taps, bias)) = konst(1)
+            .zip(konst(2))
+            .and_then(|(k, b)| op.constants(&k, &b, taps_hwio))
+        else {
             continue;
         };
         // Fuse up to two clamp steps (ReLU6 is max(x, 0) then min(x, 6)).
@@ -276,13 +355,11 @@ pub fn use_project_kernels(model: &mut TypedModel) -> TractResult<usize> {
             };
             last = succ;
         }
-        let inputs = node.inputs.clone();
         let mut patch = TypedModelPatch::default();
-        let wires = inputs
-            .iter()
-            .map(|&i| patch.tap_model(model, i))
-            .collect::<TractResult<TVec<_>>>()?;
-        let out = patch.wire_node(&node.name, op, &wires)?;
+        let input = patch.tap_model(model, node.inputs[0])?;
+        let taps = patch.add_const(format!("{}.taps", node.name), taps)?;
+        let bias = patch.add_const(format!("{}.bias", node.name), bias)?;
+        let out = patch.wire_node(&node.name, op, &[input, taps, bias])?;
         patch.shunt_outside(model, OutletId::new(last, 0), out[0])?;
         patch.apply(model)?;
         replaced += 1;
