@@ -5,7 +5,9 @@
 //! every output, border included, is computed the same way: a vector of outputs at a time with
 //! all taps accumulated in one register (taps broadcast once per row), using NEON on aarch64 and
 //! AVX2+FMA or AVX-512 on x86-64 when the CPU has them (checked once at run time), and a
-//! portable loop elsewhere (armv7: Rust's 32-bit ARM NEON intrinsics are not stable).
+//! portable loop elsewhere (armv7 too: Rust's 32-bit ARM NEON intrinsics are not stable, and
+//! tract lays the extractor out channels-last there, where [`super::channels_last`] has an
+//! assembly kernel).
 
 /// Where a kernel runs: the instruction set chosen for this CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -16,7 +18,8 @@ pub enum Isa {
     Avx2,
     /// x86-64 with AVX-512F: 16 lanes.
     Avx512,
-    /// aarch64 Advanced SIMD: 4 lanes.
+    /// ARM Advanced SIMD, 4 lanes: aarch64 (every kernel) and armv7 (the channels-last one;
+    /// planes take the portable loop there).
     Neon,
 }
 
@@ -37,6 +40,16 @@ impl Isa {
         #[cfg(target_arch = "aarch64")]
         if std::arch::is_aarch64_feature_detected!("neon") {
             return Isa::Neon;
+        }
+        #[cfg(all(target_arch = "arm", target_os = "linux"))]
+        {
+            // Linux's HWCAP_NEON (arch/arm/include/uapi/asm/hwcap.h); Rust's ARM feature
+            // detection is unstable.
+            const HWCAP_NEON: libc::c_ulong = 1 << 12;
+            // SAFETY: getauxval only reads the auxiliary vector the kernel handed the process.
+            if unsafe { libc::getauxval(libc::AT_HWCAP) } & HWCAP_NEON != 0 {
+                return Isa::Neon;
+            }
         }
         Isa::Portable
     }
@@ -165,6 +178,8 @@ pub fn plane(
         let src = &scratch.buf[oy * g.stride.0 * scratch.width..];
         // The layout guarantees `kh` rows of `width` floats from `src`.
         let src = &src[..(kh - 1) * scratch.width + scratch.width];
+        // The vector kernels load one vector (stride 1) or de-interleave two (stride 2).
+        let isa = if g.stride.1 <= 2 { isa } else { Isa::Portable };
         // SAFETY: the vector kernels read `lanes`-wide strips of `src` that `Padded::prepare`
         // sized for this geometry and lane count; they are only called where detected.
         match isa {
@@ -174,6 +189,8 @@ pub fn plane(
             Isa::Avx512 => unsafe { x86::avx512_row(&row, src, out_row) },
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => unsafe { arm::neon_row(&row, src, out_row) },
+            #[cfg(target_arch = "arm")]
+            Isa::Neon => unsafe { armv7::neon_row(&row, src, out_row) },
             _ => portable_row(&row, src, out_row),
         }
     }
@@ -343,6 +360,135 @@ mod arm {
     }
 }
 
+/// 32-bit ARM: the row loop in inline assembly (see `channels_last::armv7` for why).
+#[cfg(target_arch = "arm")]
+mod armv7 {
+    use super::{Row, MAX_KERNEL};
+    use std::arch::asm;
+
+    /// One output row, 4 outputs per step; the last step goes through a buffer.
+    ///
+    /// # Safety
+    /// The CPU must have NEON; `src` must hold the padded rows `Padded` laid out for 4 lanes.
+    pub(super) unsafe fn neon_row(r: &Row<'_>, src: &[f32], out: &mut [f32]) {
+        const L: usize = 4;
+        let (kh, kw) = r.kernel;
+        assert!(kh <= MAX_KERNEL && kw <= MAX_KERNEL && r.taps.len() >= kh * kw);
+        // Byte offset of tap (ky, kx) from the strip's first input, the same for every strip.
+        let mut offsets = [0u32; MAX_KERNEL * MAX_KERNEL];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                offsets[ky * kw + kx] = ((ky * r.width + kx) * std::mem::size_of::<f32>()) as u32;
+            }
+        }
+        let params = [r.bias, r.clamp.0, r.clamp.1];
+        let mut tail = [0f32; L];
+        for ox in (0..out.len()).step_by(L) {
+            let first = unsafe { src.as_ptr().add(ox * r.stride) };
+            let whole = ox + L <= out.len();
+            let dst = if whole {
+                unsafe { out.as_mut_ptr().add(ox) }
+            } else {
+                tail.as_mut_ptr()
+            };
+            // SAFETY: the padded rows hold every strip's taps (8 floats from each for stride 2);
+            // `dst` has room for 4.
+            unsafe {
+                strip(
+                    first,
+                    &offsets,
+                    r.taps.as_ptr(),
+                    kh * kw,
+                    &params,
+                    dst,
+                    r.stride == 2,
+                );
+            }
+            if !whole {
+                let left = out.len() - ox;
+                out[ox..].copy_from_slice(&tail[..left]);
+            }
+        }
+    }
+
+    /// `dst[0..4] = clamp(bias + sum over taps t of taps[t] * x_t)`, with `x_t` the 4 floats
+    /// at `first + offsets[t]` (every other one of 8 when `stride2`); `params` is
+    /// `[bias, lo, hi]`. Clobbers are d registers, as in `channels_last::armv7`.
+    unsafe fn strip(
+        first: *const f32,
+        offsets: &[u32; MAX_KERNEL * MAX_KERNEL],
+        taps: *const f32,
+        n: usize,
+        params: &[f32; 3],
+        dst: *mut f32,
+        stride2: bool,
+    ) {
+        if stride2 {
+            unsafe {
+                asm!(
+                    ".fpu neon",
+                    "vld1.32 {{d0[], d1[]}}, [{params}]!",
+                    "1:",
+                    "ldr {a}, [{offsets}], #4",
+                    "add {a}, {a}, {first}",
+                    // Two de-interleaved vectors: q1 gets the even floats of 8.
+                    "vld2.32 {{d2-d5}}, [{a}]",
+                    "vld1.32 {{d6[0]}}, [{taps}]!",
+                    "vmla.f32 q0, q1, d6[0]",
+                    "subs {n}, {n}, #1",
+                    "bne 1b",
+                    "vld1.32 {{d8[], d9[]}}, [{params}]!",
+                    "vld1.32 {{d10[], d11[]}}, [{params}]",
+                    "vmax.f32 q0, q0, q4",
+                    "vmin.f32 q0, q0, q5",
+                    "vst1.32 {{d0-d1}}, [{dst}]",
+                    first = in(reg) first,
+                    dst = in(reg) dst,
+                    offsets = inout(reg) offsets.as_ptr() => _,
+                    taps = inout(reg) taps => _,
+                    n = inout(reg) n => _,
+                    params = inout(reg) params.as_ptr() => _,
+                    a = out(reg) _,
+                    out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d4") _,
+                    out("d5") _, out("d6") _, out("d8") _, out("d9") _, out("d10") _,
+                    out("d11") _,
+                    options(nostack),
+                );
+            }
+        } else {
+            unsafe {
+                asm!(
+                    ".fpu neon",
+                    "vld1.32 {{d0[], d1[]}}, [{params}]!",
+                    "1:",
+                    "ldr {a}, [{offsets}], #4",
+                    "add {a}, {a}, {first}",
+                    "vld1.32 {{d2-d3}}, [{a}]",
+                    "vld1.32 {{d6[0]}}, [{taps}]!",
+                    "vmla.f32 q0, q1, d6[0]",
+                    "subs {n}, {n}, #1",
+                    "bne 1b",
+                    "vld1.32 {{d8[], d9[]}}, [{params}]!",
+                    "vld1.32 {{d10[], d11[]}}, [{params}]",
+                    "vmax.f32 q0, q0, q4",
+                    "vmin.f32 q0, q0, q5",
+                    "vst1.32 {{d0-d1}}, [{dst}]",
+                    first = in(reg) first,
+                    dst = in(reg) dst,
+                    offsets = inout(reg) offsets.as_ptr() => _,
+                    taps = inout(reg) taps => _,
+                    n = inout(reg) n => _,
+                    params = inout(reg) params.as_ptr() => _,
+                    a = out(reg) _,
+                    out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d6") _,
+                    out("d8") _, out("d9") _, out("d10") _, out("d11") _,
+                    options(nostack),
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,7 +530,8 @@ mod tests {
     fn every_isa_matches_the_definition_on_odd_shapes() {
         let mut cases = 0;
         for k in [1, 3, 5, 7] {
-            for s in [1, 2] {
+            // Stride 3 takes the portable loop (the vector ones load for strides 1 and 2).
+            for s in [1, 2, 3] {
                 for (in_h, in_w) in [(1, 1), (2, 3), (5, 5), (7, 19), (16, 16), (13, 40), (9, 67)] {
                     for pad in [0, k / 2] {
                         if in_h + 2 * pad < k || in_w + 2 * pad < k {
@@ -421,8 +568,13 @@ mod tests {
 
     #[test]
     fn this_cpu_gets_a_vector_kernel() {
-        // Every CI machine (x86-64 with AVX2, qemu's cortex-a72/a76) has one.
-        if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        // Every CI machine (x86-64 with AVX2, qemu's cortex-a72/a76, qemu-arm's cortex-a7) has
+        // one.
+        if cfg!(any(
+            target_arch = "x86_64",
+            target_arch = "aarch64",
+            target_arch = "arm"
+        )) {
             assert_ne!(Isa::detect(), Isa::Portable);
         }
     }
