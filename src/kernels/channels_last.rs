@@ -5,8 +5,8 @@
 //! each output pixel, a block of channels accumulates every tap that falls inside the image
 //! (borders just skip taps, no padded copy), with the taps repacked `kh x kw x C` so that a
 //! block's weights are contiguous too. The deep layers (8x8 to 32x32 maps, 240 to 1152
-//! channels) keep whole vectors busy this way. NEON on aarch64, AVX2+FMA on x86-64 (AVX-512
-//! CPUs run it too), a portable loop elsewhere.
+//! channels) keep whole vectors busy this way. NEON on aarch64 (intrinsics) and on armv7
+//! (inline assembly), AVX2+FMA on x86-64 (AVX-512 CPUs run it too), a portable loop elsewhere.
 
 use super::depthwise::{Geometry, Isa};
 
@@ -103,6 +103,8 @@ pub fn image(
         Isa::Avx2 | Isa::Avx512 => unsafe { x86::avx2_image(&img, out) },
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => unsafe { arm::neon_image(&img, out) },
+        #[cfg(target_arch = "arm")]
+        Isa::Neon => unsafe { armv7::neon_image(&img, out) },
         _ => portable_image(&img, out),
     }
 }
@@ -268,6 +270,193 @@ mod arm {
                         }
                     }
                     *px.add(ch) = a.max(img.clamp.0).min(img.clamp.1);
+                }
+            }
+        }
+    }
+}
+
+/// 32-bit ARM (Raspberry Pi OS 32-bit on a Pi 2, 3 or 4). Rust's ARMv7 NEON intrinsics and
+/// `#[target_feature(enable = "neon")]` are unstable there, and LLVM does not vectorise float
+/// loops for ARMv7 NEON by itself (NEON flushes denormals, so it is not IEEE), so the inner
+/// loops are inline assembly: 8 channels per step in two accumulators, then 4, then one at a
+/// time. Multiply and add round separately (`vmla`), as the portable loop does.
+#[cfg(target_arch = "arm")]
+mod armv7 {
+    use super::super::depthwise::MAX_KERNEL;
+    use super::Image;
+    use std::arch::asm;
+
+    /// `out[0..8] = clamp(bias[0..8] + sum over the pixel's taps of x * w)`: `pairs` holds `n`
+    /// (input, taps) byte offsets from `inp` and `taps`, `clamp` points at `[lo, hi]`.
+    unsafe fn block8(
+        inp: *const f32,
+        taps: *const f32,
+        bias: *const f32,
+        out: *mut f32,
+        pairs: *const u32,
+        n: usize,
+        clamp: *const f32,
+    ) {
+        // `.fpu neon` lets the assembler take NEON instructions in a build for the target's
+        // default FPU (the CPU has NEON: checked at run time). Clobbers are named as d
+        // registers: without NEON enabled the compiler ignores q clobbers and keeps floats in
+        // s0-s3 across the block. d8-d15 are callee-saved; declared, the compiler saves them.
+        unsafe {
+            asm!(
+                ".fpu neon",
+                "vld1.32 {{d0-d3}}, [{bias}]",
+                "cmp {n}, #0",
+                "beq 2f",
+                "1:",
+                "ldr {a}, [{pairs}], #4",
+                "add {a}, {a}, {inp}",
+                "vld1.32 {{d4-d7}}, [{a}]",
+                "ldr {a}, [{pairs}], #4",
+                "add {a}, {a}, {taps}",
+                "vld1.32 {{d8-d11}}, [{a}]",
+                "vmla.f32 q0, q2, q4",
+                "vmla.f32 q1, q3, q5",
+                "subs {n}, {n}, #1",
+                "bne 1b",
+                "2:",
+                "vld1.32 {{d12[], d13[]}}, [{clamp}]!",
+                "vld1.32 {{d14[], d15[]}}, [{clamp}]",
+                "vmax.f32 q0, q0, q6",
+                "vmax.f32 q1, q1, q6",
+                "vmin.f32 q0, q0, q7",
+                "vmin.f32 q1, q1, q7",
+                "vst1.32 {{d0-d3}}, [{out}]",
+                bias = in(reg) bias,
+                inp = in(reg) inp,
+                taps = in(reg) taps,
+                out = in(reg) out,
+                pairs = inout(reg) pairs => _,
+                n = inout(reg) n => _,
+                clamp = inout(reg) clamp => _,
+                a = out(reg) _,
+                out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d4") _, out("d5") _,
+                out("d6") _, out("d7") _, out("d8") _, out("d9") _, out("d10") _, out("d11") _,
+                out("d12") _, out("d13") _, out("d14") _, out("d15") _,
+                options(nostack),
+            );
+        }
+    }
+
+    /// [`block8`] for 4 channels.
+    unsafe fn block4(
+        inp: *const f32,
+        taps: *const f32,
+        bias: *const f32,
+        out: *mut f32,
+        pairs: *const u32,
+        n: usize,
+        clamp: *const f32,
+    ) {
+        unsafe {
+            asm!(
+                ".fpu neon",
+                "vld1.32 {{d0-d1}}, [{bias}]",
+                "cmp {n}, #0",
+                "beq 2f",
+                "1:",
+                "ldr {a}, [{pairs}], #4",
+                "add {a}, {a}, {inp}",
+                "vld1.32 {{d4-d5}}, [{a}]",
+                "ldr {a}, [{pairs}], #4",
+                "add {a}, {a}, {taps}",
+                "vld1.32 {{d8-d9}}, [{a}]",
+                "vmla.f32 q0, q2, q4",
+                "subs {n}, {n}, #1",
+                "bne 1b",
+                "2:",
+                "vld1.32 {{d12[], d13[]}}, [{clamp}]!",
+                "vld1.32 {{d14[], d15[]}}, [{clamp}]",
+                "vmax.f32 q0, q0, q6",
+                "vmin.f32 q0, q0, q7",
+                "vst1.32 {{d0-d1}}, [{out}]",
+                bias = in(reg) bias,
+                inp = in(reg) inp,
+                taps = in(reg) taps,
+                out = in(reg) out,
+                pairs = inout(reg) pairs => _,
+                n = inout(reg) n => _,
+                clamp = inout(reg) clamp => _,
+                a = out(reg) _,
+                out("d0") _, out("d1") _, out("d4") _, out("d5") _, out("d8") _, out("d9") _,
+                out("d12") _, out("d13") _, out("d14") _, out("d15") _,
+                options(nostack),
+            );
+        }
+    }
+
+    /// The image, pixel by pixel: the taps inside the image listed once per pixel as byte
+    /// offsets, then every channel block runs over that list.
+    ///
+    /// # Safety
+    /// The CPU must have NEON; `img`'s slices and `out` must hold what its geometry says.
+    pub(super) unsafe fn neon_image(img: &Image<'_>, out: &mut [f32]) {
+        let c = img.channels;
+        let (out_h, out_w) = img.g.output;
+        assert!(img.g.kernel.0 <= MAX_KERNEL && img.g.kernel.1 <= MAX_KERNEL);
+        let mut pairs = [0u32; 2 * MAX_KERNEL * MAX_KERNEL];
+        let clamp = [img.clamp.0, img.clamp.1];
+        let (inp, taps, bias) = (img.input.as_ptr(), img.taps.as_ptr(), img.bias.as_ptr());
+        const F32: usize = std::mem::size_of::<f32>();
+        for oy in 0..out_h {
+            for ox in 0..out_w {
+                let (ky, kx, y0, x0) = img.window(oy, ox);
+                let mut n = 0;
+                for ky in ky.clone() {
+                    for kx in kx.clone() {
+                        let (i, t) = img.offsets(y0, x0, ky, kx);
+                        // Offsets into slices of a 32-bit address space fit a u32.
+                        pairs[2 * n] = (i * F32) as u32;
+                        pairs[2 * n + 1] = (t * F32) as u32;
+                        n += 1;
+                    }
+                }
+                let px = &mut out[(oy * out_w + ox) * c..][..c];
+                let mut c0 = 0;
+                // SAFETY: each block reads 8 (4) channels from `c0` at offsets `window` keeps
+                // inside the input and taps, and writes 8 (4) of this pixel's `C` outputs.
+                while c0 + 8 <= c {
+                    unsafe {
+                        let (i, t, b) = (inp.add(c0), taps.add(c0), bias.add(c0));
+                        block8(
+                            i,
+                            t,
+                            b,
+                            px.as_mut_ptr().add(c0),
+                            pairs.as_ptr(),
+                            n,
+                            clamp.as_ptr(),
+                        );
+                    }
+                    c0 += 8;
+                }
+                while c0 + 4 <= c {
+                    unsafe {
+                        let (i, t, b) = (inp.add(c0), taps.add(c0), bias.add(c0));
+                        block4(
+                            i,
+                            t,
+                            b,
+                            px.as_mut_ptr().add(c0),
+                            pairs.as_ptr(),
+                            n,
+                            clamp.as_ptr(),
+                        );
+                    }
+                    c0 += 4;
+                }
+                for (ch, o) in px.iter_mut().enumerate().skip(c0) {
+                    let mut a = img.bias[ch];
+                    for pair in pairs[..2 * n].chunks_exact(2) {
+                        let (i, t) = (pair[0] as usize / F32, pair[1] as usize / F32);
+                        a += img.input[i + ch] * img.taps[t + ch];
+                    }
+                    *o = a.max(img.clamp.0).min(img.clamp.1);
                 }
             }
         }
