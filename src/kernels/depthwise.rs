@@ -3,11 +3,11 @@
 //!
 //! The input plane is copied once into a buffer that holds its zero padding ([`Padded`]), so
 //! every output, border included, is computed the same way: a vector of outputs at a time with
-//! all taps accumulated in one register (taps broadcast once per row), using NEON on aarch64 and
-//! AVX2+FMA or AVX-512 on x86-64 when the CPU has them (checked once at run time), and a
-//! portable loop elsewhere (armv7 too: Rust's 32-bit ARM NEON intrinsics are not stable, and
-//! tract lays the extractor out channels-last there, where [`super::channels_last`] has an
-//! assembly kernel).
+//! all taps accumulated in one register (taps broadcast once per row), using NEON on aarch64
+//! (intrinsics) and armv7 (inline assembly: Rust's 32-bit ARM NEON intrinsics are not stable;
+//! tract keeps channel planes there, so this is what 32-bit boards run), AVX2+FMA or AVX-512 on
+//! x86-64 when the CPU has them (checked once at run time), and a portable loop elsewhere and
+//! for horizontal strides above 2.
 
 /// Where a kernel runs: the instruction set chosen for this CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -360,7 +360,8 @@ mod arm {
     }
 }
 
-/// 32-bit ARM: the row loop in inline assembly (see `channels_last::armv7` for why).
+/// 32-bit ARM: the row loop in inline assembly (see `channels_last::armv7` for why), one
+/// accumulator per 4 outputs with the taps in order, so the sums round as tract's do.
 #[cfg(target_arch = "arm")]
 mod armv7 {
     use super::{Row, MAX_KERNEL};
