@@ -355,7 +355,7 @@ pub enum Kernels {
     /// The project's ([`crate::kernels`]): depthwise convolutions in NEON / AVX2 / AVX-512 with
     /// bias and ReLU6 fused; the int8 convolutions' activation sums and requantization, and
     /// their weight zero-point corrections skipped when those are zero; float-to-int8
-    /// quantization.
+    /// quantization, fused into the depthwise op it follows.
     Project,
     /// tract's own, for comparison.
     Tract,
@@ -374,6 +374,7 @@ pub fn optimize(model: TypedModel, kernels: Kernels) -> TractResult<TypedModel> 
     crate::kernels::skip_zero_corrections(&mut model)?;
     crate::kernels::use_project_requantize(&mut model)?;
     crate::kernels::use_project_quantize(&mut model)?;
+    crate::kernels::fuse_depthwise_quantize(&mut model)?;
     Ok(model)
 }
 

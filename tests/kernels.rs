@@ -8,7 +8,8 @@
 use edge_inspector::engine::{optimize, optimized_plan_with, run_plan, Kernels};
 use edge_inspector::kernels::depthwise::Isa;
 use edge_inspector::kernels::{
-    skip_zero_corrections, use_project_quantize, use_project_requantize, use_project_sums,
+    fuse_depthwise_quantize, skip_zero_corrections, use_project_kernels, use_project_quantize,
+    use_project_requantize, use_project_sums,
 };
 use edge_inspector::onnx::{Attr, ModelBuilder, Padding};
 use tract_onnx::prelude::*;
@@ -273,4 +274,61 @@ fn project_int8_steps_give_tracts_int8_extractor_exactly() {
         "{sums} sums replaced, {skipped} zero corrections skipped, {fused} tails fused, \
          {quantizers} quantizers replaced"
     );
+}
+
+/// The demo's int8 extractor as the daemon's plan has it, with and without the quantizers
+/// folded into the depthwise ops they follow: the fused op quantizes the floats it computed
+/// with the same function, so the taps are bit-identical, and no quantizer is left after a
+/// depthwise op.
+#[test]
+fn quantizers_fold_into_depthwise_without_changing_the_demo_extractor() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let onnx = std::fs::read(root.join("demo/bundle/extractor.onnx")).expect("demo extractor");
+    let mut model = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(onnx))
+        .and_then(|m| m.into_typed())
+        .and_then(|m| m.into_decluttered())
+        .unwrap();
+    let depthwise = use_project_kernels(&mut model).unwrap();
+    let mut model = model.into_optimized().unwrap();
+    use_project_sums(&mut model).unwrap();
+    skip_zero_corrections(&mut model).unwrap();
+    use_project_requantize(&mut model).unwrap();
+    use_project_quantize(&mut model).unwrap();
+    let unfused = model.clone().into_runnable().unwrap();
+    let fused = fuse_depthwise_quantize(&mut model).unwrap();
+    // Each depthwise layer of the int8 extractor is followed by its quantizer.
+    assert!(depthwise >= 10, "{depthwise} depthwise layers");
+    assert_eq!(fused, depthwise);
+    let plan = model.into_runnable().unwrap();
+    let names: Vec<String> = plan
+        .order_without_consts()
+        .iter()
+        .map(|&n| plan.model().node(n).op().name().to_string())
+        .collect();
+    for pair in names.windows(2) {
+        assert!(
+            !(pair[0] == "ProjectDepthwiseConv" && pair[1] == "ProjectQuantize"),
+            "a quantizer still follows a depthwise op: {names:?}"
+        );
+    }
+    let shape: Vec<usize> = plan
+        .model()
+        .input_fact(0)
+        .unwrap()
+        .shape
+        .as_concrete()
+        .unwrap()
+        .to_vec();
+    for seed in [3, 4] {
+        let x = noise(shape.iter().product(), seed);
+        let want = run_plan(&unfused, &[(&shape, &x)]).unwrap();
+        assert!(want.iter().all(|tap| tap.iter().any(|v| *v != 0.0)));
+        assert_eq!(
+            run_plan(&plan, &[(&shape, &x)]).unwrap(),
+            want,
+            "seed {seed}"
+        );
+    }
+    eprintln!("{fused} quantizers folded into {depthwise} depthwise layers");
 }

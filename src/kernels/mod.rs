@@ -5,7 +5,8 @@
 //! that swaps them in for tract's before optimization;
 //! [`int_sum`] and [`requantize`] take over what tract adds around its int8 convolutions while
 //! optimizing them: the activation sums, the element-wise tail that turns the i32 accumulator
-//! back into int8, and the float-to-int8 quantizers (applied after optimization).
+//! back into int8, and the float-to-int8 quantizers (applied after optimization), which
+//! [`fuse_depthwise_quantize`] then folds into the depthwise op they follow.
 
 pub mod channels_last;
 pub mod depthwise;
@@ -15,7 +16,7 @@ pub mod tract_ops;
 
 pub use int_sum::use_project_sums;
 pub use requantize::{skip_zero_corrections, use_project_quantize, use_project_requantize};
-pub use tract_ops::use_project_kernels;
+pub use tract_ops::{fuse_depthwise_quantize, use_project_kernels};
 
 /// An output tensor of `shape` for an op whose kernel writes every element: left uninitialised,
 /// since zeroing it first is a whole extra pass over memory per op per tile.

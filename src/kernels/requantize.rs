@@ -384,6 +384,13 @@ pub struct Quantize {
     zero_point: i8,
 }
 
+impl Quantize {
+    /// `1/scale` as bits and the zero point, for an op that fuses this quantizer.
+    pub(crate) fn bits(&self) -> (u32, i8) {
+        (self.scale, self.zero_point)
+    }
+}
+
 impl Op for Quantize {
     fn name(&self) -> StaticName {
         "ProjectQuantize".into()

@@ -16,6 +16,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::channels_last;
 use super::depthwise::{plane, Geometry, Isa, Padded, MAX_KERNEL};
+use super::requantize::{quantize, Quantize};
 
 /// How the op's input and output lie in memory, and so its taps (rewired by the patch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,6 +38,9 @@ pub struct DepthwiseConv {
     with_batch_axis: bool,
     /// Clamp bounds as bits (ops must be `Eq`); infinite when nothing is fused.
     clamp: (u32, u32),
+    /// A float-to-int8 quantizer fused after the clamp (`1/scale` as bits, zero point): the
+    /// op then writes int8, each image or plane quantized while it is still in cache.
+    quantize: Option<(u32, i8)>,
     isa: Isa,
 }
 
@@ -96,6 +100,7 @@ impl DepthwiseConv {
             layout,
             with_batch_axis: matches!(spec.data_format, DataFormat::NCHW | DataFormat::NHWC),
             clamp: (f32::NEG_INFINITY.to_bits(), f32::INFINITY.to_bits()),
+            quantize: None,
             isa,
         };
         Some((op, taps_hwio))
@@ -162,7 +167,7 @@ impl Op for DepthwiseConv {
     fn info(&self) -> TractResult<Vec<String>> {
         let g = &self.geometry;
         Ok(vec![format!(
-            "{}x{} stride {:?} pad {:?} {:?} -> {:?} clamp {:?} {:?} {:?}",
+            "{}x{} stride {:?} pad {:?} {:?} -> {:?} clamp {:?} {:?} {:?} quantize {:?}",
             g.kernel.0,
             g.kernel.1,
             g.stride,
@@ -171,7 +176,8 @@ impl Op for DepthwiseConv {
             g.output,
             self.clamp(),
             self.isa,
-            self.layout
+            self.layout,
+            self.quantize.map(|(s, z)| (f32::from_bits(s), z))
         )])
     }
 
@@ -179,9 +185,8 @@ impl Op for DepthwiseConv {
 }
 
 impl DepthwiseConv {
-    /// Runs the op on its input and the patch's constants; `scratch` holds the padded plane
-    /// between calls (the plane layout only).
-    fn run(&self, inputs: TVec<TValue>, scratch: &mut Padded) -> TractResult<TVec<TValue>> {
+    /// Runs the op on its input and the patch's constants, with `state`'s buffers.
+    fn run(&self, inputs: TVec<TValue>, state: &mut DepthwiseState) -> TractResult<TVec<TValue>> {
         let (input, taps, bias) = args_3!(inputs);
         let g = &self.geometry;
         let c = self.channels;
@@ -192,58 +197,83 @@ impl DepthwiseConv {
         let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
         ensure!(input.len() == self.batch * c * plane_in);
         ensure!(taps.len() == c * taps_per_channel && bias.len() == c);
-        let mut output = if plane_in == 0 {
-            // Nothing to convolve: the kernels return at once.
-            Tensor::zero::<f32>(&self.output_shape())?
-        } else {
-            // SAFETY: both layouts write every output of a non-empty input: all pixels of every
-            // image, or every row of every plane.
-            unsafe { super::output_tensor::<f32>(&self.output_shape())? }
+        let shape = self.output_shape();
+        let datum = self.output_datum();
+        if plane_in == 0 || plane_out == 0 {
+            // Nothing to convolve (the kernels would return at once).
+            return Ok(tvec!(Tensor::zero_dt(datum, &shape)?.into_tvalue()));
+        }
+        // One unit is an image (channels-last) or a channel plane.
+        let (unit_in, unit_out) = match self.layout {
+            Layout::ChannelsLast => (plane_in * c, plane_out * c),
+            Layout::Planes => (plane_in, plane_out),
         };
-        let mut view = output.try_as_plain_ram_mut()?;
-        let out = view.as_slice_mut::<f32>()?;
-        match self.layout {
-            Layout::ChannelsLast => {
-                for (image_in, image_out) in input
-                    .chunks_exact(plane_in * c)
-                    .zip(out.chunks_exact_mut(plane_out * c))
-                {
-                    channels_last::image(
-                        self.isa,
-                        g,
-                        c,
-                        image_in,
-                        taps,
-                        bias,
-                        self.clamp(),
-                        image_out,
-                    );
+        let DepthwiseState { padded, floats } = state;
+        let compute = |unit: usize, out: &mut [f32], padded: &mut Padded| {
+            let input = &input[unit * unit_in..(unit + 1) * unit_in];
+            match self.layout {
+                Layout::ChannelsLast => {
+                    channels_last::image(self.isa, g, c, input, taps, bias, self.clamp(), out)
                 }
-            }
-            Layout::Planes => {
-                for (i, out_plane) in out.chunks_exact_mut(plane_out).enumerate() {
-                    let ch = i % c;
+                Layout::Planes => {
+                    let ch = unit % c;
+                    let taps = &taps[ch * taps_per_channel..(ch + 1) * taps_per_channel];
                     plane(
                         self.isa,
                         g,
-                        &input[i * plane_in..(i + 1) * plane_in],
-                        &taps[ch * taps_per_channel..(ch + 1) * taps_per_channel],
+                        input,
+                        taps,
                         bias[ch],
                         self.clamp(),
-                        out_plane,
-                        scratch,
-                    );
+                        out,
+                        padded,
+                    )
+                }
+            }
+        };
+        // SAFETY: every unit of the output is written below (both layouts write every output of
+        // a non-empty input, and `quantize` every element of its unit).
+        let mut output = unsafe {
+            match datum {
+                DatumType::I8 => super::output_tensor::<i8>(&shape)?,
+                _ => super::output_tensor::<f32>(&shape)?,
+            }
+        };
+        let mut view = output.try_as_plain_ram_mut()?;
+        match self.quantize {
+            None => {
+                let out = view.as_slice_mut::<f32>()?;
+                for (unit, out) in out.chunks_exact_mut(unit_out).enumerate() {
+                    compute(unit, out, padded);
+                }
+            }
+            Some((scale, zero_point)) => {
+                let out = view.as_slice_mut::<i8>()?;
+                floats.resize(unit_out, 0.0);
+                for (unit, out) in out.chunks_exact_mut(unit_out).enumerate() {
+                    compute(unit, floats, padded);
+                    quantize(floats, f32::from_bits(scale), zero_point, out);
                 }
             }
         }
         Ok(tvec!(output.into_tvalue()))
     }
+
+    fn output_datum(&self) -> DatumType {
+        if self.quantize.is_some() {
+            i8::datum_type()
+        } else {
+            f32::datum_type()
+        }
+    }
 }
 
-/// What a plan keeps for one depthwise node between runs: the padded plane buffer, sized once.
+/// What a plan keeps for one depthwise node between runs: the padded plane buffer and, with a
+/// fused quantizer, one unit's floats; both sized on the first run.
 #[derive(Debug, Clone, Default)]
 struct DepthwiseState {
-    scratch: Padded,
+    padded: Padded,
+    floats: Vec<f32>,
 }
 
 impl OpState for DepthwiseState {
@@ -256,7 +286,7 @@ impl OpState for DepthwiseState {
         let op = op
             .downcast_ref::<DepthwiseConv>()
             .context("DepthwiseState runs a DepthwiseConv")?;
-        op.run(inputs, &mut self.scratch)
+        op.run(inputs, self)
     }
 
     fn reset_lanes(&mut self, _lanes: &[LaneId]) -> TractResult<()> {
@@ -268,13 +298,13 @@ impl EvalOp for DepthwiseConv {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        self.run(inputs, &mut Padded::default())
+        self.run(inputs, &mut DepthwiseState::default())
     }
 
     fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
-        // Channels-last needs no scratch; planes keep their padded buffer across runs.
-        Ok((self.layout == Layout::Planes)
-            .then(|| Box::new(DepthwiseState::default()) as Box<dyn OpState>))
+        // Planes keep their padded buffer across runs, a fused quantizer its floats.
+        let buffers = self.layout == Layout::Planes || self.quantize.is_some();
+        Ok(buffers.then(|| Box::new(DepthwiseState::default()) as Box<dyn OpState>))
     }
 }
 
@@ -284,7 +314,7 @@ impl TypedOp for DepthwiseConv {
             inputs.len() == 3,
             "DepthwiseConv takes input, kernel and bias"
         );
-        Ok(tvec!(f32::fact(self.output_shape())))
+        Ok(tvec!(self.output_datum().fact(self.output_shape())))
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -365,4 +395,42 @@ pub fn use_project_kernels(model: &mut TypedModel) -> TractResult<usize> {
         replaced += 1;
     }
     Ok(replaced)
+}
+
+/// Folds each [`Quantize`] whose input is a depthwise op's only use into that op, which then
+/// writes int8 (the int8 extractor's `DequantizeLinear -> depthwise -> QuantizeLinear`
+/// sandwich): no float tensor per layer, and each plane is quantized while it is in cache. Runs
+/// after [`super::use_project_quantize`]. Returns how many were fused.
+pub fn fuse_depthwise_quantize(model: &mut TypedModel) -> TractResult<usize> {
+    let mut fused = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(q) = node.op_as::<Quantize>() else {
+            continue;
+        };
+        let source = node.inputs[0];
+        let producer = model.node(source.node);
+        let Some(depthwise) = producer.op_as::<DepthwiseConv>() else {
+            continue;
+        };
+        if depthwise.quantize.is_some()
+            || model.outlet_successors(source).len() != 1
+            || model.output_outlets()?.contains(&source)
+        {
+            continue;
+        }
+        let mut op = depthwise.clone();
+        op.quantize = Some(q.bits());
+        let mut patch = TypedModelPatch::default();
+        let wires = producer
+            .inputs
+            .iter()
+            .map(|&i| patch.tap_model(model, i))
+            .collect::<TractResult<TVec<_>>>()?;
+        let out = patch.wire_node(&producer.name, op, &wires)?;
+        patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
+        patch.apply(model)?;
+        fused += 1;
+    }
+    Ok(fused)
 }
