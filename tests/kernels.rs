@@ -177,6 +177,16 @@ fn project_depthwise_matches_tracts_own_op() {
     eprintln!("288 cases agree; kernels used here: {:?}", Isa::detect());
 }
 
+/// The demo bundle's int8 extractor, typed, as tract loads it.
+fn demo_extractor() -> TypedModel {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let onnx = std::fs::read(root.join("demo/bundle/extractor.onnx")).expect("demo extractor");
+    tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(onnx))
+        .and_then(|m| m.into_typed())
+        .unwrap()
+}
+
 /// The bundled demo extractor (int8 `QLinearConv` layers) in tract's own optimized plan, with
 /// tract's int8 scaffolding taken over by the project step by step (activation sums, zero
 /// weight-zero-point corrections skipped, requantization fused, float-to-int8 quantizers):
@@ -184,13 +194,7 @@ fn project_depthwise_matches_tracts_own_op() {
 /// taps (the depthwise layers are compared above, on their own).
 #[test]
 fn project_int8_steps_give_tracts_int8_extractor_exactly() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let onnx = std::fs::read(root.join("demo/bundle/extractor.onnx")).expect("demo extractor");
-    let typed = tract_onnx::onnx()
-        .model_for_read(&mut std::io::Cursor::new(onnx))
-        .and_then(|m| m.into_typed())
-        .unwrap();
-    let tracts = optimize(typed, Kernels::Tract).unwrap();
+    let tracts = optimize(demo_extractor(), Kernels::Tract).unwrap();
     let ops = |model: &TypedModel, name: &str| {
         model
             .nodes()
@@ -282,13 +286,7 @@ fn project_int8_steps_give_tracts_int8_extractor_exactly() {
 /// depthwise op.
 #[test]
 fn quantizers_fold_into_depthwise_without_changing_the_demo_extractor() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let onnx = std::fs::read(root.join("demo/bundle/extractor.onnx")).expect("demo extractor");
-    let mut model = tract_onnx::onnx()
-        .model_for_read(&mut std::io::Cursor::new(onnx))
-        .and_then(|m| m.into_typed())
-        .and_then(|m| m.into_decluttered())
-        .unwrap();
+    let mut model = demo_extractor().into_decluttered().unwrap();
     let depthwise = use_project_kernels(&mut model).unwrap();
     let mut model = model.into_optimized().unwrap();
     use_project_sums(&mut model).unwrap();
