@@ -177,6 +177,28 @@ fn project_depthwise_matches_tracts_own_op() {
     eprintln!("288 cases agree; kernels used here: {:?}", Isa::detect());
 }
 
+/// The plan of `model` and what it evaluates (nodes that feed an output), by op name.
+fn live(model: TypedModel) -> (Arc<TypedSimplePlan>, Vec<String>) {
+    let plan = model.into_runnable().unwrap();
+    let names = plan
+        .order_without_consts()
+        .iter()
+        .map(|&n| plan.model().node(n).op().name().to_string())
+        .collect();
+    (plan, names)
+}
+
+/// The concrete shape of `model`'s first input.
+fn input_shape(model: &TypedModel) -> Vec<usize> {
+    model
+        .input_fact(0)
+        .unwrap()
+        .shape
+        .as_concrete()
+        .unwrap()
+        .to_vec()
+}
+
 /// The demo bundle's int8 extractor, typed, as tract loads it.
 fn demo_extractor() -> TypedModel {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -202,23 +224,7 @@ fn project_int8_steps_give_tracts_int8_extractor_exactly() {
             .filter(|n| n.op().name() == name)
             .count()
     };
-    // What the plan evaluates (nodes that feed an output), by op name.
-    let live = |model: TypedModel| {
-        let plan = model.into_runnable().unwrap();
-        let names: Vec<String> = plan
-            .order_without_consts()
-            .iter()
-            .map(|&n| plan.model().node(n).op().name().to_string())
-            .collect();
-        (plan, names)
-    };
-    let shape: Vec<usize> = tracts
-        .input_fact(0)
-        .unwrap()
-        .shape
-        .as_concrete()
-        .unwrap()
-        .to_vec();
+    let shape = input_shape(&tracts);
     let x = noise(shape.iter().product(), 11);
     let sums = ops(&tracts, "Reduce<Sum>");
     let scales = ops(&tracts, "Scale");
@@ -298,26 +304,14 @@ fn quantizers_fold_into_depthwise_without_changing_the_demo_extractor() {
     // Each depthwise layer of the int8 extractor is followed by its quantizer.
     assert!(depthwise >= 10, "{depthwise} depthwise layers");
     assert_eq!(fused, depthwise);
-    let plan = model.into_runnable().unwrap();
-    let names: Vec<String> = plan
-        .order_without_consts()
-        .iter()
-        .map(|&n| plan.model().node(n).op().name().to_string())
-        .collect();
+    let shape = input_shape(&model);
+    let (plan, names) = live(model);
     for pair in names.windows(2) {
         assert!(
             !(pair[0] == "ProjectDepthwiseConv" && pair[1] == "ProjectQuantize"),
             "a quantizer still follows a depthwise op: {names:?}"
         );
     }
-    let shape: Vec<usize> = plan
-        .model()
-        .input_fact(0)
-        .unwrap()
-        .shape
-        .as_concrete()
-        .unwrap()
-        .to_vec();
     for seed in [3, 4] {
         let x = noise(shape.iter().product(), seed);
         let want = run_plan(&unfused, &[(&shape, &x)]).unwrap();
