@@ -1,12 +1,16 @@
 //! The flows against FrEIA's own outputs (tests/data/freia, trimmed from FrEIA's AllInOneBlock
 //! run in float64 by tests/reference/trim_freia.py): one block with a rotation, one with a hard
-//! permutation, and a whole 8-block decoder; z, log|det J|, log p and d(sum log p)/dx, in f32
-//! on burn's CPU backend.
+//! permutation, and a whole 8-block decoder; z, log|det J|, log p and d(sum log p)/dx, in f32,
+//! for burn's flows and for the hand-written CPU flow; and the CPU flow's parameter gradients
+//! against FrEIA's (`param_grads.bin`, written by tests/reference/freia_grads.py).
 #![cfg(feature = "train")]
+
+mod common;
 
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use edge_inspector::flow::cpu::{Flow, LossGrads, Scratch, Tape};
 use edge_inspector::flow::positional::positional_encoding;
 use edge_inspector::flow::{BlockWeights, Decoder};
 use serde_json::Value;
@@ -174,4 +178,112 @@ fn positional_encoding_equals_cflow() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f32::max);
     assert!(error < 1e-6, "max difference {error:.2e}");
+}
+
+/// The cases with their weights, named for messages.
+fn cases(f: &Fixture) -> Vec<(String, Value, Vec<BlockWeights>)> {
+    f.json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|case| {
+            let name = format!(
+                "C={} blocks={} soft={}",
+                case["C"],
+                case["blocks"].as_array().unwrap().len(),
+                case["permute_soft"]
+            );
+            let weights = case["blocks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| block_weights(f, case, b))
+                .collect();
+            (name, case.clone(), weights)
+        })
+        .collect()
+}
+
+/// Forward and backward of `sum(log p)` on the CPU flow: (tape, flow with its parameter
+/// gradients, d/dx).
+fn cpu_sum_logp(weights: &[BlockWeights], case: &Value) -> (Tape, Flow, Vec<f32>) {
+    let mut flow = Flow::from_weights(weights);
+    let x: Vec<f32> = matrix(&case["x"])
+        .into_iter()
+        .flatten()
+        .map(|v| v as f32)
+        .collect();
+    let cond: Vec<f32> = matrix(&case["cond"])
+        .into_iter()
+        .flatten()
+        .map(|v| v as f32)
+        .collect();
+    let c = flow.shape().channels;
+    let n = x.len() / c;
+    let mut tape = Tape::new(&flow, n);
+    tape.input()[..n * c].copy_from_slice(&x);
+    flow.forward(&mut tape, &cond, n);
+    let mut grads = LossGrads::new(c, n);
+    grads.logp.fill(1.0);
+    grads.chain(&tape);
+    let mut scratch = Scratch::new(&flow, n);
+    flow.grads.fill(0.0);
+    flow.backward(&tape, &grads.z, &grads.log_jac_det, &mut scratch, true);
+    let dx = scratch.input_grad(n).to_vec();
+    (tape, flow, dx)
+}
+
+#[test]
+fn cpu_flow_equals_freia() {
+    let f = fixture();
+    for (name, case, weights) in cases(&f) {
+        let (tape, flow, dx) = cpu_sum_logp(&weights, &case);
+        assert_eq!(flow.to_weights(), weights, "{name}: weights round-trip");
+        let f64s = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+        let flat = |key: &str| matrix(&case[key]).into_iter().flatten().collect::<Vec<_>>();
+        let checks = [
+            ("z", worst(&f64s(tape.z()), &flat("z"))),
+            (
+                "log_jac_det",
+                worst(&f64s(tape.log_jac_det()), &vector(&case["log_jac_det"])),
+            ),
+            ("logp", worst(&f64s(tape.logp()), &vector(&case["logp"]))),
+            ("dlogp_dx", worst(&f64s(&dx), &flat("dlogp_dx"))),
+        ];
+        for (what, error) in checks {
+            println!("cpu {name}: {what} worst relative error {error:.2e}");
+            assert!(error < 1e-5, "cpu {name}: {what} off by {error:.2e}");
+        }
+    }
+}
+
+#[test]
+fn cpu_parameter_gradients_equal_freia() {
+    let f = fixture();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/freia");
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("param_grads.json")).unwrap()).unwrap();
+    let values: Vec<f64> = std::fs::read(dir.join("param_grads.bin"))
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        .collect();
+    let want = index["cases"].as_array().unwrap();
+    let cases = cases(&f);
+    assert_eq!(want.len(), cases.len());
+    for ((name, case, weights), entry) in cases.iter().zip(want) {
+        let (_, flow, _) = cpu_sum_logp(weights, case);
+        // Both laid out block by block: W1, b1, W2, b2, g, offset (FrEIA's shapes, row-major).
+        let at = |key: &str| entry[key].as_u64().unwrap() as usize;
+        let expected = &values[at("offset")..at("offset") + at("len")];
+        let got: Vec<f64> = flow.grads.iter().map(|&v| f64::from(v)).collect();
+        let c = case["C"].as_u64().unwrap() as usize;
+        let cond = case["cond_dim"].as_u64().unwrap() as usize;
+        let error = common::gradient_error(&got, expected, c, cond);
+        println!("cpu {name}: parameter gradients worst error per tensor {error:.2e}");
+        assert!(
+            error < 1e-5,
+            "cpu {name}: parameter gradients off by {error:.2e}"
+        );
+    }
 }

@@ -18,6 +18,7 @@ use edge_inspector::synth::config::SynthesisSettings;
 use edge_inspector::tiler::{Normalization, PixelBox};
 use edge_inspector::train::calibrate::model_input;
 use edge_inspector::train::settings::TrainSettings;
+use edge_inspector::train::Backend;
 use edge_inspector::train::{run_fit, FitJob};
 
 const SIDE: usize = 64;
@@ -80,7 +81,7 @@ fn fit_trains_exports_and_calibrates_a_bundle_the_daemon_agrees_with() {
             synthesizer: Some(&synth),
             cache_root: &dir.path("cache"),
             settings,
-            device: Device::flex().autodiff(),
+            backend: Backend::Cpu { threads: 2 },
             workers: 2,
             progress: false,
             out: &out,
@@ -173,6 +174,19 @@ fn fit_trains_exports_and_calibrates_a_bundle_the_daemon_agrees_with() {
 
 #[test]
 fn a_run_resumed_from_its_checkpoint_ends_where_an_unbroken_run_ends() {
+    resumes_exactly(
+        Backend::Cpu { threads: 2 },
+        Backend::Burn(Device::flex().autodiff()),
+    );
+    resumes_exactly(
+        Backend::Burn(Device::flex().autodiff()),
+        Backend::Cpu { threads: 1 },
+    );
+}
+
+/// An unbroken run on `backend` against one resumed from its checkpoint; `other` must refuse
+/// that checkpoint (the optimizer states differ in kind).
+fn resumes_exactly(backend: Backend, other: Backend) {
     let dir = Scratch::new("train-resume");
     defect_source(&dir.path("defects"));
     let images = normal_images(&dir.path("good"), 10);
@@ -203,7 +217,7 @@ fn a_run_resumed_from_its_checkpoint_ends_where_an_unbroken_run_ends() {
                 synthesizer: Some(&synth),
                 cache_root: &dir.path("cache"),
                 settings: TrainSettings::load(&config).unwrap(),
-                device: Device::flex().autodiff(),
+                backend: backend.clone(),
                 workers: 1,
                 progress: false,
                 out: &out,
@@ -221,12 +235,7 @@ fn a_run_resumed_from_its_checkpoint_ends_where_an_unbroken_run_ends() {
             },
         )
         .unwrap();
-        let weights: Vec<_> = report
-            .trainer
-            .decoders()
-            .iter()
-            .map(|d| d.to_weights())
-            .collect();
+        let weights = report.trainer.weights();
         (
             epochs_seen,
             weights,
@@ -256,10 +265,41 @@ fn a_run_resumed_from_its_checkpoint_ends_where_an_unbroken_run_ends() {
         "head.onnx differs from the unbroken run"
     );
 
+    // Another kind of trainer refuses it, and says which kind wrote it.
+    let refuse = |backend: Backend| {
+        run_fit(
+            FitJob {
+                extractor: &extractor,
+                extractor_name: "colour-cells".into(),
+                normalization: Normalization {
+                    mean: [0.5; 3],
+                    std: [0.25; 3],
+                },
+                images: images.clone(),
+                synthesizer: Some(&synth),
+                cache_root: &dir.path("cache"),
+                settings: TrainSettings::load(&config).unwrap(),
+                backend,
+                workers: 1,
+                progress: false,
+                out: &dir.path("refused"),
+                provenance: toml::Table::new(),
+                checkpoint: Some(&snapshot),
+                resume: true,
+            },
+            &mut |_| {},
+        )
+        .err()
+        .expect("the checkpoint is refused")
+        .to_string()
+    };
+    let message = refuse(other);
+    assert!(message.contains("written by the"), "{message}");
+
     // A checkpoint of other decoders is refused with both shapes named.
-    let mut other = saved.clone();
-    other.levels.pop();
-    other.save(&snapshot).unwrap();
+    let mut fewer = saved.clone();
+    fewer.levels.pop();
+    fewer.save(&snapshot).unwrap();
     let err = run_fit(
         FitJob {
             extractor: &extractor,
@@ -272,7 +312,7 @@ fn a_run_resumed_from_its_checkpoint_ends_where_an_unbroken_run_ends() {
             synthesizer: Some(&synth),
             cache_root: &dir.path("cache"),
             settings: TrainSettings::load(&config).unwrap(),
-            device: Device::flex().autodiff(),
+            backend,
             workers: 1,
             progress: false,
             out: &dir.path("refused"),

@@ -27,7 +27,7 @@ use edge_inspector::synth::poisson::seamless_clone;
 use edge_inspector::synth::sheet::contact_sheet;
 use edge_inspector::tiler::{resize_rgb, Normalization};
 use edge_inspector::train::settings::TrainSettings;
-use edge_inspector::train::{run_fit, FitJob};
+use edge_inspector::train::{run_fit, Backend, FitJob};
 
 /// Builds extractors and trains, evaluates and exports edge-inspector models.
 #[derive(Parser, Debug)]
@@ -62,6 +62,10 @@ struct TrainArgs {
     /// Where the flows train.
     #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
     device: TrainDevice,
+    /// Threads of the CPU trainer (`--device cpu`); the levels train concurrently, so more
+    /// threads than levels bring nothing (default: every core, at most the levels).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    threads: Option<u32>,
     /// Extraction workers (default: every core).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     workers: Option<u32>,
@@ -269,19 +273,31 @@ enum Command {
 /// Where the flows train.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum TrainDevice {
-    /// burn's pure-Rust CPU backend (always built).
+    /// The hand-written CPU flow (always built; the fastest on a CPU).
     Cpu,
+    /// burn's pure-Rust CPU backend (always built; the reference the CPU flow is tested against).
+    BurnCpu,
     /// CUDA (build with `--features cuda`).
     Cuda,
     /// Vulkan through wgpu (build with `--features vulkan`).
     Vulkan,
 }
 
-/// The burn device for `choice`, with autodiff on.
-fn burn_device(choice: TrainDevice) -> anyhow::Result<burn::tensor::Device> {
+/// The backend for `choice`: the CPU flow on `threads`, or a burn device with autodiff on.
+fn backend(choice: TrainDevice, threads: Option<u32>) -> anyhow::Result<Backend> {
     use burn::tensor::Device;
+    if threads.is_some() && choice != TrainDevice::Cpu {
+        anyhow::bail!("--threads applies to --device cpu only");
+    }
     let device = match choice {
-        TrainDevice::Cpu => Device::flex(),
+        TrainDevice::Cpu => {
+            let threads = threads.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                |t| t as usize,
+            );
+            return Ok(Backend::Cpu { threads });
+        }
+        TrainDevice::BurnCpu => Device::flex(),
         #[cfg(feature = "cuda")]
         TrainDevice::Cuda => Device::cuda(0),
         #[cfg(feature = "vulkan")]
@@ -292,7 +308,7 @@ fn burn_device(choice: TrainDevice) -> anyhow::Result<burn::tensor::Device> {
             format!("{other:?}").to_lowercase()
         ),
     };
-    Ok(device.autodiff())
+    Ok(Backend::Burn(device.autodiff()))
 }
 
 fn fit(
@@ -310,6 +326,7 @@ fn fit(
         ref cache,
         epochs,
         device,
+        threads,
         workers,
     } = train;
     let checkpoint = checkpoint.unwrap_or_else(|| {
@@ -370,7 +387,7 @@ fn fit(
             synthesizer: synth.as_ref(),
             cache_root: cache,
             settings,
-            device: burn_device(device)?,
+            backend: backend(device, threads)?,
             workers,
             progress: true,
             out,

@@ -9,8 +9,6 @@ pub mod settings;
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Device;
-
 use crate::bundle::{BundleError, LevelSpec};
 use crate::dataset::DatasetError;
 use crate::engine::EngineError;
@@ -22,6 +20,7 @@ use crate::onnx::OnnxWriteError;
 use crate::synth::bank::Synthesizer;
 use crate::tiler::Normalization;
 use calibrate::{write_calibrated_bundle, BundleParts, Calibration};
+pub use fit::Backend;
 use fit::{EpochLog, LevelShape, Trainer};
 use settings::TrainSettings;
 
@@ -93,8 +92,8 @@ pub struct FitJob<'a> {
     pub cache_root: &'a Path,
     /// `[training]` settings.
     pub settings: TrainSettings,
-    /// Where the flows train (autodiff on).
-    pub device: Device,
+    /// Where the flows train.
+    pub backend: Backend,
     /// Extraction workers.
     pub workers: usize,
     /// Draw progress bars.
@@ -229,11 +228,11 @@ pub fn run_fit(job: FitJob, on_epoch: &mut dyn FnMut(&EpochLog)) -> Result<FitRe
             let next = saved.next_epoch;
             log::info!("resuming from {} at epoch {}", path.display(), next + 1);
             (
-                Trainer::resume(saved, path, shapes, s.clone(), job.device.clone())?,
+                Trainer::resume(saved, path, shapes, s.clone(), job.backend.clone())?,
                 next,
             )
         }
-        None => (Trainer::new(shapes, s.clone(), job.device.clone()), 0),
+        None => (Trainer::new(shapes, s.clone(), job.backend.clone()), 0),
     };
     let mut epochs = Vec::new();
     for epoch in start..s.epochs {
@@ -244,7 +243,7 @@ pub fn run_fit(job: FitJob, on_epoch: &mut dyn FnMut(&EpochLog)) -> Result<FitRe
             trainer.checkpoint(epoch + 1)?.save(path)?;
         }
     }
-    let decoders: Vec<_> = trainer.decoders().iter().map(|d| d.to_weights()).collect();
+    let decoders = trainer.weights();
     let parts = BundleParts {
         extractor: job.extractor,
         extractor_name: job.extractor_name.clone(),

@@ -171,3 +171,31 @@ pub fn pty_pair() -> (serialport::TTYPort, serialport::TTYPort) {
     }
     (master, slave)
 }
+
+/// Worst error of a flow's parameter gradients, per parameter tensor: max |got - want| over
+/// max |want|, in the CPU flow's layout (per block W1, b1, W2, b2, g, offset). An f32 backward
+/// cannot give every near-zero entry to 1e-5 of itself, but must give each tensor to 1e-5 of
+/// its own scale.
+pub fn gradient_error(got: &[f64], want: &[f64], channels: usize, condition: usize) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let d = channels - channels / 2 + condition;
+    let (h, o) = (2 * d, 2 * (channels / 2));
+    let sizes = [h * d, h, o * h, o, channels, channels];
+    let mut error = 0.0f64;
+    let mut start = 0;
+    for size in sizes.iter().cycle() {
+        if start >= got.len() {
+            break;
+        }
+        let (g, w) = (&got[start..start + size], &want[start..start + size]);
+        let scale = w.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
+        let diff = g
+            .iter()
+            .zip(w)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        error = error.max(diff / scale);
+        start += size;
+    }
+    assert_eq!(start, got.len(), "gradients of whole blocks");
+    error
+}

@@ -1,0 +1,188 @@
+//! The flows trained on the CPU without a framework: forward and backward of the coupling
+//! blocks written out ([`decoder`]), matrix products by the `gemm` crate ([`gemm`]), the
+//! losses with their gradients ([`objectives`]) and a fused Adam ([`adam`]). Same formulas,
+//! same initial weights and same optimizer as the burn flows in `crate::flow`, which stay for
+//! the GPU backends and as the reference the tests hold this path to.
+//!
+//! [`LevelTrainer`] owns one level's flow, optimizer and every buffer a step needs, sized for
+//! the largest fiber batch: a step allocates nothing, and levels train on separate threads.
+
+pub mod adam;
+pub mod decoder;
+pub mod gemm;
+pub mod objectives;
+
+pub use adam::Adam;
+pub use decoder::{BlockShape, Flow, Scratch, Tape};
+pub use objectives::LossGrads;
+
+use crate::flow::BlockWeights;
+use crate::losses::{NfLoss, Objective};
+use objectives::TermScratch;
+
+/// What one step minimises.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepLoss {
+    /// The form of `L_NF`.
+    pub nf: NfLoss,
+    /// The term on top of it (contrastive epochs with augmentations), or `None`.
+    pub objective: Option<Objective>,
+    /// Margin of the likelihood term.
+    pub margin: f32,
+}
+
+/// The fibers of one image batch of one level, from which steps gather their rows.
+#[derive(Clone, Copy, Debug)]
+pub struct Fibers<'a> {
+    /// Real fibers, rows of `C` (row `image * hw + position`).
+    pub real: &'a [f32],
+    /// The augmented images' fibers at the same rows, when this epoch uses them.
+    pub aug: Option<&'a [f32]>,
+    /// 1 where the synthetic defect lies, per row.
+    pub defect: &'a [f32],
+    /// The positional encoding of the level, rows of `D` per position.
+    pub condition: &'a [f32],
+    /// Positions per image (`h w`).
+    pub positions: usize,
+}
+
+/// The losses of one step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepLosses {
+    /// `L_NF` of the real fibers.
+    pub nf: f64,
+    /// The contrastive term, when it was on.
+    pub term: Option<f64>,
+}
+
+/// One level's flow, its Adam state and the buffers of a step.
+#[derive(Clone, Debug)]
+pub struct LevelTrainer {
+    /// The flow.
+    pub flow: Flow,
+    /// Its optimizer state.
+    pub adam: Adam,
+    real: Tape,
+    aug: Tape,
+    scratch: Scratch,
+    g_real: LossGrads,
+    g_aug: LossGrads,
+    terms: TermScratch,
+    condition: Vec<f32>,
+    defect: Vec<f32>,
+}
+
+impl LevelTrainer {
+    /// A trainer of `weights` (one per block) with a fresh optimizer, for steps of up to
+    /// `capacity` fibers.
+    pub fn new(weights: &[BlockWeights], capacity: usize) -> LevelTrainer {
+        let flow = Flow::from_weights(weights);
+        let adam = Adam::new(flow.params.len());
+        LevelTrainer::with_state(flow, adam, capacity)
+    }
+
+    /// A trainer going on from `flow` and `adam`.
+    pub fn with_state(flow: Flow, adam: Adam, capacity: usize) -> LevelTrainer {
+        let sh = flow.shape();
+        LevelTrainer {
+            real: Tape::new(&flow, capacity),
+            aug: Tape::new(&flow, capacity),
+            scratch: Scratch::new(&flow, capacity),
+            g_real: LossGrads::new(sh.channels, capacity),
+            g_aug: LossGrads::new(sh.channels, capacity),
+            terms: TermScratch::default(),
+            condition: vec![0.0; capacity * sh.condition],
+            defect: vec![0.0; capacity],
+            flow,
+            adam,
+        }
+    }
+
+    /// One Adam step on the rows `rows` of `fibers` (at most the capacity).
+    pub fn step(
+        &mut self,
+        fibers: &Fibers,
+        rows: &[usize],
+        loss: &StepLoss,
+        lr: f64,
+    ) -> StepLosses {
+        let sh = self.flow.shape();
+        let (c, dc, n) = (sh.channels, sh.condition, rows.len());
+        let gather = |src: &[f32], dst: &mut [f32]| {
+            for (out, &i) in dst.chunks_exact_mut(c).zip(rows) {
+                out.copy_from_slice(&src[i * c..(i + 1) * c]);
+            }
+        };
+        gather(fibers.real, self.real.input());
+        for (out, &i) in self.condition.chunks_exact_mut(dc).zip(rows) {
+            let p = i % fibers.positions;
+            out.copy_from_slice(&fibers.condition[p * dc..(p + 1) * dc]);
+        }
+        self.flow.grads.fill(0.0);
+        self.flow.forward(&mut self.real, &self.condition, n);
+        self.g_real.clear(n);
+        let nf = objectives::nf(loss.nf, &self.real, &mut self.g_real);
+        let mut term = None;
+        if let (Some(objective), Some(aug)) = (loss.objective, fibers.aug) {
+            gather(aug, self.aug.input());
+            for (out, &i) in self.defect.iter_mut().zip(rows) {
+                *out = fibers.defect[i];
+            }
+            self.flow.forward(&mut self.aug, &self.condition, n);
+            self.g_aug.clear(n);
+            term = objectives::term(
+                objective,
+                &self.real,
+                &self.aug,
+                &self.defect[..n],
+                loss.margin,
+                &mut self.g_real,
+                &mut self.g_aug,
+                &mut self.terms,
+            );
+            if term.is_some() {
+                self.g_aug.chain(&self.aug);
+                self.flow.backward(
+                    &self.aug,
+                    &self.g_aug.z,
+                    &self.g_aug.log_jac_det,
+                    &mut self.scratch,
+                    false,
+                );
+            }
+        }
+        self.g_real.chain(&self.real);
+        self.flow.backward(
+            &self.real,
+            &self.g_real.z,
+            &self.g_real.log_jac_det,
+            &mut self.scratch,
+            false,
+        );
+        self.adam.step(lr, &mut self.flow.params, &self.flow.grads);
+        StepLosses { nf, term }
+    }
+}
+
+/// `log p` of every row of `fibers` (rows of `C`) under the matching rows of `condition`,
+/// in batches of `batch`.
+pub fn logp(flow: &Flow, fibers: &[f32], condition: &[f32], batch: usize) -> Vec<f32> {
+    let sh = flow.shape();
+    let n = fibers.len() / sh.channels;
+    let mut tape = Tape::new(flow, batch.min(n).max(1));
+    let mut out = Vec::with_capacity(n);
+    let mut start = 0;
+    while start < n {
+        let rows = batch.min(n - start);
+        tape.input()[..rows * sh.channels]
+            .copy_from_slice(&fibers[start * sh.channels..(start + rows) * sh.channels]);
+        flow.forward(
+            &mut tape,
+            &condition[start * sh.condition..(start + rows) * sh.condition],
+            rows,
+        );
+        out.extend_from_slice(tape.logp());
+        start += rows;
+    }
+    out
+}
