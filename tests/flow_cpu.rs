@@ -219,7 +219,19 @@ fn parameter_gradients_equal_burns_for_every_objective() {
 
 #[test]
 fn fifty_seeded_steps_follow_burns_trajectory() {
-    let device = Device::flex().autodiff();
+    follow_burn(&Device::flex().autodiff(), 50);
+}
+
+/// burn on Mesa's software Vulkan device (lavapipe in CI): the GPU code path, run for real.
+#[cfg(feature = "vulkan")]
+#[test]
+fn burn_on_vulkan_follows_the_cpu_flow() {
+    follow_burn(&Device::vulkan(Default::default()).autodiff(), 12);
+}
+
+/// `steps` seeded Adam steps of the CPU flow and of burn on `device` from the same weights on
+/// the same fibers: the same losses at every step, weights that move alike.
+fn follow_burn(device: &Device, steps: usize) {
     let (c, side, batch) = (10usize, 8usize, 32usize);
     let lv = level(c, side, 4, 3);
     let w = weights(c, 4, 77);
@@ -236,15 +248,15 @@ fn fifty_seeded_steps_follow_burns_trajectory() {
         positions: lv.positions,
     };
     let mut cpu = LevelTrainer::new(&w, batch);
-    let mut decoder = Decoder::from_weights(&w, &device);
+    let mut decoder = Decoder::from_weights(&w, device);
     let mut optim: ModuleOptimizer = AdamConfig::new().with_epsilon(1e-8).init();
     let mut rng = SplitMix::new(9);
     let n = lv.defect.len();
     let mut worst_nf = 0.0f32;
-    for step in 0..50 {
-        // Without the term for the first 10 steps, as a contrastive start epoch would.
+    for step in 0..steps {
+        // Without the term for the first fifth, as a contrastive start epoch would.
         let loss = StepLoss {
-            objective: (step >= 10).then_some(Objective::Fusion),
+            objective: (step >= steps / 5).then_some(Objective::Fusion),
             ..loss
         };
         let rows: Vec<usize> = (0..batch)
@@ -252,7 +264,7 @@ fn fifty_seeded_steps_follow_burns_trajectory() {
             .collect();
         let lr = 2e-3;
         let got = cpu.step(&fibers, &rows, &loss, lr);
-        let (b_nf, b_term, total) = burn_loss(&decoder, &lv, &rows, &loss, &device);
+        let (b_nf, b_term, total) = burn_loss(&decoder, &lv, &rows, &loss, device);
         let grads = GradientsParams::from_grads(total.backward(), &decoder);
         decoder = optim.step(lr, decoder, grads);
         let error = (got.nf as f32 - b_nf).abs() / b_nf.abs().max(1.0);
@@ -265,7 +277,7 @@ fn fifty_seeded_steps_follow_burns_trajectory() {
             );
         }
     }
-    println!("50 steps: L_NF worst relative difference {worst_nf:.2e}");
+    println!("{steps} steps on {device:?}: L_NF worst relative difference {worst_nf:.2e}");
     // The weights moved, and moved alike.
     assert_ne!(cpu.flow.to_weights(), w);
     let cpu_w: Vec<f32> = cpu

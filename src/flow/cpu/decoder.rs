@@ -325,17 +325,27 @@ impl Flow {
                 View::rows(gy, rows, c),
                 View::rows(rotation, c, c),
             );
+            // Column sums of gv and gv * u, row by row (contiguous, vectorised).
+            scratch.sum_gv[..c].fill(0.0);
+            scratch.sum_gvu[..c].fill(0.0);
+            for r in 0..rows {
+                let gv = &scratch.gv[r * c..(r + 1) * c];
+                let u = &b.u[r * c..(r + 1) * c];
+                for ((sg, sgu), (g, uv)) in scratch
+                    .sum_gv
+                    .iter_mut()
+                    .zip(scratch.sum_gvu.iter_mut())
+                    .zip(gv.iter().zip(u))
+                {
+                    *sg += g;
+                    *sgu += g * uv;
+                }
+            }
             for j in 0..c {
                 let scale = scale_of(p.g[j]);
-                let (mut g_off, mut g_scale) = (0.0f32, 0.0f32);
-                for r in 0..rows {
-                    let gv = scratch.gv[r * c + j];
-                    g_off += gv;
-                    g_scale += gv * b.u[r * c + j];
-                }
-                g_scale += sum_gldj / scale;
+                let g_scale = scratch.sum_gvu[j] + sum_gldj / scale;
                 let sig = 1.0 / (1.0 + (-0.5 * p.g[j]).exp());
-                grad_part[o_off + j] += g_off;
+                grad_part[o_off + j] += scratch.sum_gv[j];
                 grad_part[o_g + j] += g_scale * 0.1 * sig;
                 scratch.scale[j] = scale;
             }
@@ -511,6 +521,8 @@ pub struct Scratch {
     ga: Vec<f32>,
     gh: Vec<f32>,
     scale: Vec<f32>,
+    sum_gv: Vec<f32>,
+    sum_gvu: Vec<f32>,
 }
 
 impl Scratch {
@@ -525,6 +537,8 @@ impl Scratch {
             ga: vec![0.0; n * sh.subnet_output()],
             gh: vec![0.0; n * sh.hidden()],
             scale: vec![0.0; c],
+            sum_gv: vec![0.0; c],
+            sum_gvu: vec![0.0; c],
         }
     }
 
