@@ -205,7 +205,7 @@ fn contrastive(
     let on = defect[..n].iter().filter(|&&m| m > 0.5).count();
     let (w_on, w_off) = (1.0 / on.max(1) as f32, 1.0 / (n - on).max(1) as f32);
     let (mut sum_on, mut sum_off) = (0.0f64, 0.0f64);
-    for r in 0..n {
+    for (r, &m) in defect[..n].iter().enumerate() {
         let z = &real.z()[r * c..(r + 1) * c];
         let za = &aug.z()[r * c..(r + 1) * c];
         let (mut dot, mut nz, mut na) = (0.0f32, 0.0f32, 0.0f32);
@@ -217,7 +217,7 @@ fn contrastive(
         let raw = (nz * na).sqrt();
         let norms = raw.max(1e-8);
         let cos = dot / norms;
-        let is_defect = defect[r] > 0.5;
+        let is_defect = m > 0.5;
         let w = if is_defect {
             sum_on += f64::from(cos);
             w_on
@@ -256,9 +256,9 @@ fn likelihood(
     let (n, c) = (real.rows(), g_real.channels as f32);
     let on = defect[..n].iter().filter(|&&m| m > 0.5).count();
     let (mut sum_on, mut sum_off) = (0.0f64, 0.0f64);
-    for r in 0..n {
+    for (r, &m) in defect[..n].iter().enumerate() {
         let d = f64::from(((real.logp()[r] - aug.logp()[r]) / c).abs());
-        if defect[r] > 0.5 {
+        if m > 0.5 {
             sum_on += d;
         } else {
             sum_off += d;
@@ -271,7 +271,7 @@ fn likelihood(
         1.0 / (n - on).max(1) as f32,
         if hinge { -1.0 / on as f32 } else { 0.0 },
     );
-    for r in 0..n {
+    for (r, &m) in defect[..n].iter().enumerate() {
         let diff = real.logp()[r] - aug.logp()[r];
         let sign = if diff > 0.0 {
             1.0
@@ -280,7 +280,7 @@ fn likelihood(
         } else {
             0.0
         };
-        let w = if defect[r] > 0.5 { w_on } else { w_off };
+        let w = if m > 0.5 { w_on } else { w_off };
         let g = w * sign / c;
         g_real.logp[r] += g;
         g_aug.logp[r] -= g;
