@@ -28,6 +28,19 @@ struct Level {
     condition: Vec<f32>,
 }
 
+impl Level {
+    /// The fibers as the CPU trainer takes them.
+    fn fibers(&self) -> Fibers<'_> {
+        Fibers {
+            real: &self.real,
+            aug: Some(&self.aug),
+            defect: &self.defect,
+            condition: &self.condition,
+            positions: self.positions,
+        }
+    }
+}
+
 fn level(c: usize, side: usize, images: usize, seed: u64) -> Level {
     let mut rng = SplitMix::new(seed);
     let positions = side * side;
@@ -176,13 +189,7 @@ fn parameter_gradients_equal_burns_for_every_objective() {
                 let b_grads = burn_grads(&decoder, &total.backward());
 
                 let mut cpu = LevelTrainer::new(&w, rows.len());
-                let fibers = Fibers {
-                    real: &lv.real,
-                    aug: Some(&lv.aug),
-                    defect: &lv.defect,
-                    condition: &lv.condition,
-                    positions: lv.positions,
-                };
+                let fibers = lv.fibers();
                 // lr 0: the step computes the gradients and leaves the weights as they are.
                 let step = cpu.step(&fibers, &rows, &loss, 0.0);
                 assert_eq!(cpu.flow.to_weights(), w);
@@ -240,13 +247,7 @@ fn follow_burn(device: &Device, steps: usize) {
         objective: Some(Objective::Fusion),
         margin: 0.5,
     };
-    let fibers = Fibers {
-        real: &lv.real,
-        aug: Some(&lv.aug),
-        defect: &lv.defect,
-        condition: &lv.condition,
-        positions: lv.positions,
-    };
+    let fibers = lv.fibers();
     let mut cpu = LevelTrainer::new(&w, batch);
     let mut decoder = Decoder::from_weights(&w, device);
     let mut optim: ModuleOptimizer = AdamConfig::new().with_epsilon(1e-8).init();

@@ -300,31 +300,7 @@ fn resumes_exactly(backend: Backend, other: Backend) {
     let mut fewer = saved.clone();
     fewer.levels.pop();
     fewer.save(&snapshot).unwrap();
-    let err = run_fit(
-        FitJob {
-            extractor: &extractor,
-            extractor_name: "colour-cells".into(),
-            normalization: Normalization {
-                mean: [0.5; 3],
-                std: [0.25; 3],
-            },
-            images: images.clone(),
-            synthesizer: Some(&synth),
-            cache_root: &dir.path("cache"),
-            settings: TrainSettings::load(&config).unwrap(),
-            backend,
-            workers: 1,
-            progress: false,
-            out: &dir.path("refused"),
-            provenance: toml::Table::new(),
-            checkpoint: Some(&snapshot),
-            resume: true,
-        },
-        &mut |_| {},
-    )
-    .err()
-    .expect("a mismatched checkpoint is refused");
-    let message = err.to_string();
+    let message = refuse(backend);
     assert!(
         message.contains("after-two-epochs.ckpt") && message.contains("C=4 x 2 blocks"),
         "{message}"
