@@ -75,12 +75,6 @@ fn level(c: usize, side: usize, images: usize, seed: u64) -> Level {
     }
 }
 
-fn weights(c: usize, blocks: u64, seed: u64) -> Vec<BlockWeights> {
-    (0..blocks)
-        .map(|b| BlockWeights::init(c, CONDITION_DIM, seed + b))
-        .collect()
-}
-
 fn burn_rows(src: &[f32], width: usize, rows: &[usize], device: &Device) -> Tensor<2> {
     let mut out = Vec::with_capacity(rows.len() * width);
     for &r in rows {
@@ -167,7 +161,7 @@ fn parameter_gradients_equal_burns_for_every_objective() {
     let device = Device::flex().autodiff();
     for (c, side) in [(12usize, 8usize), (9, 6)] {
         let lv = level(c, side, 3, c as u64);
-        let w = weights(c, 3, 40 + c as u64);
+        let w = BlockWeights::decoder(c, CONDITION_DIM, 3, 40 + c as u64);
         let rows: Vec<usize> = (0..lv.defect.len()).step_by(2).collect();
         let objectives = [
             None,
@@ -241,7 +235,7 @@ fn burn_on_vulkan_follows_the_cpu_flow() {
 fn follow_burn(device: &Device, steps: usize) {
     let (c, side, batch) = (10usize, 8usize, 32usize);
     let lv = level(c, side, 4, 3);
-    let w = weights(c, 4, 77);
+    let w = BlockWeights::decoder(c, CONDITION_DIM, 4, 77);
     let loss = StepLoss {
         nf: NfLoss::Reference,
         objective: Some(Objective::Fusion),

@@ -46,6 +46,19 @@ impl BlockWeights {
         self.channels - self.channels / 2 + self.condition
     }
 
+    /// Fresh weights of a whole decoder (`blocks` blocks, block `i` from [`BlockWeights::init`]
+    /// with `seed + i`): what both trainers start from.
+    pub fn decoder(
+        channels: usize,
+        condition: usize,
+        blocks: usize,
+        seed: u64,
+    ) -> Vec<BlockWeights> {
+        (0..blocks as u64)
+            .map(|i| BlockWeights::init(channels, condition, seed.wrapping_add(i)))
+            .collect()
+    }
+
     /// Fresh weights as CFlow-AD starts training: PyTorch's default linear init
     /// (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for weights and biases), global scale 1
     /// (`g = 2 ln(e^5 - 1)`), offset 0, a random rotation; all drawn from `seed`.

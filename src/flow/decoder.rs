@@ -31,21 +31,6 @@ pub struct FlowOutput {
 }
 
 impl Decoder {
-    /// A decoder with fresh weights (see [`BlockWeights::init`]), block `i` seeded with
-    /// `seed + i`. `channels` must be at least 2.
-    pub fn new(
-        channels: usize,
-        condition: usize,
-        blocks: usize,
-        seed: u64,
-        device: &Device,
-    ) -> Decoder {
-        let weights: Vec<BlockWeights> = (0..blocks)
-            .map(|i| BlockWeights::init(channels, condition, seed.wrapping_add(i as u64)))
-            .collect();
-        Decoder::from_weights(&weights, device)
-    }
-
     /// A decoder holding `weights`, one entry per block.
     pub fn from_weights(weights: &[BlockWeights], device: &Device) -> Decoder {
         Decoder {

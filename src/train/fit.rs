@@ -178,10 +178,12 @@ impl Trainer {
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                let seed = settings.seed.wrapping_add(1000 * i as u64);
-                (0..settings.blocks as u64)
-                    .map(|b| BlockWeights::init(l.channels, CONDITION_DIM, seed.wrapping_add(b)))
-                    .collect()
+                BlockWeights::decoder(
+                    l.channels,
+                    CONDITION_DIM,
+                    settings.blocks as usize,
+                    settings.seed.wrapping_add(1000 * i as u64),
+                )
             })
             .collect();
         let flows = match backend {
