@@ -61,6 +61,9 @@ pub struct EpochLog {
     pub level_seconds: Vec<f64>,
     /// Per level: real fibers seen.
     pub level_fibers: Vec<usize>,
+    /// Per level: augmented fibers equal to their real fiber, whose pass was the real one's
+    /// (CPU trainer, contrastive epochs; 0 otherwise).
+    pub level_shared: Vec<usize>,
 }
 
 impl std::fmt::Display for EpochLog {
@@ -75,7 +78,18 @@ impl std::fmt::Display for EpochLog {
             self.steps,
             self.fibers as f64 / self.seconds.max(1e-9),
             self.seconds
-        )
+        )?;
+        if self.level_shared.iter().any(|&s| s > 0) {
+            // How much of the augmented pass the unchanged fibers saved, per level.
+            let shares: Vec<String> = self
+                .level_shared
+                .iter()
+                .zip(&self.level_fibers)
+                .map(|(&s, &n)| format!("{:.0}%", 100.0 * s as f64 / n.max(1) as f64))
+                .collect();
+            write!(f, "  augmented = real: {}", shares.join(" / "))?;
+        }
+        Ok(())
     }
 }
 
@@ -130,6 +144,7 @@ struct LevelSums {
     term_steps: usize,
     fibers: usize,
     seconds: f64,
+    shared: usize,
 }
 
 /// The generator of `level`'s shuffles in `epoch`: one per level, so that levels can train
@@ -433,6 +448,7 @@ impl Trainer {
                 total.term_steps += sums.term_steps;
                 level.seconds += sums.seconds;
                 level.fibers += sums.fibers;
+                level.shared += sums.shared;
             }
             fibers += chunk.len()
                 * self
@@ -453,6 +469,7 @@ impl Trainer {
             seconds: start.elapsed().as_secs_f64(),
             level_seconds: per_level.iter().map(|l| l.seconds).collect(),
             level_fibers: per_level.iter().map(|l| l.fibers).collect(),
+            level_shared: per_level.iter().map(|l| l.shared).collect(),
         })
     }
 
@@ -497,6 +514,7 @@ impl Trainer {
                         let step = trainer.step(&fibers, rows, &loss, lr);
                         sums.nf += step.nf;
                         sums.steps += 1;
+                        sums.shared += step.shared;
                         if let Some(term) = step.term {
                             sums.term += term;
                             sums.term_steps += 1;

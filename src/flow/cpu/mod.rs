@@ -18,7 +18,7 @@ pub use objectives::LossGrads;
 
 use crate::flow::BlockWeights;
 use crate::losses::{NfLoss, Objective};
-use objectives::TermScratch;
+use objectives::{Pass, TermScratch};
 
 /// What one step minimises.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -53,6 +53,9 @@ pub struct StepLosses {
     pub nf: f64,
     /// The contrastive term, when it was on.
     pub term: Option<f64>,
+    /// Augmented fibers equal to their real fiber (off the synthetic defect's reach), whose
+    /// pass was the real one's.
+    pub shared: usize,
 }
 
 /// One level's flow, its Adam state and the buffers of a step.
@@ -70,6 +73,12 @@ pub struct LevelTrainer {
     terms: TermScratch,
     condition: Vec<f32>,
     defect: Vec<f32>,
+    /// The augmented rows that differ from their real row, and their conditions.
+    changed: Vec<usize>,
+    aug_condition: Vec<f32>,
+    /// The augmented pass at every row: the real pass's values where the fibers are equal.
+    aug_z: Vec<f32>,
+    aug_logp: Vec<f32>,
 }
 
 impl LevelTrainer {
@@ -93,6 +102,10 @@ impl LevelTrainer {
             terms: TermScratch::default(),
             condition: vec![0.0; capacity * sh.condition],
             defect: vec![0.0; capacity],
+            changed: Vec::with_capacity(capacity),
+            aug_condition: vec![0.0; capacity * sh.condition],
+            aug_z: vec![0.0; capacity * sh.channels],
+            aug_logp: vec![0.0; capacity],
             flow,
             adam,
         }
@@ -123,17 +136,48 @@ impl LevelTrainer {
         self.g_real.clear(n);
         let nf = objectives::nf(loss.nf, &self.real, &mut self.g_real);
         let mut term = None;
+        let mut shared = 0;
         if let (Some(objective), Some(aug)) = (loss.objective, fibers.aug) {
-            gather(aug, self.aug.input());
             for (out, &i) in self.defect.iter_mut().zip(rows) {
                 *out = fibers.defect[i];
             }
-            self.flow.forward(&mut self.aug, &self.condition, n);
+            // Away from the pasted defect the extractor sees the same pixels: the augmented
+            // fiber is the real one bit for bit, and so is its pass. Only the changed rows go
+            // through the flow; the others take the real pass's values, and their gradients
+            // join the real rows' (the same function of the same input).
+            self.changed.clear();
+            for (r, &i) in rows.iter().enumerate() {
+                let (a, x) = (&aug[i * c..(i + 1) * c], &fibers.real[i * c..(i + 1) * c]);
+                if a.iter().zip(x).any(|(p, q)| p.to_bits() != q.to_bits()) {
+                    self.changed.push(r);
+                }
+            }
+            let m = self.changed.len();
+            shared = n - m;
+            let input = self.aug.input();
+            for (k, &r) in self.changed.iter().enumerate() {
+                let i = rows[r];
+                input[k * c..(k + 1) * c].copy_from_slice(&aug[i * c..(i + 1) * c]);
+                self.aug_condition[k * dc..(k + 1) * dc]
+                    .copy_from_slice(&self.condition[r * dc..(r + 1) * dc]);
+            }
+            if m > 0 {
+                self.flow.forward(&mut self.aug, &self.aug_condition, m);
+            }
+            self.aug_z[..n * c].copy_from_slice(self.real.z());
+            self.aug_logp[..n].copy_from_slice(self.real.logp());
+            for (k, &r) in self.changed.iter().enumerate() {
+                self.aug_z[r * c..(r + 1) * c].copy_from_slice(&self.aug.z()[k * c..(k + 1) * c]);
+                self.aug_logp[r] = self.aug.logp()[k];
+            }
             self.g_aug.clear(n);
             term = objectives::term(
                 objective,
-                &self.real,
-                &self.aug,
+                Pass::from(&self.real),
+                Pass {
+                    z: &self.aug_z[..n * c],
+                    logp: &self.aug_logp[..n],
+                },
                 &self.defect[..n],
                 loss.margin,
                 &mut self.g_real,
@@ -141,14 +185,17 @@ impl LevelTrainer {
                 &mut self.terms,
             );
             if term.is_some() {
-                self.g_aug.chain(&self.aug);
-                self.flow.backward(
-                    &self.aug,
-                    &self.g_aug.z,
-                    &self.g_aug.log_jac_det,
-                    &mut self.scratch,
-                    false,
-                );
+                self.g_aug.fold_shared(&mut self.g_real, &self.changed, n);
+                if m > 0 {
+                    self.g_aug.chain(&self.aug);
+                    self.flow.backward(
+                        &self.aug,
+                        &self.g_aug.z,
+                        &self.g_aug.log_jac_det,
+                        &mut self.scratch,
+                        false,
+                    );
+                }
             }
         }
         self.g_real.chain(&self.real);
@@ -160,7 +207,7 @@ impl LevelTrainer {
             false,
         );
         self.adam.step(lr, &mut self.flow.params, &self.flow.grads);
-        StepLosses { nf, term }
+        StepLosses { nf, term, shared }
     }
 }
 

@@ -36,6 +36,35 @@ impl LossGrads {
         self.log_jac_det[..rows].fill(0.0);
     }
 
+    /// Of these gradients on `rows` fibers, adds those of the rows not in `changed` (ascending)
+    /// to the same rows of `real`, and packs those of `changed` into the first rows: the
+    /// layout of a pass over the changed rows only.
+    pub fn fold_shared(&mut self, real: &mut LossGrads, changed: &[usize], rows: usize) {
+        let c = self.channels;
+        let mut next = changed.iter().copied().enumerate().peekable();
+        for r in 0..rows {
+            match next.peek() {
+                Some(&(k, changed_row)) if changed_row == r => {
+                    // k <= r: rows move towards the front only.
+                    self.z.copy_within(r * c..(r + 1) * c, k * c);
+                    self.logp[k] = self.logp[r];
+                    self.log_jac_det[k] = self.log_jac_det[r];
+                    next.next();
+                }
+                _ => {
+                    for (g, a) in real.z[r * c..(r + 1) * c]
+                        .iter_mut()
+                        .zip(&self.z[r * c..(r + 1) * c])
+                    {
+                        *g += a;
+                    }
+                    real.logp[r] += self.logp[r];
+                    real.log_jac_det[r] += self.log_jac_det[r];
+                }
+            }
+        }
+    }
+
     /// Moves the `log p` gradient onto `z` and `log|det J|`.
     pub fn chain(&mut self, tape: &Tape) {
         let c = self.channels;
@@ -100,13 +129,37 @@ pub struct TermScratch {
     normal_values: Vec<f32>,
 }
 
+/// What the contrastive terms read of a forward pass: `z` (rows of `C`) and `log p` per fiber.
+#[derive(Clone, Copy, Debug)]
+pub struct Pass<'a> {
+    /// The latent, rows of `C`.
+    pub z: &'a [f32],
+    /// `log p` per fiber.
+    pub logp: &'a [f32],
+}
+
+impl Pass<'_> {
+    fn rows(&self) -> usize {
+        self.logp.len()
+    }
+}
+
+impl<'a> From<&'a Tape> for Pass<'a> {
+    fn from(tape: &'a Tape) -> Pass<'a> {
+        Pass {
+            z: tape.z(),
+            logp: tape.logp(),
+        }
+    }
+}
+
 /// The objective's term on top of `L_NF` for a real pass and its augmented pass at the same
 /// positions (`defect[r]` 1 where the synthetic defect lies), `None` for [`Objective::None`].
 #[allow(clippy::too_many_arguments)]
 pub fn term(
     objective: Objective,
-    real: &Tape,
-    aug: &Tape,
+    real: Pass,
+    aug: Pass,
     defect: &[f32],
     margin: f32,
     g_real: &mut LossGrads,
@@ -128,8 +181,8 @@ pub fn term(
 /// BGAD's boundary over the real fibers (all normal) and the augmented ones (normal off the
 /// mask, defect on it): see `crate::losses::boundary`.
 fn boundary(
-    real: &Tape,
-    aug: &Tape,
+    real: Pass,
+    aug: Pass,
     defect: &[f32],
     g_real: &mut LossGrads,
     g_aug: &mut LossGrads,
@@ -141,9 +194,9 @@ fn boundary(
     let l = |lp: f32| lp / norm;
     let values = &mut scratch.normal_values;
     values.clear();
-    values.extend(real.logp().iter().map(|&lp| l(lp)));
+    values.extend(real.logp.iter().map(|&lp| l(lp)));
     values.extend(
-        aug.logp()
+        aug.logp
             .iter()
             .zip(&defect[..n])
             .filter(|(_, &m)| m <= 0.5)
@@ -168,8 +221,8 @@ fn boundary(
             sum_above += f64::from(v - b_a);
         }
     };
-    real.logp().iter().for_each(|&lp| visit(lp, false));
-    aug.logp()
+    real.logp.iter().for_each(|&lp| visit(lp, false));
+    aug.logp
         .iter()
         .zip(&defect[..n])
         .for_each(|(&lp, &m)| visit(lp, m > 0.5));
@@ -177,12 +230,12 @@ fn boundary(
         1.0 / below.max(1) as f32 / norm,
         1.0 / above.max(1) as f32 / norm,
     );
-    for (g, &lp) in g_real.logp.iter_mut().zip(real.logp()) {
+    for (g, &lp) in g_real.logp.iter_mut().zip(real.logp) {
         if l(lp) <= b_n {
             *g -= w_below;
         }
     }
-    for ((g, &lp), &m) in g_aug.logp.iter_mut().zip(aug.logp()).zip(&defect[..n]) {
+    for ((g, &lp), &m) in g_aug.logp.iter_mut().zip(aug.logp).zip(&defect[..n]) {
         let v = l(lp);
         if m <= 0.5 && v <= b_n {
             *g -= w_below;
@@ -195,8 +248,8 @@ fn boundary(
 
 /// Mean cosine similarity of `z` and `z'` on the defect minus its mean off it.
 fn contrastive(
-    real: &Tape,
-    aug: &Tape,
+    real: Pass,
+    aug: Pass,
     defect: &[f32],
     g_real: &mut LossGrads,
     g_aug: &mut LossGrads,
@@ -206,8 +259,8 @@ fn contrastive(
     let (w_on, w_off) = (1.0 / on.max(1) as f32, 1.0 / (n - on).max(1) as f32);
     let (mut sum_on, mut sum_off) = (0.0f64, 0.0f64);
     for (r, &m) in defect[..n].iter().enumerate() {
-        let z = &real.z()[r * c..(r + 1) * c];
-        let za = &aug.z()[r * c..(r + 1) * c];
+        let z = &real.z[r * c..(r + 1) * c];
+        let za = &aug.z[r * c..(r + 1) * c];
         let (mut dot, mut nz, mut na) = (0.0f32, 0.0f32, 0.0f32);
         for (a, b) in z.iter().zip(za) {
             dot += a * b;
@@ -246,8 +299,8 @@ fn contrastive(
 
 /// `mean_off |l - l'| + max(0, margin - mean_on |l - l'|)` with `l = log p / C`.
 fn likelihood(
-    real: &Tape,
-    aug: &Tape,
+    real: Pass,
+    aug: Pass,
     defect: &[f32],
     margin: f32,
     g_real: &mut LossGrads,
@@ -257,7 +310,7 @@ fn likelihood(
     let on = defect[..n].iter().filter(|&&m| m > 0.5).count();
     let (mut sum_on, mut sum_off) = (0.0f64, 0.0f64);
     for (r, &m) in defect[..n].iter().enumerate() {
-        let d = f64::from(((real.logp()[r] - aug.logp()[r]) / c).abs());
+        let d = f64::from(((real.logp[r] - aug.logp[r]) / c).abs());
         if m > 0.5 {
             sum_on += d;
         } else {
@@ -272,7 +325,7 @@ fn likelihood(
         if hinge { -1.0 / on as f32 } else { 0.0 },
     );
     for (r, &m) in defect[..n].iter().enumerate() {
-        let diff = real.logp()[r] - aug.logp()[r];
+        let diff = real.logp[r] - aug.logp[r];
         let sign = if diff > 0.0 {
             1.0
         } else if diff < 0.0 {
