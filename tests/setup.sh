@@ -10,5 +10,13 @@ if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1; then
         echo "tests/setup.sh: libclang-dev is missing (needed by --features v4l2): install it" >&2
     fi
 fi
+# burn's wgpu test (tests/flow_cpu.rs) runs on Mesa's software Vulkan device (lavapipe).
+if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && [ ! -e /usr/share/vulkan/icd.d/lvp_icd.json ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mesa-vulkan-drivers libvulkan1 >/dev/null
+    else
+        echo "tests/setup.sh: no software Vulkan device (needed by --features wgpu): install mesa-vulkan-drivers" >&2
+    fi
+fi
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     -r tests/reference/requirements.txt

@@ -279,8 +279,10 @@ enum TrainDevice {
     BurnCpu,
     /// CUDA (build with `--features cuda`).
     Cuda,
-    /// Vulkan through wgpu (build with `--features vulkan`).
+    /// Vulkan through wgpu, SPIR-V kernels (build with `--features vulkan`).
     Vulkan,
+    /// The GPU wgpu finds (Vulkan, Metal, DX12), WGSL kernels (build with `--features wgpu`).
+    Wgpu,
 }
 
 /// The backend for `choice`: the CPU flow on `threads`, or a burn device with autodiff on.
@@ -302,6 +304,8 @@ fn backend(choice: TrainDevice, threads: Option<u32>) -> anyhow::Result<Backend>
         TrainDevice::Cuda => Device::cuda(0),
         #[cfg(feature = "vulkan")]
         TrainDevice::Vulkan => Device::vulkan(Default::default()),
+        #[cfg(feature = "wgpu")]
+        TrainDevice::Wgpu => Device::wgpu(Default::default()),
         #[allow(unreachable_patterns)]
         other => anyhow::bail!(
             "--device {other:?}: this build has no such backend (build with --features {})",
