@@ -96,7 +96,7 @@ fn features(dir: &Path, cache: &FeatureCache, images: usize) -> Vec<CachedImage>
         hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
         let (mut real, mut aug) = (Vec::new(), Vec::new());
         let mut masks = Vec::new();
-        for (name, c, side) in LEVELS {
+        for ((name, c, side), reach) in LEVELS.into_iter().zip(REACH) {
             let plane = side * side;
             let data: Vec<f32> = (0..c * plane).map(|_| gauss()).collect();
             // A square of a quarter of the side, somewhere in the map, is the "defect".
@@ -111,7 +111,6 @@ fn features(dir: &Path, cache: &FeatureCache, images: usize) -> Vec<CachedImage>
             // stay equal to the real ones bit for bit (the trainer shares their pass). The
             // reach in cells matches what magnetic-tile measured: 23% of the stride-8 fibers
             // changed, 97% at stride 16, all at stride 32.
-            let reach = REACH[LEVELS.iter().position(|l| l.0 == name).unwrap()];
             let near = |p: usize| {
                 let (y, x) = (p / side, p % side);
                 y + reach >= y0
