@@ -113,9 +113,13 @@ export EDGE_INSPECTOR_RUNNER="$qemu -cpu $cpu"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/cross"
 
 echo "== $triple with $($RUSTC --version), tests under $qemu -cpu $cpu"
+# tests/monitor.rs runs the monitor's binary (another package) against the daemon.
+cargo build --target "$triple" -p inspect-monitor
 if [ "$build_only" = yes ]; then
     cargo build --target "$triple" --all-targets --features data,v4l2
 else
-    # Doc tests are left to the host run: rustup's rustdoc has no ARM std.
+    # Doc tests are left to the host run: rustup's rustdoc has no ARM std. The wire protocol's
+    # layouts and CRCs on the board's word size (armv7 is 32-bit) come first: they are quick.
+    cargo test --target "$triple" -p inspect-protocol -p inspect-pixel-formats --lib --tests
     cargo test --target "$triple" --features data,v4l2 "${selection[@]}"
 fi

@@ -1,4 +1,5 @@
-//! The daemon's main loop: capture thread -> tiles -> engine -> scorer -> alert link.
+//! The daemon's main loop: capture thread -> [`Detector`] (tiles -> engine -> scorer) -> alert
+//! link.
 //!
 //! Capture runs on its own thread and hands frames over a one-frame slot: for a live source the
 //! newest frame replaces one that inference has not taken yet (and the drop is counted); a
@@ -20,14 +21,13 @@ use crate::alerts::{
 };
 use crate::bundle::{Bundle, BundleError};
 use crate::config::{AlertOutput, Config, FramingConfig, FsyncConfig, SourceConfig};
-use crate::engine::{set_threads, Engine, EngineError, LevelMaps};
+use crate::detector::{Detector, Tiling};
+use crate::engine::{set_threads, EngineError};
 use crate::evidence::{EvidenceError, EvidenceJob, EvidenceStore, EvidenceWriter};
 #[cfg(feature = "v4l2")]
 use crate::frames::v4l2::V4l2Source;
 use crate::frames::{FolderSource, Frame, FrameError, FrameSource, StreamSource};
 use crate::gpio::{GpioError, Indicators};
-use crate::scorer::Scorer;
-use crate::tiler::{model_box_to_frame, sample_tile, Normalization, TileGrid};
 
 /// How long the main loop waits for a frame before checking for shutdown again.
 const POLL: Duration = Duration::from_millis(200);
@@ -279,24 +279,15 @@ fn notify(states: &[sd_notify::NotifyState]) {
     }
 }
 
-/// Per-frame working memory, reused from frame to frame.
-struct Workspace {
-    grid: Option<TileGrid>,
-    input: Vec<f32>,
-    maps: LevelMaps,
-}
-
 /// The running daemon's state between frames.
 struct Inspector<'a> {
     config: &'a Config,
     device: DeviceId,
     model: ModelId,
-    engine: Engine,
-    scorer: Scorer,
+    detector: Detector,
     link: AlertLink,
     evidence: Option<EvidenceWriter>,
     indicators: Indicators,
-    work: Workspace,
     summary: Summary,
     paused: bool,
 }
@@ -309,9 +300,9 @@ impl Inspector<'_> {
                 Control::SetThreshold(t) => {
                     log::info!(
                         "threshold set to {t} by the peer (was {})",
-                        self.scorer.threshold()
+                        self.detector.threshold()
                     );
-                    self.scorer.set_threshold(t);
+                    self.detector.set_threshold(t);
                 }
                 Control::Pause => {
                     log::info!("paused by the peer");
@@ -327,63 +318,40 @@ impl Inspector<'_> {
     }
 
     fn process(&mut self, frame: &Frame) -> Result<(), EngineError> {
-        let manifest = &self.engine.bundle().manifest;
-        let (in_w, in_h) = (manifest.input.width, manifest.input.height);
-        let norm = Normalization {
-            mean: manifest.input.mean,
-            std: manifest.input.std,
+        let tiling = Tiling {
+            tile_size: self.config.tiling.tile_size,
+            overlap: self.config.tiling.overlap,
         };
-        let (fw, fh) = frame.image.dimensions();
-        let tiling = &self.config.tiling;
-        let regrid = self
-            .work
-            .grid
-            .as_ref()
-            .is_none_or(|g| g.frame_width != fw || g.frame_height != fh);
-        if regrid {
-            self.work.grid = Some(TileGrid::new(fw, fh, tiling.tile_size, tiling.overlap));
-        }
-        let Some(grid) = self.work.grid.as_ref() else {
-            return Ok(());
-        };
-        let tile_len = 3 * in_w * in_h;
-        self.work.input.resize(grid.tiles.len() * tile_len, 0.0);
-        for (tile, out) in grid
-            .tiles
-            .iter()
-            .zip(self.work.input.chunks_exact_mut(tile_len))
-        {
-            sample_tile(&frame.image, &tile.rect, in_w, in_h, &norm, out);
-        }
-        self.engine
-            .run(&self.work.input, grid.tiles.len(), &mut self.work.maps)?;
-        let levels = self.work.maps.levels.len();
-        for tile in &grid.tiles {
-            let mut maps: heapless::Vec<&[f32], 8> = heapless::Vec::new();
-            for level in 0..levels {
-                // The manifest allows at most 8 levels, so this never overflows.
-                let _ = maps.push(self.work.maps.tile(level, tile.index));
-            }
-            let scored = self.scorer.score(&maps);
-            let Some(region) = scored.region else {
-                continue;
+        let (link, evidence, indicators, summary) = (
+            &self.link,
+            &self.evidence,
+            &mut self.indicators,
+            &mut self.summary,
+        );
+        let (device, model) = (&self.device, &self.model);
+        let input = &self.detector.manifest().input;
+        let (in_w, in_h) = (input.width as u32, input.height as u32);
+        let tiles = self.detector.detect_frame(&frame.image, tiling, |found| {
+            let Some((region, area_fraction)) = found.region else {
+                return;
             };
+            let tile = found.tile;
             let mut alert = Alert {
-                device: self.device.clone(),
+                device: device.clone(),
                 seq: 0,
                 frame: frame.number,
                 time: frame.timestamp,
                 tile_index: tile.index,
                 tile: tile.rect,
-                score: scored.score,
-                threshold: self.scorer.threshold(),
-                region: model_box_to_frame(region.bbox, &tile.rect, in_w as u32, in_h as u32),
-                area_fraction: region.area_fraction,
-                model: self.model.clone(),
+                score: found.score,
+                threshold: found.threshold,
+                region,
+                area_fraction,
+                model: model.clone(),
             };
-            let seq = self.link.send_alert(&mut alert);
-            self.summary.alerts += 1;
-            if let Some(writer) = &self.evidence {
+            let seq = link.send_alert(&mut alert);
+            summary.alerts += 1;
+            if let Some(writer) = evidence {
                 writer.submit(EvidenceJob {
                     seq,
                     tile: image::imageops::crop_imm(
@@ -394,15 +362,15 @@ impl Inspector<'_> {
                         tile.rect.height,
                     )
                     .to_image(),
-                    map: self.scorer.anomaly_map().to_vec(),
-                    width: in_w as u32,
-                    height: in_h as u32,
-                    threshold: self.scorer.threshold(),
+                    map: found.map.to_vec(),
+                    width: in_w,
+                    height: in_h,
+                    threshold: found.threshold,
                 });
             }
-            self.indicators.alert();
-        }
-        self.summary.tiles += grid.tiles.len() as u64;
+            indicators.alert();
+        })?;
+        summary.tiles += tiles as u64;
         Ok(())
     }
 
@@ -500,11 +468,10 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
     );
     let calibrated = bundle.manifest.threshold.value;
     let threshold = config.model.threshold.unwrap_or(calibrated);
-    let scorer = Scorer::new(&bundle.manifest, threshold);
     let (device, model) = ids(config, &bundle);
     set_threads(config.model.threads);
-    let mut engine = Engine::new(bundle, config.model.precision)?;
-    engine.set_workers(config.model.workers)?;
+    let mut detector = Detector::new(bundle, config.model.precision, threshold)?;
+    detector.engine_mut().set_workers(config.model.workers)?;
     let indicators = Indicators::open(config.gpio.as_ref())?;
     let journal = open_journal(config)?;
     let evidence = match &config.evidence {
@@ -557,16 +524,10 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
         config,
         device,
         model,
-        engine,
-        scorer,
+        detector,
         link,
         evidence,
         indicators,
-        work: Workspace {
-            grid: None,
-            input: Vec::new(),
-            maps: LevelMaps::default(),
-        },
         summary: Summary::default(),
         paused: false,
     };

@@ -9,6 +9,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::SimpleState;
 
 use crate::bundle::{Bundle, BundleError};
+pub use crate::tract_env::avoid_faulty_kernels;
 
 /// Errors while preparing or running the models.
 #[derive(Debug, thiserror::Error)]
@@ -322,25 +323,6 @@ fn extract(
         }
     }
     Ok(())
-}
-
-/// Keeps tract away from kernels known to fail on this machine's kind of CPU: tract 0.23.9's
-/// AMX int8 matmul (x86_64, Sapphire Rapids and later) now and then dies with SIGSEGV inside
-/// `avx512amx_mmm_i32_8x8` (1 run in 6 of the int8 extractor test here), so the VNNI int8
-/// kernels are used instead (`TRACT_CPU_ISA=-amx-int8`). An explicit `TRACT_CPU_ISA` is left
-/// alone. tract reads it once per process: call this before its first use (the binaries do it
-/// first thing; [`Engine::new`] and [`optimized_plan`] do it too).
-pub fn avoid_faulty_kernels() {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            if std::env::var_os("TRACT_CPU_ISA").is_none() {
-                // Only x86_64: tract refuses a token of another architecture.
-                std::env::set_var("TRACT_CPU_ISA", "-amx-int8");
-            }
-        });
-    }
 }
 
 /// Parses and optimizes an in-memory ONNX model with its declared input shapes: for tests,

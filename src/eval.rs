@@ -10,12 +10,11 @@ use image::{imageops, GrayImage, Rgb, RgbImage};
 
 use crate::bundle::{Bundle, BundleError};
 use crate::dataset::{load_image, load_mask, Dataset, DatasetError};
-use crate::engine::{Engine, EngineError, ExtractorPrecision, LevelMaps};
+use crate::detector::Detector;
+use crate::engine::{EngineError, ExtractorPrecision};
 use crate::metrics::{aupro_of_curve, image_auroc, pixel_roc, pro_curve, roc_curve, thinned};
 use crate::plots::{LineChart, Series};
 use crate::records::progress_bar;
-use crate::scorer::Scorer;
-use crate::tiler::{model_input, Normalization};
 
 /// Errors of evaluation.
 #[derive(Debug, thiserror::Error)]
@@ -128,12 +127,7 @@ pub fn evaluate(
     let bundle = Bundle::load(bundle)?;
     let manifest = bundle.manifest.clone();
     let side = manifest.input.width;
-    let mut engine = Engine::new(bundle, ExtractorPrecision::F32)?;
-    let mut scorer = Scorer::new(&manifest, manifest.threshold.value);
-    let norm = Normalization {
-        mean: manifest.input.mean,
-        std: manifest.input.std,
-    };
+    let mut detector = Detector::new(bundle, ExtractorPrecision::F32, manifest.threshold.value)?;
     let mut samples = Dataset::mvtec(data)?.test;
     if let Some(limit) = limit {
         let mut kept = Vec::new();
@@ -157,16 +151,9 @@ pub fn evaluate(
     );
     let start = std::time::Instant::now();
     let mut scored = Vec::with_capacity(samples.len());
-    let mut maps = LevelMaps::default();
-    let mut input = vec![0.0; 3 * side * side];
     for s in &samples {
         let image = load_image(&s.image)?;
-        let resized = model_input(&image, side, &norm, &mut input);
-        engine.run(&input, 1, &mut maps)?;
-        let levels: Vec<&[f32]> = (0..manifest.levels.len())
-            .map(|l| maps.tile(l, 0))
-            .collect();
-        let score = scorer.score(&levels).score;
+        let (resized, decided) = detector.detect_image(&image)?;
         let mask = match &s.mask {
             Some(m) => {
                 let full = load_mask(m, &s.image, image.dimensions())?;
@@ -185,8 +172,8 @@ pub fn evaluate(
         scored.push(Scored {
             input: resized,
             mask,
-            map: scorer.anomaly_map().to_vec(),
-            score,
+            map: detector.anomaly_map().to_vec(),
+            score: decided.score,
         });
         bar.inc(1);
     }

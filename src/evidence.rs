@@ -43,19 +43,9 @@ pub enum EvidenceError {
     Spawn(std::io::Error),
 }
 
-/// Where the store keeps `part` of alert `seq` (zero-padded, so names sort by `seq`).
+/// Where the store keeps `part` of alert `seq` (names shared with the monitor: the protocol's).
 pub fn evidence_path(dir: &Path, seq: u64, part: Part) -> PathBuf {
-    match part {
-        Part::Tile => dir.join(format!("{seq:012}-tile.jpg")),
-        Part::Heatmap => dir.join(format!("{seq:012}-heatmap.png")),
-    }
-}
-
-fn seq_of(name: &str) -> Option<u64> {
-    let (seq, rest) = name.split_once('-')?;
-    matches!(rest, "tile.jpg" | "heatmap.png")
-        .then(|| seq.parse().ok())
-        .flatten()
+    dir.join(inspect_protocol::evidence::file_name(seq, part))
 }
 
 /// The folder and its size accounting.
@@ -86,7 +76,7 @@ impl EvidenceStore {
                 let _ = std::fs::remove_file(entry.path());
                 continue;
             }
-            let Some(seq) = seq_of(name) else {
+            let Some(seq) = inspect_protocol::evidence::seq_of(name) else {
                 continue;
             };
             let len = entry.metadata().map_err(io)?.len();

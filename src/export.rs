@@ -12,7 +12,7 @@
 //! the plan, while the file holds only `P` (`hw x 128`, once per level) and `W1c`, which keeps a
 //! Lite0 head at a fraction of the size of the folded form.
 
-use crate::fixtures::tap_name;
+use crate::bundle::tap_name;
 use crate::flow::coupling::{BlockWeights, CLAMP};
 use crate::flow::decoder::HALF_LOG_2PI;
 use crate::flow::positional::positional_fibers;
@@ -38,7 +38,7 @@ impl<'a> LevelHead<'a> {
     pub fn named(stride: usize, height: usize, width: usize, blocks: &'a [BlockWeights]) -> Self {
         LevelHead {
             tap: tap_name(stride),
-            logp: crate::fixtures::logp_name(stride),
+            logp: crate::bundle::logp_name(stride),
             height,
             width,
             blocks,

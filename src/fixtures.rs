@@ -11,10 +11,11 @@ use std::path::Path;
 use image::RgbImage;
 
 use crate::bundle::{
-    write_bundle, BundleError, Combine, ExtractorSpec, HeadSpec, InputSpec, LevelSpec, Manifest,
-    ScoreSpec, ThresholdSpec, FORMAT_VERSION,
+    logp_name, tap_name, write_bundle, BundleError, Combine, ExtractorSpec, HeadSpec, InputSpec,
+    LevelSpec, Manifest, ScoreSpec, ThresholdSpec, FORMAT_VERSION,
 };
 use crate::onnx::{Dim, ModelBuilder, OnnxWriteError, Padding};
+use crate::random::SplitMix;
 use crate::tiler::PixelBox;
 
 /// Errors of writing a fixture.
@@ -53,16 +54,6 @@ impl Default for BrightnessModel {
             threshold: 0.8,
         }
     }
-}
-
-/// Name of tap `i`.
-pub fn tap_name(stride: usize) -> String {
-    format!("tap{stride}")
-}
-
-/// Name of the head output of the level with `stride`.
-pub fn logp_name(stride: usize) -> String {
-    format!("logp{stride}")
 }
 
 /// Extractor: grey level averaged over 8, 16 and 32-pixel cells, one channel per tap.
@@ -180,31 +171,6 @@ pub fn write_brightness_bundle(dir: &Path, model: &BrightnessModel) -> Result<()
         &[("extractor.onnx", &extractor), ("head.onnx", &head)],
     )?;
     Ok(())
-}
-
-/// SplitMix64: a tiny, seedable generator, enough for textures.
-#[derive(Clone, Debug)]
-pub struct SplitMix(u64);
-
-impl SplitMix {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Self {
-        SplitMix(seed)
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
 }
 
 /// Draws an even concrete-like surface (grey ~0.55 with slow shading and grain) with a dark patch

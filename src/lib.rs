@@ -2,8 +2,10 @@
 //!
 //! The daemon's data flow, one module per stage: [`frames`] -> [`tiler`] -> [`engine`] (tract
 //! runs the [`bundle`]'s extractor and flow head) -> [`scorer`] -> [`alerts`] over a serial link,
-//! driven by [`daemon`] with a validated [`config`]. [`onnx`] writes ONNX models (extractor
-//! builder, flow export, test fixtures); [`fixtures`] holds known-function models and frames.
+//! driven by [`daemon`] with a validated [`config`]. [`detector`] is tiler -> engine -> scorer
+//! as one type, which the daemon, `eval` and calibration share. [`onnx`] writes ONNX models
+//! (extractor builder, flow export, test fixtures); [`fixtures`] holds known-function models and
+//! frames. The wire protocol is the `inspect-protocol` crate (ARCHITECTURE.md).
 
 #![warn(missing_docs)]
 
@@ -14,6 +16,7 @@ pub mod config;
 pub mod daemon;
 #[cfg(feature = "data")]
 pub mod dataset;
+pub mod detector;
 pub mod engine;
 #[cfg(feature = "data")]
 pub mod eval;
@@ -34,10 +37,10 @@ pub mod kernels;
 pub mod losses;
 #[cfg(feature = "data")]
 pub mod metrics;
-pub mod monitor;
 pub mod onnx;
 #[cfg(feature = "data")]
 pub mod plots;
+pub mod random;
 #[cfg(feature = "data")]
 mod records;
 pub mod scorer;
@@ -46,5 +49,6 @@ pub mod sweep;
 #[cfg(feature = "data")]
 pub mod synth;
 pub mod tiler;
+pub mod tract_env;
 #[cfg(feature = "train")]
 pub mod train;

@@ -1,16 +1,19 @@
 //! Bundles written with the ONNX writer, loaded and verified, then run by the engine and the
-//! scorer, against values computed by hand.
+//! scorer, against values computed by hand; the detector's frame and image paths against each
+//! other.
 
 mod common;
 
 use common::Scratch;
 use edge_inspector::bundle::{sha256_hex, write_bundle, Bundle, BundleError, MANIFEST_FILE};
+use edge_inspector::detector::{Detector, Tiling};
 use edge_inspector::engine::{Engine, ExtractorPrecision, LevelMaps};
 use edge_inspector::fixtures::{
-    brightness_extractor, brightness_head, brightness_manifest, write_brightness_bundle,
-    BrightnessModel,
+    brightness_extractor, brightness_head, brightness_manifest, concrete_frame,
+    write_brightness_bundle, BrightnessModel,
 };
 use edge_inspector::scorer::Scorer;
+use edge_inspector::tiler::PixelBox;
 
 const HALF_LN_2PI: f32 = 0.918_938_5;
 
@@ -214,4 +217,58 @@ fn tiles_spread_over_workers_give_the_same_maps() {
         assert_eq!(spread.levels, one.levels, "{workers} workers, second frame");
     }
     assert_ne!(one.tile(0, 0), one.tile(0, 4), "tiles differ");
+}
+
+#[test]
+fn the_daemon_and_eval_paths_give_the_same_maps_bit_for_bit() {
+    // A frame at the model's input size, cut by the daemon's path into one tile of the whole
+    // frame, and scored by eval's and calibration's path as a whole image: one detector, so the
+    // same input, maps, score and region to the bit.
+    let dir = Scratch::new("detector-paths");
+    let model = BrightnessModel::default();
+    write_brightness_bundle(&dir.0, &model).unwrap();
+    let side = model.input_size as u32;
+    let stain = PixelBox {
+        x: 40,
+        y: 30,
+        width: 30,
+        height: 20,
+    };
+    let frame = concrete_frame(side, side, 5, &[stain]);
+    let bundle = Bundle::load(&dir.0).unwrap();
+    let mut detector = Detector::new(bundle, ExtractorPrecision::F32, model.threshold).unwrap();
+
+    let mut daemon = Vec::new();
+    let tiling = Tiling {
+        tile_size: side,
+        overlap: 0,
+    };
+    let tiles = detector
+        .detect_frame(&frame, tiling, |found| {
+            daemon.push((
+                found.tile.rect,
+                found.score,
+                found.region,
+                found.map.to_vec(),
+            ));
+        })
+        .unwrap();
+    assert_eq!(tiles, 1);
+    let (rect, daemon_score, daemon_region, daemon_map) = daemon.pop().unwrap();
+    assert_eq!((rect.width, rect.height), (side, side));
+
+    let (resized, eval) = detector.detect_image(&frame).unwrap();
+    assert_eq!(
+        resized, frame,
+        "an image at the input size is not resampled"
+    );
+    let bits = |m: &[f32]| m.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&daemon_map), bits(detector.anomaly_map()));
+    assert_eq!(daemon_score.to_bits(), eval.score.to_bits());
+    let eval_region = eval.region.map(|r| (r.bbox, r.area_fraction));
+    assert_eq!(daemon_region, eval_region);
+    // Not a vacuous map: the dark stain alarms, the surface around it does not.
+    let (region, _) = daemon_region.expect("the stain passes the threshold");
+    assert!(region.intersects(&stain));
+    assert!(daemon_map.iter().any(|&a| a <= model.threshold));
 }

@@ -9,13 +9,13 @@ use burn::module::Param;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::Gradients;
 use burn::tensor::{Device, Tensor, TensorData};
-use edge_inspector::fixtures::SplitMix;
 use edge_inspector::flow::cpu::{Fibers, LevelTrainer, StepLoss};
 use edge_inspector::flow::positional::{positional_fibers, CONDITION_DIM};
 use edge_inspector::flow::{BlockWeights, Decoder};
 use edge_inspector::losses::{
     nf_paper, nf_reference, objective_term, NfLoss, Objective, PairedFibers,
 };
+use edge_inspector::random::SplitMix;
 
 /// Fibers of a synthetic level: `images` images of `side x side` positions, `c` channels; the
 /// augmented copy differs by a bump on a square "defect" of each image.

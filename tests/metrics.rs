@@ -11,8 +11,9 @@ use std::process::{Command, Stdio};
 
 use edge_inspector::bundle::Bundle;
 use edge_inspector::engine::{Engine, ExtractorPrecision, LevelMaps};
-use edge_inspector::fixtures::{concrete_frame, SplitMix};
+use edge_inspector::fixtures::concrete_frame;
 use edge_inspector::metrics::{aupro, image_auroc, pixel_auroc};
+use edge_inspector::random::SplitMix;
 use edge_inspector::scorer::Scorer;
 use edge_inspector::tiler::{sample_tile, Normalization, PixelBox};
 

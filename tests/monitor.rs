@@ -1,7 +1,8 @@
 //! The real `inspectd` and the real `inspect-monitor` on the two ends of a serial cable: two
 //! pseudo-terminals joined by the test as a null-modem. The monitor logs every alert the daemon
 //! sent, in order, without gaps, and the daemon saw its ACKs (it requires them, and exits with
-//! nothing undelivered).
+//! nothing undelivered). `inspect-monitor` is another package of the workspace: build it first
+//! (`cargo build -p inspect-monitor`; tests/run.sh does).
 
 mod common;
 
@@ -63,7 +64,7 @@ fn every_alert_reaches_the_monitor_log_in_order_and_is_acked() {
     let cable = null_modem(master_a, master_b, stop.clone());
 
     let logs = dir.path("logs");
-    let mut mon = binary(env!("CARGO_BIN_EXE_inspect-monitor"))
+    let mut mon = binary(&workspace_binary("inspect-monitor"))
         .args([
             "--port",
             &slave_b.name().unwrap(),

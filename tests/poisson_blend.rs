@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::Scratch;
-use edge_inspector::fixtures::SplitMix;
+use edge_inspector::random::SplitMix;
 use edge_inspector::synth::poisson::seamless_clone;
 use image::{GrayImage, Luma, Rgb, RgbImage};
 

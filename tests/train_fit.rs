@@ -8,15 +8,15 @@ mod common;
 use burn::tensor::Device;
 use common::{defect_source, normal_images, Scratch};
 use edge_inspector::bundle::Bundle;
-use edge_inspector::engine::{Engine, ExtractorPrecision, LevelMaps};
+use edge_inspector::dataset::load_image;
+use edge_inspector::detector::Detector;
+use edge_inspector::engine::ExtractorPrecision;
 use edge_inspector::fixtures::concrete_frame;
 use edge_inspector::losses::Objective;
 use edge_inspector::onnx::{Dim, ModelBuilder, Padding};
-use edge_inspector::scorer::Scorer;
 use edge_inspector::synth::bank::Synthesizer;
 use edge_inspector::synth::config::SynthesisSettings;
 use edge_inspector::tiler::{Normalization, PixelBox};
-use edge_inspector::train::calibrate::model_input;
 use edge_inspector::train::settings::TrainSettings;
 use edge_inspector::train::Backend;
 use edge_inspector::train::{run_fit, FitJob};
@@ -119,15 +119,14 @@ fn fit_trains_exports_and_calibrates_a_bundle_the_daemon_agrees_with() {
     assert_eq!(m.levels.len(), 2);
     assert_eq!((m.levels[0].stride, m.levels[1].stride), (8, 16));
     assert_eq!(m.threshold.method, "false-alarm-rate");
-    let mut engine = Engine::new(bundle, ExtractorPrecision::F32).unwrap();
-    let mut maps = LevelMaps::default();
+    let mut detector = Detector::new(bundle, ExtractorPrecision::F32, m.threshold.value).unwrap();
     for entry in report.train_images.iter().take(3) {
-        let input = model_input(&entry.image, SIDE, &normalization).unwrap();
-        engine.run(&input, 1, &mut maps).unwrap();
+        let maps = detector
+            .image_level_maps(&load_image(&entry.image).unwrap())
+            .unwrap();
         let record = report.cache.load(&entry.keys[0]).unwrap().unwrap();
-        for level in 0..2 {
+        for (level, daemon) in maps.iter().enumerate() {
             let trainer = report.trainer.logp_map(level, &record);
-            let daemon = maps.tile(level, 0);
             let worst = trainer
                 .iter()
                 .zip(daemon)
@@ -146,9 +145,7 @@ fn fit_trains_exports_and_calibrates_a_bundle_the_daemon_agrees_with() {
     assert!(c.holdout_alarms <= (0.1 * n_holdout as f64).floor() as usize);
     assert_eq!(m.threshold.value, c.threshold);
     assert_eq!(m.score.level_offsets, c.level_offsets);
-    let mut scorer = Scorer::new(&m, m.threshold.value);
-    let stained = dir.path("stained.png");
-    concrete_frame(
+    let stained = concrete_frame(
         160,
         120,
         77,
@@ -158,12 +155,8 @@ fn fit_trains_exports_and_calibrates_a_bundle_the_daemon_agrees_with() {
             width: 60,
             height: 50,
         }],
-    )
-    .save(&stained)
-    .unwrap();
-    let input = model_input(&stained, SIDE, &normalization).unwrap();
-    engine.run(&input, 1, &mut maps).unwrap();
-    let score = scorer.score(&[maps.tile(0, 0), maps.tile(1, 0)]);
+    );
+    let (_, score) = detector.detect_image(&stained).unwrap();
     println!(
         "stained frame scores {:.4}; threshold {:.4}; held-out scores {:?}",
         score.score, c.threshold, c.holdout_scores

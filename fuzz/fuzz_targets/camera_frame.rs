@@ -3,7 +3,7 @@
 //! panic; a decoded frame is as large as its pixels; a converted YUYV frame has the size asked.
 #![no_main]
 
-use edge_inspector::frames::convert::{decode_mjpeg, yuyv_to_rgb};
+use inspect_pixel_formats::{decode_mjpeg, yuyv_to_rgb};
 use image::RgbImage;
 use libfuzzer_sys::fuzz_target;
 

@@ -3,11 +3,11 @@
 //! says why.
 #![no_main]
 
-use edge_inspector::alerts::cobs;
-use edge_inspector::alerts::Command;
+use inspect_protocol::cobs;
+use inspect_protocol::Command;
 use libfuzzer_sys::fuzz_target;
 
-fn check(decoded: Result<Command, edge_inspector::alerts::command::Rejected>) {
+fn check(decoded: Result<Command, inspect_protocol::command::Rejected>) {
     match decoded {
         Ok(command) => {
             assert_eq!(

@@ -4,13 +4,13 @@
 //! decodes to the same message, and its JSON line is valid JSON.
 #![no_main]
 
-use edge_inspector::alerts::cobs::{self, Splitter};
-use edge_inspector::alerts::command::EvidenceChunk;
-use edge_inspector::alerts::{Alert, Reply, Status};
+use inspect_protocol::cobs::{self, Splitter};
+use inspect_protocol::command::EvidenceChunk;
+use inspect_protocol::{Alert, Reply, Status};
 use libfuzzer_sys::fuzz_target;
 use std::time::UNIX_EPOCH;
 
-fn json(line: Result<edge_inspector::alerts::Line, edge_inspector::alerts::message::LineTooLong>) {
+fn json(line: Result<inspect_protocol::Line, inspect_protocol::message::LineTooLong>) {
     if let Ok(line) = line {
         serde_json::from_str::<serde_json::Value>(&line).expect("lines are JSON");
     }

@@ -425,7 +425,7 @@ mod tests {
     use super::*;
 
     fn alert(frame: u64) -> Alert {
-        crate::alerts::fixtures::alert(0, frame)
+        inspect_protocol::fixtures::alert(0, frame)
     }
 
     fn scratch(name: &str) -> PathBuf {

@@ -22,6 +22,7 @@ use super::command::{Command, ErrorCode, EvidenceChunk, Part, Rejected, Reply, E
 use super::journal::Journal;
 use super::message::{Alert, DeviceId, Status, LINE_CAPACITY};
 use super::port::Port;
+use super::Framing;
 use crate::evidence::evidence_path;
 
 /// How long the link thread waits on the port per turn (bounds the latency of a new alert).
@@ -44,15 +45,6 @@ pub enum LinkTarget {
     },
     /// Standard output, for demos and pipes (no commands, no ACKs).
     Stdout,
-}
-
-/// How messages are framed on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
-    /// One JSON object per line.
-    Json,
-    /// COBS frames with CRC-32, zero-terminated (radio links).
-    Cobs,
 }
 
 /// Everything the link needs to know.
@@ -811,12 +803,12 @@ enum Body {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::fixtures::id;
+    use inspect_protocol::fixtures::id;
     use serialport::SerialPort;
     use std::io::Read;
 
     fn alert(frame: u64) -> Alert {
-        crate::alerts::fixtures::alert(0, frame)
+        inspect_protocol::fixtures::alert(0, frame)
     }
 
     fn settings(port: PathBuf, framing: Framing, require_ack: bool) -> LinkSettings {

@@ -49,6 +49,16 @@ pub struct InputSpec {
     pub std: [f32; 3],
 }
 
+impl InputSpec {
+    /// The normalization the model's input expects.
+    pub fn normalization(&self) -> crate::tiler::Normalization {
+        crate::tiler::Normalization {
+            mean: self.mean,
+            std: self.std,
+        }
+    }
+}
+
 /// The feature extractor file and its taps.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -281,7 +281,7 @@ fn parse_with_outputs(
     outputs: &[&str],
     what: &str,
 ) -> Result<InferenceModel, BundleError> {
-    crate::engine::avoid_faulty_kernels();
+    crate::tract_env::avoid_faulty_kernels();
     let mut model = tract_onnx::onnx()
         .model_for_path(path)
         .map_err(model_error(path))?;
@@ -373,4 +373,14 @@ pub fn write_bundle(
         path: manifest_path,
         source,
     })
+}
+
+/// The extractor output (tap) of the level with `stride`, as the trainer names it.
+pub fn tap_name(stride: usize) -> String {
+    format!("tap{stride}")
+}
+
+/// The head output (log-likelihood map) of the level with `stride`, as the trainer names it.
+pub fn logp_name(stride: usize) -> String {
+    format!("logp{stride}")
 }

@@ -639,7 +639,7 @@ pub fn calibrate<'i>(
     };
     let bytes = write_lite0(ckpt, &options, true)?;
     let tract = |e: TractError| BuildError::Calibration(format!("{e:#}"));
-    crate::engine::avoid_faulty_kernels();
+    crate::tract_env::avoid_faulty_kernels();
     let model = tract_onnx::onnx()
         .model_for_read(&mut std::io::Cursor::new(&bytes))
         .map_err(tract)?;

@@ -5,7 +5,7 @@
 //! on. A live source that fails (camera unplugged, pipe closed) returns an error and the daemon's
 //! capture loop reopens it with backoff; only a recording that cannot deliver anything is fatal.
 
-pub mod convert;
+pub use inspect_pixel_formats as convert;
 mod folder;
 #[cfg(target_os = "linux")]
 mod stream;

@@ -1,7 +1,7 @@
 //! From trained decoders to the daemon's bundle: the head exported as ONNX, the score constants
 //! fixed on defect-free training images, and the threshold chosen on held-out defect-free images
-//! for a target tile false-alarm rate. Every figure is computed by the daemon's own engine and
-//! scorer on the written bundle, so what the daemon will see is what was calibrated.
+//! for a target tile false-alarm rate. Every figure is computed by the daemon's own [`Detector`]
+//! on the written bundle, so what the daemon will see is what was calibrated.
 
 use std::path::{Path, PathBuf};
 
@@ -10,11 +10,11 @@ use crate::bundle::{
     ScoreSpec, ThresholdSpec, FORMAT_VERSION,
 };
 use crate::dataset::load_image;
-use crate::engine::{Engine, ExtractorPrecision, LevelMaps};
+use crate::detector::Detector;
+use crate::engine::ExtractorPrecision;
 use crate::export::{head_onnx, LevelHead};
 use crate::flow::BlockWeights;
-use crate::scorer::Scorer;
-use crate::tiler::{self, Normalization};
+use crate::tiler::Normalization;
 
 use super::TrainError;
 
@@ -51,34 +51,15 @@ pub struct Calibration {
     pub holdout_alarms: usize,
 }
 
-/// The model input of an image as the daemon's tiler makes it: resized whole to the input
-/// side, normalized, planar.
-pub fn model_input(path: &Path, size: usize, norm: &Normalization) -> Result<Vec<f32>, TrainError> {
-    let mut out = vec![0.0; 3 * size * size];
-    tiler::model_input(&load_image(path)?, size, norm, &mut out);
-    Ok(out)
-}
-
-/// The per-level log-likelihood maps of `images` by the daemon's engine.
-fn engine_maps(
-    engine: &mut Engine,
+/// The per-level log-likelihood maps of `images` by the daemon's detector.
+fn level_maps(
+    detector: &mut Detector,
     images: &[PathBuf],
-    size: usize,
 ) -> Result<Vec<Vec<Vec<f32>>>, TrainError> {
-    let m = &engine.bundle().manifest;
-    let norm = Normalization {
-        mean: m.input.mean,
-        std: m.input.std,
-    };
-    let levels = m.levels.len();
-    let mut maps = LevelMaps::default();
-    let mut out = Vec::with_capacity(images.len());
-    for path in images {
-        let input = model_input(path, size, &norm)?;
-        engine.run(&input, 1, &mut maps)?;
-        out.push((0..levels).map(|l| maps.tile(l, 0).to_vec()).collect());
-    }
-    Ok(out)
+    images
+        .iter()
+        .map(|path| Ok(detector.image_level_maps(&load_image(path)?)?))
+        .collect()
 }
 
 fn manifest(parts: &BundleParts, score: ScoreSpec, threshold: ThresholdSpec) -> Manifest {
@@ -154,16 +135,11 @@ pub fn write_calibrated_bundle(
         method: "manual".into(),
         false_alarm_rate: None,
     };
-    write_bundle(
-        dir,
-        &manifest(parts, provisional.clone(), manual.clone()),
-        &files,
-    )?;
-    let mut engine = Engine::new(Bundle::load(dir)?, ExtractorPrecision::F32)?;
-    let size = parts.input_size;
+    write_bundle(dir, &manifest(parts, provisional, manual), &files)?;
+    let mut detector = Detector::new(Bundle::load(dir)?, ExtractorPrecision::F32, f32::MAX)?;
 
     // Offsets: the highest per-channel log-likelihood of each level on normal images.
-    let calib = engine_maps(&mut engine, calibration, size)?;
+    let calib = level_maps(&mut detector, calibration)?;
     let mut offsets = vec![f32::NEG_INFINITY; n];
     for image in &calib {
         for (l, map) in image.iter().enumerate() {
@@ -180,12 +156,11 @@ pub fn write_calibrated_bundle(
         level_offsets: offsets.clone(),
         reference: 0.0,
     };
-    let mut scorer = Scorer::new(&manifest(parts, spec.clone(), manual.clone()), f32::MAX);
+    detector.set_score(spec.clone());
     let mut reference = f32::NEG_INFINITY;
     for image in &calib {
-        let maps: Vec<&[f32]> = image.iter().map(Vec::as_slice).collect();
-        scorer.score(&maps);
-        let lowest = scorer
+        detector.score_level_maps(image);
+        let lowest = detector
             .anomaly_map()
             .iter()
             .fold(f32::INFINITY, |m, &a| m.min(a));
@@ -194,13 +169,10 @@ pub fn write_calibrated_bundle(
     spec.reference = reference;
 
     // Threshold on held-out normal images, scored exactly as the daemon scores a tile.
-    let mut scorer = Scorer::new(&manifest(parts, spec.clone(), manual), f32::MAX);
-    let mut holdout_scores: Vec<f32> = engine_maps(&mut engine, holdout, size)?
+    detector.set_score(spec.clone());
+    let mut holdout_scores: Vec<f32> = level_maps(&mut detector, holdout)?
         .iter()
-        .map(|image| {
-            let maps: Vec<&[f32]> = image.iter().map(Vec::as_slice).collect();
-            scorer.score(&maps).score
-        })
+        .map(|image| detector.score_level_maps(image).score)
         .collect();
     holdout_scores.sort_by(f32::total_cmp);
     let threshold = threshold_for_rate(&holdout_scores, false_alarm_rate);

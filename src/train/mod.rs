@@ -9,13 +9,13 @@ pub mod settings;
 
 use std::path::{Path, PathBuf};
 
+use crate::bundle::logp_name;
 use crate::bundle::{BundleError, LevelSpec};
 use crate::dataset::DatasetError;
 use crate::engine::EngineError;
 use crate::features::build::{BuildError, CacheBuild, CachedImage};
 use crate::features::cache::{CacheError, FeatureCache};
 use crate::features::{ExtractError, FeatureExtractor};
-use crate::fixtures::logp_name;
 use crate::onnx::OnnxWriteError;
 use crate::synth::bank::Synthesizer;
 use crate::tiler::Normalization;

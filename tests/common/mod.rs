@@ -97,6 +97,25 @@ pub fn binary(bin: &str) -> Command {
     }
 }
 
+/// The path of a binary of another package of the workspace, built into the same target
+/// directory as this test (cargo only builds the tested package's own binaries); panics with the
+/// command to run when it is not there.
+pub fn workspace_binary(name: &str) -> String {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
+        .expect("the test binary lies in target/<profile>/deps");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first with `cargo build -p {name}` (tests/run.sh does)",
+        path.display()
+    );
+    path.display().to_string()
+}
+
 /// Runs `inspectd` with `args` to completion.
 pub fn run_inspectd(args: &[&str]) -> Output {
     inspectd()

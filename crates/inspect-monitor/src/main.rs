@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use edge_inspector::alerts::Command;
-use edge_inspector::monitor::{encode_command, AlertLog, Decoder, Event, Framing, Session};
+use inspect_monitor::{encode_command, AlertLog, Decoder, Event, Framing, Session};
+use inspect_protocol::Command;
 use serde_json::Value;
 
 /// Receives, acknowledges and logs the alerts of an `inspectd`.

@@ -490,10 +490,10 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        let ack = crate::alerts::cobs::encode(&Command::Ack { seq: 41 }.to_binary()).unwrap();
+        let ack = crate::cobs::encode(&Command::Ack { seq: 41 }.to_binary()).unwrap();
         assert_eq!(hex(&ack), "04 10 01 29 01 01 01 01 01 01 05 a0 84 66 35 00");
         let set = Command::SetThreshold { value: 1.6 }.to_binary();
-        let set = crate::alerts::cobs::encode(&set).unwrap();
+        let set = crate::cobs::encode(&set).unwrap();
         assert_eq!(hex(&set), "0b 12 01 cd cc cc 3f 03 c7 07 0f 00");
     }
 

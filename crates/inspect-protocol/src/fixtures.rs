@@ -3,8 +3,8 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::message::Alert;
-use crate::tiler::PixelBox;
+use crate::message::Alert;
+use crate::PixelBox;
 
 /// A short identifier; panics if `s` does not fit in `N` bytes (test input only).
 pub fn id<const N: usize>(s: &str) -> heapless::String<N> {

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::cobs::{Payload, MAX_PAYLOAD};
 use super::message::{Alert, DeviceId, ModelId, Status, PROTOCOL_VERSION};
-use crate::tiler::PixelBox;
+use crate::PixelBox;
 
 /// Message kinds, the first byte of every payload.
 pub mod kind {
@@ -257,7 +257,7 @@ pub(crate) fn read_text(r: &mut Reader<'_>) -> Result<heapless::String<200>, Dec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::fixtures::{id, sample_alert};
+    use crate::fixtures::{id, sample_alert};
 
     fn alert() -> Alert {
         Alert {

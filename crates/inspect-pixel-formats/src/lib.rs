@@ -1,6 +1,11 @@
 //! Camera pixel formats to RGB8: YUYV 4:2:2 (BT.601, limited range, as UVC webcams and the Pi's
 //! ISP send it) and MJPEG (decoded by the `image` crate's zune-jpeg, which also supplies the
 //! standard Huffman tables that webcams leave out of their frames).
+//!
+//! A crate of its own: it decodes bytes a camera controls, so it is fuzzed, and its fuzz target
+//! should build without the rest of the daemon.
+
+#![warn(missing_docs)]
 
 use image::RgbImage;
 
@@ -221,7 +226,7 @@ mod tests {
     fn mjpeg_frames_decode_with_and_without_huffman_tables() {
         let photo = image::open(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/photos/coffee.jpg"
+            "/../../tests/data/photos/coffee.jpg"
         ))
         .unwrap()
         .into_rgb8();

@@ -11,22 +11,14 @@ use std::time::SystemTime;
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::alerts::binary::kind;
-use crate::alerts::cobs;
-use crate::alerts::command::{EvidenceChunk, Part, Reply};
-use crate::alerts::{Alert, Command, Status};
+use inspect_protocol::binary::kind;
+use inspect_protocol::cobs;
+use inspect_protocol::command::{EvidenceChunk, Part, Reply};
+pub use inspect_protocol::Framing;
+use inspect_protocol::{Alert, Command, Status};
 
 /// Alerts kept for the view (the logs keep them all).
 pub const VIEW_ALERTS: usize = 500;
-
-/// How messages are framed on the link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
-    /// JSON Lines.
-    Json,
-    /// COBS frames with CRC-32.
-    Cobs,
-}
 
 /// Splits received bytes into messages, as JSON values whatever the framing.
 #[derive(Debug)]
@@ -374,7 +366,9 @@ impl AlertLog {
         } else {
             Part::Heatmap
         };
-        let path = crate::evidence::evidence_path(&self.evidence_dir, seq, part);
+        let path = self
+            .evidence_dir
+            .join(inspect_protocol::evidence::file_name(seq, part));
         std::fs::write(&path, bytes)?;
         Ok(path)
     }
@@ -386,7 +380,7 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     fn alert(seq: u64) -> Alert {
-        crate::alerts::fixtures::alert(seq, seq * 2)
+        inspect_protocol::fixtures::alert(seq, seq * 2)
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::time::SystemTime;
 
-use crate::tiler::PixelBox;
+use crate::PixelBox;
 
 /// Version of the line protocol, sent as `"v"` in every line.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -180,7 +180,7 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::fixtures::{id, sample_alert};
+    use crate::fixtures::{id, sample_alert};
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]

@@ -1,0 +1,191 @@
+//! The one detection pipeline: pixels -> model input -> [`Engine`] -> [`Scorer`]. The daemon
+//! runs it on frames cut into tiles, `eval` and calibration on whole images resized to the
+//! model input; all three go through this type, so what is measured and calibrated is what runs
+//! on the device.
+
+use image::RgbImage;
+
+use crate::bundle::{Bundle, Manifest, ScoreSpec};
+use crate::engine::{Engine, EngineError, ExtractorPrecision, LevelMaps};
+use crate::scorer::{Scorer, TileScore};
+use crate::tiler::{self, model_box_to_frame, sample_tile, PixelBox, Tile, TileGrid};
+
+/// How frames are cut into tiles (the daemon's `[tiling]`, validated by its config).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tiling {
+    /// Tile side in frame pixels.
+    pub tile_size: u32,
+    /// Pixels shared by neighbouring tiles (less than `tile_size`).
+    pub overlap: u32,
+}
+
+/// One tile of a frame, as decided.
+#[derive(Clone, Copy, Debug)]
+pub struct TileDetection<'a> {
+    /// The tile: its index in the grid and its rectangle in frame pixels.
+    pub tile: &'a Tile,
+    /// Its score (maximum of the anomaly map).
+    pub score: f32,
+    /// The threshold it was decided against.
+    pub threshold: f32,
+    /// When the score passes the threshold: the region above it, in frame pixels, and the
+    /// fraction of the tile's model pixels it covers.
+    pub region: Option<(PixelBox, f32)>,
+    /// The tile's anomaly map, row-major at model-input size.
+    pub map: &'a [f32],
+}
+
+/// The bundle's models and score, with the buffers one frame needs (reused: steady state
+/// allocates nothing per frame).
+#[derive(Debug)]
+pub struct Detector {
+    engine: Engine,
+    scorer: Scorer,
+    input: Vec<f32>,
+    maps: LevelMaps,
+    grid: Option<(Tiling, TileGrid)>,
+}
+
+impl Detector {
+    /// A detector for `bundle`, alerting above `threshold`.
+    pub fn new(
+        bundle: Bundle,
+        precision: ExtractorPrecision,
+        threshold: f32,
+    ) -> Result<Detector, EngineError> {
+        let scorer = Scorer::new(&bundle.manifest, threshold);
+        Ok(Detector {
+            engine: Engine::new(bundle, precision)?,
+            scorer,
+            input: Vec::new(),
+            maps: LevelMaps::default(),
+            grid: None,
+        })
+    }
+
+    /// The engine, for its settings (workers).
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    /// The bundle's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.engine.bundle().manifest
+    }
+
+    /// The alert threshold in use.
+    pub fn threshold(&self) -> f32 {
+        self.scorer.threshold()
+    }
+
+    /// Changes the alert threshold (a peer's `set_threshold`, bounded by the link).
+    pub fn set_threshold(&mut self, threshold: f32) {
+        self.scorer.set_threshold(threshold);
+    }
+
+    /// Scores with other calibration constants than the bundle's (calibration computes them).
+    pub fn set_score(&mut self, score: ScoreSpec) {
+        let mut manifest = self.manifest().clone();
+        manifest.score = score;
+        self.scorer = Scorer::new(&manifest, self.scorer.threshold());
+    }
+
+    /// Cuts `frame` into tiles, runs them as one batch and hands each tile's decision to
+    /// `decide`, in grid order. Returns the number of tiles.
+    pub fn detect_frame(
+        &mut self,
+        frame: &RgbImage,
+        tiling: Tiling,
+        mut decide: impl FnMut(TileDetection<'_>),
+    ) -> Result<usize, EngineError> {
+        let (fw, fh) = frame.dimensions();
+        let regrid = self
+            .grid
+            .as_ref()
+            .is_none_or(|(t, g)| *t != tiling || g.frame_width != fw || g.frame_height != fh);
+        if regrid {
+            let grid = TileGrid::new(fw, fh, tiling.tile_size, tiling.overlap);
+            self.grid = Some((tiling, grid));
+        }
+        let Some((_, grid)) = self.grid.as_ref() else {
+            return Ok(0);
+        };
+        let input = &self.engine.bundle().manifest.input;
+        let (in_w, in_h) = (input.width, input.height);
+        let norm = input.normalization();
+        let tile_len = 3 * in_w * in_h;
+        self.input.resize(grid.tiles.len() * tile_len, 0.0);
+        for (tile, out) in grid.tiles.iter().zip(self.input.chunks_exact_mut(tile_len)) {
+            sample_tile(frame, &tile.rect, in_w, in_h, &norm, out);
+        }
+        self.engine
+            .run(&self.input, grid.tiles.len(), &mut self.maps)?;
+        for tile in &grid.tiles {
+            let scored = score_tile(&mut self.scorer, &self.maps, tile.index);
+            let region = scored.region.map(|r| {
+                let frame_box = model_box_to_frame(r.bbox, &tile.rect, in_w as u32, in_h as u32);
+                (frame_box, r.area_fraction)
+            });
+            decide(TileDetection {
+                tile,
+                score: scored.score,
+                threshold: self.scorer.threshold(),
+                region,
+                map: self.scorer.anomaly_map(),
+            });
+        }
+        Ok(grid.tiles.len())
+    }
+
+    /// Scores a whole image resized to the model input (as the trainer sees images). Returns
+    /// the resized image and its score; the map is [`Detector::anomaly_map`].
+    pub fn detect_image(&mut self, image: &RgbImage) -> Result<(RgbImage, TileScore), EngineError> {
+        let resized = self.run_image(image)?;
+        let score = score_tile(&mut self.scorer, &self.maps, 0);
+        Ok((resized, score))
+    }
+
+    /// The per-level log-likelihood maps of a whole image resized to the model input, before
+    /// scoring (calibration derives the score's constants from them).
+    pub fn image_level_maps(&mut self, image: &RgbImage) -> Result<Vec<Vec<f32>>, EngineError> {
+        self.run_image(image)?;
+        Ok((0..self.maps.levels.len())
+            .map(|l| self.maps.tile(l, 0).to_vec())
+            .collect())
+    }
+
+    /// Scores per-level log-likelihood maps kept from [`Detector::image_level_maps`].
+    pub fn score_level_maps(&mut self, maps: &[Vec<f32>]) -> TileScore {
+        let mut levels: heapless::Vec<&[f32], 8> = heapless::Vec::new();
+        for map in maps {
+            // The manifest allows at most 8 levels, so this never overflows.
+            let _ = levels.push(map.as_slice());
+        }
+        self.scorer.score(&levels)
+    }
+
+    /// The anomaly map of the last scored tile or image, row-major at model-input size.
+    pub fn anomaly_map(&self) -> &[f32] {
+        self.scorer.anomaly_map()
+    }
+
+    fn run_image(&mut self, image: &RgbImage) -> Result<RgbImage, EngineError> {
+        let input = &self.engine.bundle().manifest.input;
+        let size = input.width;
+        let norm = input.normalization();
+        self.input.resize(3 * size * size, 0.0);
+        let resized = tiler::model_input(image, size, &norm, &mut self.input);
+        self.engine.run(&self.input, 1, &mut self.maps)?;
+        Ok(resized)
+    }
+}
+
+/// Scores tile `tile` of a batch's maps.
+fn score_tile(scorer: &mut Scorer, maps: &LevelMaps, tile: usize) -> TileScore {
+    let mut levels: heapless::Vec<&[f32], 8> = heapless::Vec::new();
+    for level in 0..maps.levels.len() {
+        // The manifest allows at most 8 levels, so this never overflows.
+        let _ = levels.push(maps.tile(level, tile));
+    }
+    scorer.score(&levels)
+}
