@@ -3,8 +3,8 @@
 //! panic; a decoded frame is as large as its pixels; a converted YUYV frame has the size asked.
 #![no_main]
 
-use inspect_pixel_formats::{decode_mjpeg, yuyv_to_rgb};
 use image::RgbImage;
+use inspect_pixel_formats::{decode_mjpeg, yuyv_to_rgb};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {

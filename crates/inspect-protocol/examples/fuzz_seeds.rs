@@ -1,19 +1,15 @@
 //! Writes the seed corpora of the fuzz targets (`fuzz/seeds/<target>/`): one valid input per
 //! message kind, so the fuzzers start from the real formats instead of from nothing.
 //!
-//!     cargo run --example fuzz_seeds -- fuzz/seeds
+//!     cargo run -p inspect-protocol --features fixtures --example fuzz_seeds -- fuzz/seeds
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
-use edge_inspector::alerts::cobs;
-use edge_inspector::alerts::command::{ErrorCode, EvidenceChunk, Part, Rejected};
-use edge_inspector::alerts::{Alert, Command, Reply, Status};
-use edge_inspector::tiler::PixelBox;
-
-fn id<const N: usize>(s: &str) -> heapless::String<N> {
-    heapless::String::try_from(s).expect("seed ids are short")
-}
+use inspect_protocol::cobs;
+use inspect_protocol::command::{ErrorCode, EvidenceChunk, Part, Rejected};
+use inspect_protocol::fixtures::{id, sample_alert};
+use inspect_protocol::{Command, Reply, Status};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
@@ -67,29 +63,7 @@ fn main() -> std::io::Result<()> {
         ErrorCode::OutOfRange,
         format_args!("threshold 9 outside 0.4 to 1.6; unchanged"),
     );
-    let alert = Alert {
-        device: id("robot-7"),
-        seq: 41,
-        frame: 1203,
-        time: UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
-        tile_index: 9,
-        tile: PixelBox {
-            x: 224,
-            y: 224,
-            width: 256,
-            height: 256,
-        },
-        score: 2.5,
-        threshold: 1.25,
-        region: PixelBox {
-            x: 300,
-            y: 310,
-            width: 40,
-            height: 36,
-        },
-        area_fraction: 0.0234,
-        model: id("0123456789ab"),
-    };
+    let alert = sample_alert();
     let payloads = [
         alert.to_binary(),
         status.to_binary(),
