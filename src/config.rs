@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::alerts::Framing;
+use crate::detector::Tiling;
 use crate::engine::ExtractorPrecision;
 
 /// Serial speeds accepted for `alerts.baud`.
@@ -62,7 +64,7 @@ pub struct Config {
     /// Where frames come from.
     pub source: SourceConfig,
     /// How frames are cut into tiles.
-    pub tiling: TilingConfig,
+    pub tiling: Tiling,
     /// Where alerts go.
     pub alerts: AlertsConfig,
     /// The alert journal (in memory when absent).
@@ -154,17 +156,6 @@ pub enum PixelFormat {
     Yuyv,
 }
 
-/// `[tiling]`
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TilingConfig {
-    /// Tile side in frame pixels, 32-4096.
-    pub tile_size: u32,
-    /// Pixels shared by neighbouring tiles, 0 to half the tile size.
-    #[serde(default)]
-    pub overlap: u32,
-}
-
 /// Where alert lines go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -175,17 +166,6 @@ pub enum AlertOutput {
     Stdout,
 }
 
-/// How messages are framed on the link.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FramingConfig {
-    /// JSON Lines (readable; for cables and terminals).
-    #[default]
-    Json,
-    /// COBS frames with CRC-32 (radio links: resynchronises after noise).
-    Cobs,
-}
-
 /// `[alerts]`
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -194,7 +174,7 @@ pub struct AlertsConfig {
     pub output: AlertOutput,
     /// `json` or `cobs`.
     #[serde(default)]
-    pub framing: FramingConfig,
+    pub framing: Framing,
     /// Keep each alert until the peer ACKs its `seq` (serial only), re-sending as needed.
     #[serde(default)]
     pub require_ack: bool,
@@ -607,7 +587,7 @@ port = "/dev/ttyAMA0"
         );
         assert_eq!(c.journal.fsync, FsyncConfig::Interval);
         assert!(!c.alerts.require_ack);
-        assert_eq!(c.alerts.framing, FramingConfig::Json);
+        assert_eq!(c.alerts.framing, Framing::Json);
         assert_eq!(c.model.bundle, Path::new("/etc/inspectd/bundle"));
         assert_eq!(c.alerts.baud, 115200);
         assert_eq!(c.alerts.port.as_deref(), Some(Path::new("/dev/ttyAMA0")));

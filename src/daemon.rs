@@ -16,12 +16,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::alerts::journal::JournalError;
 use crate::alerts::{
-    Alert, AlertLink, Control, DeviceId, Framing, FsyncPolicy, Journal, LinkError, LinkSettings,
-    LinkTarget, ModelId, Status,
+    Alert, AlertLink, Control, DeviceId, FsyncPolicy, Journal, LinkError, LinkSettings, LinkTarget,
+    ModelId, Status,
 };
 use crate::bundle::{Bundle, BundleError};
-use crate::config::{AlertOutput, Config, FramingConfig, FsyncConfig, SourceConfig};
-use crate::detector::{Detector, Tiling};
+use crate::config::{AlertOutput, Config, FsyncConfig, SourceConfig};
+use crate::detector::Detector;
 use crate::engine::{set_threads, EngineError};
 use crate::evidence::{EvidenceError, EvidenceJob, EvidenceStore, EvidenceWriter};
 #[cfg(feature = "v4l2")]
@@ -318,10 +318,7 @@ impl Inspector<'_> {
     }
 
     fn process(&mut self, frame: &Frame) -> Result<(), EngineError> {
-        let tiling = Tiling {
-            tile_size: self.config.tiling.tile_size,
-            overlap: self.config.tiling.overlap,
-        };
+        let tiling = self.config.tiling;
         let (link, evidence, indicators, summary) = (
             &self.link,
             &self.evidence,
@@ -495,10 +492,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
     let spread = calibrated.abs().max(f32::EPSILON);
     let settings = LinkSettings {
         target,
-        framing: match alerts.framing {
-            FramingConfig::Json => Framing::Json,
-            FramingConfig::Cobs => Framing::Cobs,
-        },
+        framing: alerts.framing,
         require_ack: alerts.require_ack,
         ack_timeout: Duration::from_millis(alerts.ack_timeout_ms),
         threshold,

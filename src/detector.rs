@@ -10,12 +10,14 @@ use crate::engine::{Engine, EngineError, ExtractorPrecision, LevelMaps};
 use crate::scorer::{Scorer, TileScore};
 use crate::tiler::{self, model_box_to_frame, sample_tile, PixelBox, Tile, TileGrid};
 
-/// How frames are cut into tiles (the daemon's `[tiling]`, validated by its config).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How frames are cut into tiles: the daemon's `[tiling]` (its config checks the ranges).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Tiling {
-    /// Tile side in frame pixels.
+    /// Tile side in frame pixels, 32-4096.
     pub tile_size: u32,
-    /// Pixels shared by neighbouring tiles (less than `tile_size`).
+    /// Pixels shared by neighbouring tiles, 0 to half the tile size.
+    #[serde(default)]
     pub overlap: u32,
 }
 

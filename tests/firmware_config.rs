@@ -43,9 +43,10 @@ fn pi4_robot_uses_the_uart_and_a_usb_camera() {
 
 #[test]
 fn the_drone_frames_for_radio_and_syncs_every_alert() {
-    use edge_inspector::config::{FramingConfig, FsyncConfig};
+    use edge_inspector::alerts::Framing;
+    use edge_inspector::config::FsyncConfig;
     let c = load("pi5-drone.toml");
-    assert_eq!(c.alerts.framing, FramingConfig::Cobs);
+    assert_eq!(c.alerts.framing, Framing::Cobs);
     assert_eq!(c.journal.fsync, FsyncConfig::Always);
     assert!(c.evidence.is_some());
 }

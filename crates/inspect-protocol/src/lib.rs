@@ -22,11 +22,13 @@ pub use command::{Command, Reply};
 pub use geometry::PixelBox;
 pub use message::{Alert, DeviceId, Line, ModelId, Status, LINE_CAPACITY, PROTOCOL_VERSION};
 
-/// How messages are framed on the link (the daemon's `alerts.framing`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How messages are framed on the link (the daemon's `alerts.framing`: `"json"` or `"cobs"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Framing {
-    /// One JSON object per line.
+    /// One JSON object per line (readable; for cables and terminals).
+    #[default]
     Json,
-    /// COBS frames with CRC-32, zero-terminated (radio links).
+    /// COBS frames with CRC-32, zero-terminated (radio links: resynchronises after noise).
     Cobs,
 }
