@@ -158,12 +158,7 @@ impl Detector {
 
     /// Scores per-level log-likelihood maps kept from [`Detector::image_level_maps`].
     pub fn score_level_maps(&mut self, maps: &[Vec<f32>]) -> TileScore {
-        let mut levels: heapless::Vec<&[f32], 8> = heapless::Vec::new();
-        for map in maps {
-            // The manifest allows at most 8 levels, so this never overflows.
-            let _ = levels.push(map.as_slice());
-        }
-        self.scorer.score(&levels)
+        score_levels(&mut self.scorer, maps.iter().map(Vec::as_slice))
     }
 
     /// The anomaly map of the last scored tile or image, row-major at model-input size.
@@ -184,10 +179,18 @@ impl Detector {
 
 /// Scores tile `tile` of a batch's maps.
 fn score_tile(scorer: &mut Scorer, maps: &LevelMaps, tile: usize) -> TileScore {
+    score_levels(
+        scorer,
+        (0..maps.levels.len()).map(|level| maps.tile(level, tile)),
+    )
+}
+
+/// Scores one tile's per-level maps, gathered without allocating.
+fn score_levels<'a>(scorer: &mut Scorer, maps: impl Iterator<Item = &'a [f32]>) -> TileScore {
     let mut levels: heapless::Vec<&[f32], 8> = heapless::Vec::new();
-    for level in 0..maps.levels.len() {
+    for map in maps {
         // The manifest allows at most 8 levels, so this never overflows.
-        let _ = levels.push(maps.tile(level, tile));
+        let _ = levels.push(map);
     }
     scorer.score(&levels)
 }
