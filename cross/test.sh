@@ -20,11 +20,10 @@ arch=aarch64
 install=no
 build_only=no
 selection=(--lib --bins --tests)
-whole_suite=yes
 while [ $# -gt 0 ]; do
     a=$1; shift
     case "$a" in
-        --) selection=("$@"); whole_suite=no; break ;;
+        --) selection=("$@"); break ;;
         aarch64 | armv7) arch=$a ;;
         --install) install=yes ;;
         --install-only) install=only ;;
@@ -114,10 +113,6 @@ export EDGE_INSPECTOR_RUNNER="$qemu -cpu $cpu"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/cross"
 
 echo "== $triple with $($RUSTC --version), tests under $qemu -cpu $cpu"
-# tests/monitor.rs runs the monitor's binary (another package) against the daemon.
-if [ "$whole_suite" = yes ]; then
-    cargo build --target "$triple" -p inspect-monitor
-fi
 if [ "$build_only" = yes ]; then
     cargo build --target "$triple" --all-targets --features data,v4l2
 else

@@ -43,6 +43,13 @@ fn null_modem(
 
 #[test]
 fn every_alert_reaches_the_monitor_log_in_order_and_is_acked() {
+    if std::env::var_os("EDGE_INSPECTOR_RUNNER").is_some() {
+        // Under qemu-user (cross/test.sh) the monitor cannot open a serial port: serialport's
+        // termios2 ioctls are not emulated ("Function not implemented"). The monitor runs on the
+        // technician's laptop, not on the board; the daemon's own serial tests do run there.
+        eprintln!("skipped under an emulator: qemu-user cannot open a serial port for the monitor");
+        return;
+    }
     let dir = Scratch::new("monitor");
     let bundle = bundle(&dir.0);
     let frames = dir.path("frames");
