@@ -8,87 +8,40 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use base64::Engine as _;
-use serde_json::Value;
-
-use inspect_protocol::binary::kind;
-use inspect_protocol::cobs;
-use inspect_protocol::command::{EvidenceChunk, Part, Reply};
+use inspect_protocol::command::{Part, Reply};
 pub use inspect_protocol::Framing;
-use inspect_protocol::{Alert, Command, Status};
+use inspect_protocol::{Alert, Command, Deframer, DeviceMessage, Status};
 
 /// Alerts kept for the view (the logs keep them all).
 pub const VIEW_ALERTS: usize = 500;
 
-/// Splits received bytes into messages, as JSON values whatever the framing.
+/// Splits received bytes into the device's messages, whatever the framing.
 #[derive(Debug)]
 pub struct Decoder {
-    framing: Framing,
-    line: Vec<u8>,
-    frames: cobs::Splitter,
-    /// Messages that did not decode (torn lines, corrupted frames).
+    deframer: Deframer,
+    /// Messages that did not decode (torn lines, corrupted frames, unknown kinds).
     pub garbled: u64,
-}
-
-fn parse_line(line: &str) -> Option<Value> {
-    serde_json::from_str(line).ok()
-}
-
-/// A binary payload as the JSON value the line protocol would carry.
-fn binary_to_json(payload: &[u8]) -> Option<Value> {
-    let time = SystemTime::now();
-    let line = match *payload.first()? {
-        kind::ALERT => Alert::from_binary(payload).ok()?.to_line().ok()?,
-        kind::STATUS => Status::from_binary(payload).ok()?.to_line().ok()?,
-        kind::REPLY => Reply::from_binary(payload).ok()?.to_line("", time).ok()?,
-        kind::EVIDENCE => EvidenceChunk::from_binary(payload)
-            .ok()?
-            .to_line("", time)
-            .ok()?,
-        _ => return None,
-    };
-    parse_line(&line)
 }
 
 impl Decoder {
     /// A decoder for `framing`.
     pub fn new(framing: Framing) -> Decoder {
         Decoder {
-            framing,
-            line: Vec::new(),
-            frames: cobs::Splitter::new(),
+            deframer: Deframer::new(framing),
             garbled: 0,
         }
     }
 
     /// Feeds received bytes; returns the messages they completed.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<Value> {
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<DeviceMessage<'static>> {
         let mut out = Vec::new();
         for &b in bytes {
-            let message = match self.framing {
-                Framing::Json if b == b'\n' => {
-                    let text = String::from_utf8_lossy(&self.line).into_owned();
-                    self.line.clear();
-                    if text.trim().is_empty() {
-                        continue;
-                    }
-                    Some(parse_line(&text))
-                }
-                Framing::Json => {
-                    // A line longer than the protocol allows is noise: drop it.
-                    if self.line.len() < 4096 {
-                        self.line.push(b);
-                    }
-                    None
-                }
-                Framing::Cobs => self
-                    .frames
-                    .push(b)
-                    .map(|frame| frame.ok().and_then(|p| binary_to_json(&p))),
-            };
-            match message {
-                Some(Some(v)) => out.push(v),
-                Some(None) => self.garbled += 1,
+            match self.deframer.push(b) {
+                Some(Ok(unframed)) => match DeviceMessage::decode(unframed) {
+                    Ok(message) => out.push(message.into_owned()),
+                    Err(_) => self.garbled += 1,
+                },
+                Some(Err(_)) => self.garbled += 1,
                 None => {}
             }
         }
@@ -98,17 +51,7 @@ impl Decoder {
 
 /// A command encoded for the link.
 pub fn encode_command(command: Command, framing: Framing) -> Vec<u8> {
-    match framing {
-        Framing::Json => {
-            let mut v = command.to_json().as_bytes().to_vec();
-            v.push(b'\n');
-            v
-        }
-        // Commands are a few bytes: encoding cannot fail.
-        Framing::Cobs => cobs::encode(&command.to_binary())
-            .map(|f| f.to_vec())
-            .unwrap_or_default(),
-    }
+    command.encode(framing).to_vec()
 }
 
 /// One alert as the view lists it.
@@ -132,24 +75,19 @@ pub struct AlertRow {
     pub area: f64,
 }
 
-impl AlertRow {
-    fn from_json(v: &Value) -> Option<AlertRow> {
-        let n = |v: &Value| v.as_u64().unwrap_or(0);
-        Some(AlertRow {
-            seq: v["seq"].as_u64()?,
-            time: v["time"].as_str().unwrap_or("").to_string(),
-            frame: n(&v["frame"]),
-            tile: n(&v["tile"]["index"]),
-            score: v["score"].as_f64().unwrap_or(f64::NAN),
-            threshold: v["threshold"].as_f64().unwrap_or(f64::NAN),
-            region: [
-                n(&v["region"]["x"]),
-                n(&v["region"]["y"]),
-                n(&v["region"]["w"]),
-                n(&v["region"]["h"]),
-            ],
-            area: v["region"]["area"].as_f64().unwrap_or(f64::NAN),
-        })
+impl From<&Alert> for AlertRow {
+    fn from(a: &Alert) -> AlertRow {
+        let r = &a.region;
+        AlertRow {
+            seq: a.seq,
+            time: humantime::format_rfc3339_millis(a.time).to_string(),
+            frame: a.frame,
+            tile: a.tile_index as u64,
+            score: a.score.into(),
+            threshold: a.threshold.into(),
+            region: [r.x, r.y, r.width, r.height].map(u64::from),
+            area: a.area_fraction.into(),
+        }
     }
 }
 
@@ -157,7 +95,7 @@ impl AlertRow {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// A new alert (first copy of its `seq`).
-    Alert(AlertRow),
+    Alert(Alert),
     /// A re-sent alert already received (ACK it again, log nothing).
     Duplicate(u64),
     /// A status report.
@@ -168,8 +106,8 @@ pub enum Event {
     Evidence {
         /// Alert it documents.
         seq: u64,
-        /// `tile` or `heatmap`.
-        part: String,
+        /// Which file.
+        part: Part,
         /// The file's bytes.
         bytes: Vec<u8>,
     },
@@ -189,13 +127,13 @@ pub struct Session {
     /// Copies of alerts already received (re-sends after a cut or a lost ACK).
     pub duplicates: u64,
     /// The device's last status report.
-    pub status: Option<Value>,
+    pub status: Option<Status>,
     /// Frames per second between the last two status reports.
     pub frames_per_s: Option<f64>,
     /// Recent replies and notices, newest last.
     pub notices: VecDeque<String>,
     seen: BTreeSet<u64>,
-    evidence: BTreeMap<(u64, String), BTreeMap<u64, Vec<u8>>>,
+    evidence: BTreeMap<(u64, u8), BTreeMap<u16, Vec<u8>>>,
 }
 
 impl Session {
@@ -220,79 +158,77 @@ impl Session {
     }
 
     /// Takes one message.
-    pub fn on_message(&mut self, v: &Value) -> Option<Event> {
-        if let Some(d) = v["device"].as_str().filter(|d| !d.is_empty()) {
-            self.device = d.to_string();
-        }
-        if let Some(m) = v["model"].as_str() {
-            self.model = m.to_string();
-        }
-        match v["type"].as_str()? {
-            "alert" => {
-                let row = AlertRow::from_json(v)?;
-                if !self.seen.insert(row.seq) {
+    pub fn on_message(&mut self, message: &DeviceMessage<'_>) -> Option<Event> {
+        match message {
+            DeviceMessage::Alert(alert) => {
+                self.device = alert.device.to_string();
+                self.model = alert.model.to_string();
+                if !self.seen.insert(alert.seq) {
                     self.duplicates += 1;
-                    return Some(Event::Duplicate(row.seq));
+                    return Some(Event::Duplicate(alert.seq));
                 }
                 self.received += 1;
-                self.alerts.push_back(row.clone());
+                self.alerts.push_back(AlertRow::from(alert));
                 while self.alerts.len() > VIEW_ALERTS {
                     self.alerts.pop_front();
                 }
-                Some(Event::Alert(row))
+                Some(Event::Alert(alert.clone()))
             }
-            "status" => {
+            DeviceMessage::Status(status) => {
+                self.device = status.device.to_string();
+                self.model = status.model.to_string();
                 if let Some(prev) = &self.status {
-                    let d =
-                        |k: &str| v[k].as_f64().unwrap_or(0.0) - prev[k].as_f64().unwrap_or(0.0);
-                    if d("uptime_s") > 0.0 {
-                        self.frames_per_s = Some(d("frames") / d("uptime_s"));
+                    let seconds = status.uptime_s.saturating_sub(prev.uptime_s);
+                    if seconds > 0 {
+                        let frames = status.frames.saturating_sub(prev.frames);
+                        self.frames_per_s = Some(frames as f64 / seconds as f64);
                     }
                 }
-                self.status = Some(v.clone());
+                self.status = Some(status.clone());
                 Some(Event::Status)
             }
-            "reply" => {
-                let text = if v["ok"] == true {
-                    match v["threshold"].as_f64() {
-                        Some(t) => format!("{}: ok (threshold {t})", v["cmd"].as_str()?),
-                        None => format!("{}: ok", v["cmd"].as_str()?),
-                    }
-                } else {
-                    format!(
-                        "{}: refused, {}: {}",
-                        v["cmd"].as_str().unwrap_or("?"),
-                        v["error"].as_str().unwrap_or("?"),
-                        v["message"].as_str().unwrap_or("")
-                    )
-                };
+            DeviceMessage::Reply(reply) => {
+                let text = reply_text(reply);
                 self.notice(text.clone());
                 Some(Event::Reply(text))
             }
-            "evidence" => self.on_chunk(v),
-            _ => None,
+            DeviceMessage::Evidence(chunk) => {
+                self.on_chunk(chunk.seq, chunk.part, chunk.index, chunk.count, &chunk.data)
+            }
         }
     }
 
-    fn on_chunk(&mut self, v: &Value) -> Option<Event> {
-        let seq = v["seq"].as_u64()?;
-        let part = v["part"].as_str()?.to_string();
-        let (index, count) = (v["index"].as_u64()?, v["count"].as_u64()?);
-        let data = base64::engine::general_purpose::STANDARD
-            .decode(v["data"].as_str()?)
-            .ok()?;
-        let chunks = self.evidence.entry((seq, part.clone())).or_default();
-        chunks.insert(index, data);
-        if chunks.len() as u64 != count {
+    fn on_chunk(
+        &mut self,
+        seq: u64,
+        part: Part,
+        index: u16,
+        count: u16,
+        data: &[u8],
+    ) -> Option<Event> {
+        let key = (seq, part as u8);
+        let chunks = self.evidence.entry(key).or_default();
+        chunks.insert(index, data.to_vec());
+        if chunks.len() != usize::from(count) {
             return None;
         }
-        let chunks = self.evidence.remove(&(seq, part.clone()))?;
+        let chunks = self.evidence.remove(&key)?;
         let bytes: Vec<u8> = chunks.into_values().flatten().collect();
         self.notice(format!(
-            "evidence {part} of alert {seq}: {} bytes",
+            "evidence {} of alert {seq}: {} bytes",
+            part.name(),
             bytes.len()
         ));
         Some(Event::Evidence { seq, part, bytes })
+    }
+}
+
+/// A reply as a line for a person.
+fn reply_text(reply: &Reply) -> String {
+    match &reply.outcome {
+        Ok(t) if t.is_finite() => format!("{}: ok (threshold {t})", reply.cmd),
+        Ok(_) => format!("{}: ok", reply.cmd),
+        Err(r) => format!("{}: refused, {}: {}", reply.cmd, r.code.name(), r.message),
     }
 }
 
@@ -332,11 +268,12 @@ impl AlertLog {
     }
 
     /// Appends one new alert.
-    pub fn alert(&mut self, v: &Value, session: &Session) -> std::io::Result<()> {
-        writeln!(self.jsonl, "{v}")?;
-        let Some(a) = AlertRow::from_json(v) else {
-            return Ok(());
-        };
+    pub fn alert(&mut self, alert: &Alert, session: &Session) -> std::io::Result<()> {
+        // Every alert fits a line (a protocol test checks the widest).
+        if let Ok(line) = alert.to_line() {
+            writeln!(self.jsonl, "{line}")?;
+        }
+        let a = AlertRow::from(alert);
         let received = humantime::format_rfc3339_millis(SystemTime::now());
         writeln!(
             self.csv,
@@ -360,12 +297,7 @@ impl AlertLog {
     }
 
     /// Saves an evidence file under the name the device's store uses; returns its path.
-    pub fn evidence(&self, seq: u64, part: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
-        let part = if part == "tile" {
-            Part::Tile
-        } else {
-            Part::Heatmap
-        };
+    pub fn evidence(&self, seq: u64, part: Part, bytes: &[u8]) -> std::io::Result<PathBuf> {
         let path = self
             .evidence_dir
             .join(inspect_protocol::evidence::file_name(seq, part));
@@ -377,10 +309,17 @@ impl AlertLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use inspect_protocol::cobs;
+    use inspect_protocol::command::EvidenceChunk;
+    use std::borrow::Cow;
     use std::time::UNIX_EPOCH;
 
     fn alert(seq: u64) -> Alert {
         inspect_protocol::fixtures::alert(seq, seq * 2)
+    }
+
+    fn message(seq: u64) -> DeviceMessage<'static> {
+        DeviceMessage::Alert(alert(seq))
     }
 
     #[test]
@@ -396,7 +335,7 @@ mod tests {
         let (a, b) = bytes.split_at(37);
         let mut got = json.push(a);
         got.extend(json.push(b));
-        assert_eq!(got.len(), 2);
+        assert_eq!(got, [message(0), message(1)]);
         assert_eq!(json.garbled, 1);
 
         let mut bin = Decoder::new(Framing::Cobs);
@@ -404,24 +343,23 @@ mod tests {
         for s in [0, 1] {
             frames.extend_from_slice(&cobs::encode(&alert(s).to_binary()).unwrap());
         }
+        frames.extend_from_slice(&[7, 7, 7, 0]);
         let from_cobs = bin.push(&frames);
         assert_eq!(from_cobs, got, "COBS alerts read as their JSON lines");
+        assert_eq!(bin.garbled, 1);
     }
 
     #[test]
     fn duplicates_and_gaps_are_counted() {
         let mut s = Session::default();
-        let msg = |seq| parse_line(&alert(seq).to_line().unwrap()).unwrap();
         for seq in [5, 6, 8, 6, 9] {
-            s.on_message(&msg(seq));
+            s.on_message(&message(seq));
         }
         assert_eq!((s.received, s.duplicates, s.gaps()), (4, 1, 1));
-        assert_eq!(
-            s.on_message(&msg(7)),
-            Some(Event::Alert(AlertRow::from_json(&msg(7)).unwrap()))
-        );
+        assert_eq!(s.on_message(&message(7)), Some(Event::Alert(alert(7))));
         assert_eq!(s.gaps(), 0, "the re-sent alert fills the gap");
         assert_eq!(s.device, "dev");
+        assert_eq!(s.alerts.back().map(|a| (a.seq, a.area)), Some((7, 0.25)));
     }
 
     #[test]
@@ -436,16 +374,21 @@ mod tests {
                 part: Part::Tile,
                 index: i as u16,
                 count: 3,
-                data: chunks[i],
+                data: Cow::Borrowed(chunks[i]),
             };
-            let v = parse_line(&c.to_line("dev", UNIX_EPOCH).unwrap()).unwrap();
-            events.extend(s.on_message(&v));
+            // Through the JSON line, as a cable link carries it.
+            let wire = DeviceMessage::Evidence(c)
+                .encode(Framing::Json, "dev", UNIX_EPOCH, false)
+                .unwrap();
+            for m in Decoder::new(Framing::Json).push(&wire) {
+                events.extend(s.on_message(&m));
+            }
         }
         assert_eq!(
             events,
             [Event::Evidence {
                 seq: 4,
-                part: "tile".into(),
+                part: Part::Tile,
                 bytes: data
             }]
         );

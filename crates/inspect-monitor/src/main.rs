@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use inspect_monitor::{encode_command, AlertLog, Decoder, Event, Framing, Session};
 use inspect_protocol::Command;
-use serde_json::Value;
+use inspect_protocol::DeviceMessage;
 
 /// Receives, acknowledges and logs the alerts of an `inspectd`.
 #[derive(Parser, Debug)]
@@ -150,22 +150,23 @@ struct App {
 
 impl App {
     /// Takes one message: ACK, log, save; returns a line for the plain output.
-    fn take(&mut self, v: &Value) -> Option<String> {
-        let event = self.session.on_message(v)?;
+    fn take(&mut self, message: &DeviceMessage<'_>) -> Option<String> {
+        let event = self.session.on_message(message)?;
         match event {
             Event::Alert(a) => {
                 if self.link.send(Command::Ack { seq: a.seq }) {
                     self.acks += 1;
                 }
-                if let Err(e) = self.log.alert(v, &self.session) {
+                if let Err(e) = self.log.alert(&a, &self.session) {
                     self.session
                         .notices
                         .push_back(format!("log write failed: {e}"));
                 }
+                let r = &a.region;
                 Some(format!(
                     "ALERT seq={} frame={} tile={} score={:.3} threshold={:.3} region={},{} {}x{} area={:.3} time={}",
-                    a.seq, a.frame, a.tile, a.score, a.threshold, a.region[0], a.region[1],
-                    a.region[2], a.region[3], a.area, a.time
+                    a.seq, a.frame, a.tile_index, a.score, a.threshold, r.x, r.y, r.width,
+                    r.height, a.area_fraction, humantime::format_rfc3339_millis(a.time)
                 ))
             }
             Event::Duplicate(seq) => {
@@ -176,22 +177,26 @@ impl App {
                 None
             }
             Event::Status => {
-                self.paused = v["paused"] == true;
+                let s = self.session.status.as_ref()?;
+                self.paused = s.paused;
                 Some(format!(
-                    "STATUS frames={} tiles/s={} alerts={} unacked={} lost={} dropped_frames={} skipped={} source_failures={}{}",
-                    v["frames"], v["tiles_per_s"], v["alerts"], v["unacked"], v["dropped_alerts"],
-                    v["dropped_frames"], v["skipped_frames"], v["source_failures"],
+                    "STATUS frames={} tiles/s={:.1} alerts={} unacked={} lost={} dropped_frames={} skipped={} source_failures={}{}",
+                    s.frames, s.tiles_per_s, s.alerts, s.unacked, s.dropped_alerts,
+                    s.dropped_frames, s.skipped_frames, s.source_failures,
                     if self.paused { " paused" } else { "" }
                 ))
             }
             Event::Reply(text) => Some(format!("REPLY {text}")),
-            Event::Evidence { seq, part, bytes } => match self.log.evidence(seq, &part, &bytes) {
-                Ok(path) => Some(format!(
-                    "EVIDENCE alert {seq} {part} saved to {}",
-                    path.display()
-                )),
-                Err(e) => Some(format!("EVIDENCE alert {seq} {part} not saved: {e}")),
-            },
+            Event::Evidence { seq, part, bytes } => {
+                let name = part.name();
+                match self.log.evidence(seq, part, &bytes) {
+                    Ok(path) => Some(format!(
+                        "EVIDENCE alert {seq} {name} saved to {}",
+                        path.display()
+                    )),
+                    Err(e) => Some(format!("EVIDENCE alert {seq} {name} not saved: {e}")),
+                }
+            }
         }
     }
 
@@ -213,8 +218,8 @@ fn run_lines(app: &mut App, rx: &Receiver<Input>) -> anyhow::Result<()> {
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(Input::Bytes(b)) => {
-                for v in app.decoder.push(&b) {
-                    if let Some(line) = app.take(&v) {
+                for message in app.decoder.push(&b) {
+                    if let Some(line) = app.take(&message) {
                         writeln!(out, "{line}")?;
                     }
                 }
@@ -261,7 +266,7 @@ mod view {
         let (w, h) = (w as usize, h as usize);
         let s = &app.session;
         let st = s.status.as_ref();
-        let field = |k: &str| st.map(|v| v[k].to_string()).unwrap_or_else(|| "-".into());
+        let field = |f: fn(&inspect_protocol::Status) -> String| st.map_or("-".into(), f);
         let mut lines: Vec<(bool, String)> = vec![
             (
                 true,
@@ -277,12 +282,12 @@ mod view {
                 false,
                 format!(
                     " frames {}  frames/s {}  tiles/s {}  dropped frames {}  skipped {}  camera failures {}{}",
-                    field("frames"),
+                    field(|s| s.frames.to_string()),
                     s.frames_per_s.map_or("-".into(), |f| format!("{f:.1}")),
-                    field("tiles_per_s"),
-                    field("dropped_frames"),
-                    field("skipped_frames"),
-                    field("source_failures"),
+                    field(|s| format!("{:.1}", s.tiles_per_s)),
+                    field(|s| s.dropped_frames.to_string()),
+                    field(|s| s.skipped_frames.to_string()),
+                    field(|s| s.source_failures.to_string()),
                     if app.paused { "   PAUSED" } else { "" }
                 ),
             ),
@@ -294,8 +299,8 @@ mod view {
                     s.duplicates,
                     s.gaps(),
                     app.acks,
-                    field("unacked"),
-                    field("dropped_alerts")
+                    field(|s| s.unacked.to_string()),
+                    field(|s| s.dropped_alerts.to_string())
                 ),
             ),
             (false, format!(" {}", "-".repeat(w.saturating_sub(2)))),

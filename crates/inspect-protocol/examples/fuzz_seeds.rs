@@ -82,7 +82,7 @@ fn main() -> std::io::Result<()> {
             part: Part::Tile,
             index: 0,
             count: 2,
-            data: b"\xff\xd8\xff\xe0",
+            data: std::borrow::Cow::Borrowed(b"\xff\xd8\xff\xe0"),
         }
         .to_binary(),
     ];

@@ -4,8 +4,11 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::cobs::{Payload, MAX_PAYLOAD};
-use super::message::{Alert, DeviceId, ModelId, Status, PROTOCOL_VERSION};
+use super::message::{is_plain_id, Alert, DeviceId, ModelId, Status, PROTOCOL_VERSION};
 use crate::PixelBox;
+
+/// 10000-01-01T00:00:00Z in milliseconds since 1970: the first time RFC 3339 cannot write.
+const LAST_RFC3339_MS: u64 = 253_402_300_800_000;
 
 /// Message kinds, the first byte of every payload.
 pub mod kind {
@@ -43,9 +46,16 @@ pub enum DecodeError {
     /// A version this build does not speak.
     #[error("protocol version {0} not supported (this build speaks {PROTOCOL_VERSION})")]
     Version(u8),
-    /// A string field that is not UTF-8 or too long.
+    /// A string field that is not UTF-8 or too long, or an id with other than plain characters.
     #[error("bad text field")]
     Text,
+    /// A time past the year 9999 (RFC 3339 cannot write it).
+    #[error("time out of range")]
+    Time,
+    /// A JSON line that is not JSON, names an unknown type, or lacks a field (or has one of
+    /// the wrong type).
+    #[error("not a protocol line: invalid JSON, unknown type, or a field missing or mistyped")]
+    Json,
 }
 
 /// Appends fields to a payload; the layouts are sized so they always fit.
@@ -145,8 +155,19 @@ impl<'a> Reader<'a> {
         let s = std::str::from_utf8(self.take(len)?).map_err(|_| DecodeError::Text)?;
         heapless::String::try_from(s).map_err(|_| DecodeError::Text)
     }
+    fn id<const N: usize>(&mut self) -> Result<heapless::String<N>, DecodeError> {
+        let id = self.text::<N>()?;
+        if !is_plain_id(&id) {
+            return Err(DecodeError::Text);
+        }
+        Ok(id)
+    }
     fn time(&mut self) -> Result<SystemTime, DecodeError> {
-        Ok(UNIX_EPOCH + Duration::from_millis(self.u64()?))
+        let ms = self.u64()?;
+        if ms >= LAST_RFC3339_MS {
+            return Err(DecodeError::Time);
+        }
+        Ok(UNIX_EPOCH + Duration::from_millis(ms))
     }
 }
 
@@ -182,8 +203,8 @@ impl Alert {
             threshold: r.f32()?,
             region: r.pixel_box()?,
             area_fraction: r.f32()?,
-            device: r.text::<32>()? as DeviceId,
-            model: r.text::<12>()? as ModelId,
+            device: r.id::<32>()? as DeviceId,
+            model: r.id::<12>()? as ModelId,
         })
     }
 }
@@ -223,8 +244,8 @@ impl Status {
             unacked: r.u64()?,
             paused: r.u8()? != 0,
             uptime_s: r.u64()?,
-            device: r.text()?,
-            model: r.text()?,
+            device: r.id()?,
+            model: r.id()?,
         })
     }
 }

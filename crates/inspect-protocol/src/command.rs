@@ -2,6 +2,7 @@
 //! replies, in both framings. A command that does not decode, names an unknown kind or carries an
 //! out-of-range value gets an error reply and changes nothing.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 use std::time::SystemTime;
 
@@ -216,16 +217,21 @@ impl ErrorCode {
         }
     }
 
+    /// The code named `name` in a JSON reply.
+    pub fn from_name(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    const ALL: [ErrorCode; 5] = [
+        ErrorCode::Malformed,
+        ErrorCode::Unknown,
+        ErrorCode::OutOfRange,
+        ErrorCode::NotFound,
+        ErrorCode::Busy,
+    ];
+
     fn from_u8(v: u8) -> Option<ErrorCode> {
-        [
-            ErrorCode::Malformed,
-            ErrorCode::Unknown,
-            ErrorCode::OutOfRange,
-            ErrorCode::NotFound,
-            ErrorCode::Busy,
-        ]
-        .into_iter()
-        .find(|c| *c as u8 == v)
+        ErrorCode::ALL.into_iter().find(|c| *c as u8 == v)
     }
 }
 
@@ -290,6 +296,11 @@ fn cmd_kind(name: &str) -> u8 {
         "get_evidence" => kind::GET_EVIDENCE,
         _ => 0,
     }
+}
+
+/// A command name as the static string replies hold (`"?"` for a name this version lacks).
+pub(crate) fn cmd_name_static(name: &str) -> &'static str {
+    cmd_name(cmd_kind(name))
 }
 
 fn cmd_name(k: u8) -> &'static str {
@@ -375,10 +386,17 @@ impl Part {
             Part::Heatmap => "heatmap",
         }
     }
+
+    /// The part named `name` in JSON.
+    pub fn from_name(name: &str) -> Option<Part> {
+        [Part::Tile, Part::Heatmap]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
 }
 
-/// One chunk of an evidence file.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// One chunk of an evidence file: the daemon lends its bytes, a receiver may own them.
+#[derive(Clone, Debug, PartialEq)]
 pub struct EvidenceChunk<'a> {
     /// The alert it documents.
     pub seq: u64,
@@ -389,7 +407,7 @@ pub struct EvidenceChunk<'a> {
     /// Chunks in the file.
     pub count: u16,
     /// At most [`EVIDENCE_CHUNK`] bytes.
-    pub data: &'a [u8],
+    pub data: Cow<'a, [u8]>,
 }
 
 impl EvidenceChunk<'_> {
@@ -432,6 +450,14 @@ impl EvidenceChunk<'_> {
 }
 
 impl<'a> EvidenceChunk<'a> {
+    /// The same chunk owning its bytes.
+    pub fn into_owned(self) -> EvidenceChunk<'static> {
+        EvidenceChunk {
+            data: Cow::Owned(self.data.into_owned()),
+            ..self
+        }
+    }
+
     /// Decodes [`EvidenceChunk::to_binary`]'s payload.
     pub fn from_binary(payload: &'a [u8]) -> Result<EvidenceChunk<'a>, DecodeError> {
         let mut r = Reader::open(payload, kind::EVIDENCE)?;
@@ -450,7 +476,7 @@ impl<'a> EvidenceChunk<'a> {
             part,
             index,
             count,
-            data,
+            data: Cow::Borrowed(data),
         })
     }
 }
@@ -585,7 +611,7 @@ mod tests {
             part: Part::Heatmap,
             index: 3,
             count: 4,
-            data: &data,
+            data: Cow::Borrowed(&data),
         };
         assert_eq!(EvidenceChunk::from_binary(&c.to_binary()).unwrap(), c);
         let line = c.to_line("dev", std::time::UNIX_EPOCH).unwrap();

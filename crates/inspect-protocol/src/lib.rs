@@ -4,7 +4,8 @@
 //! [`message`] writes alerts and status reports as JSON Lines and [`binary`] as fixed binary
 //! layouts (both into fixed-capacity buffers: no allocation per alert); [`cobs`] frames binary
 //! payloads for radio links; [`command`] decodes the peer's commands and encodes replies and
-//! evidence chunks; [`evidence`] names the evidence files both ends keep. Wire format:
+//! evidence chunks; [`evidence`] names the evidence files both ends keep; [`wire`] is the one
+//! codec both ends use: typed messages to framed bytes and back, in either [`Framing`]. Wire format:
 //! `docs/protocol.md`. No tract, no operating-system code: this crate builds for any target.
 
 #![warn(missing_docs)]
@@ -16,19 +17,11 @@ pub mod evidence;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 mod geometry;
+mod json;
 pub mod message;
+pub mod wire;
 
 pub use command::{Command, Reply};
 pub use geometry::PixelBox;
 pub use message::{Alert, DeviceId, Line, ModelId, Status, LINE_CAPACITY, PROTOCOL_VERSION};
-
-/// How messages are framed on the link (the daemon's `alerts.framing`: `"json"` or `"cobs"`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Framing {
-    /// One JSON object per line (readable; for cables and terminals).
-    #[default]
-    Json,
-    /// COBS frames with CRC-32, zero-terminated (radio links: resynchronises after noise).
-    Cobs,
-}
+pub use wire::{Deframer, DeviceMessage, Framing, Unframed};

@@ -111,7 +111,17 @@ fn write_box(line: &mut Line, b: &PixelBox) -> std::fmt::Result {
     )
 }
 
-// Device ids are validated to plain characters and model ids are hex, so no escaping is needed.
+/// Whether `id` may name a device or a model on the wire: 1 to 32 characters of
+/// `A-Z a-z 0-9 . _ -`. Lines carry such ids unescaped, so decoders refuse any other.
+pub fn is_plain_id(id: &str) -> bool {
+    (1..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+// Device ids are plain (the config checks them with `is_plain_id`) and model ids are hex, so
+// no escaping is needed.
 pub(crate) fn write_head(
     line: &mut Line,
     kind: &str,
