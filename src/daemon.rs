@@ -15,18 +15,13 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::alerts::journal::JournalError;
-use crate::alerts::{
-    Alert, AlertLink, Control, DeviceId, FsyncPolicy, Journal, LinkError, LinkSettings, LinkTarget,
-    ModelId, Status,
-};
+use crate::alerts::{Alert, AlertLink, Control, DeviceId, LinkError, ModelId, Status};
 use crate::bundle::{Bundle, BundleError};
-use crate::config::{AlertOutput, Config, FsyncConfig, SourceConfig};
+use crate::config::Config;
 use crate::detector::Detector;
 use crate::engine::{set_threads, EngineError};
-use crate::evidence::{EvidenceError, EvidenceJob, EvidenceStore, EvidenceWriter};
-#[cfg(feature = "v4l2")]
-use crate::frames::v4l2::V4l2Source;
-use crate::frames::{FolderSource, Frame, FrameError, FrameSource, StreamSource};
+use crate::evidence::{EvidenceError, EvidenceJob, EvidenceWriter};
+use crate::frames::{Frame, FrameError, FrameSource, SourceSettings};
 use crate::gpio::{GpioError, Indicators};
 
 /// How long the main loop waits for a frame before checking for shutdown again.
@@ -169,40 +164,6 @@ impl FrameSlot {
     }
 }
 
-fn open_source(config: &SourceConfig) -> Result<(Box<dyn FrameSource>, Duration), FrameError> {
-    match config {
-        SourceConfig::Folder {
-            path,
-            looping,
-            frame_interval_ms,
-        } => Ok((
-            Box::new(FolderSource::open(path, *looping)?),
-            Duration::from_millis(*frame_interval_ms),
-        )),
-        SourceConfig::Stream { path, live } => {
-            Ok((Box::new(StreamSource::open(path, *live)?), Duration::ZERO))
-        }
-        #[cfg(feature = "v4l2")]
-        SourceConfig::V4l2 {
-            device,
-            width,
-            height,
-            fps,
-            format,
-        } => Ok((
-            Box::new(V4l2Source::open(device, *width, *height, *fps, *format)?),
-            Duration::ZERO,
-        )),
-        #[cfg(not(feature = "v4l2"))]
-        SourceConfig::V4l2 { device, .. } => Err(FrameError::Unsupported {
-            path: device.clone(),
-            message: "this build has no V4L2 support: build with --features v4l2 \
-                      (or feed the camera as an MJPEG stream, `kind = \"stream\"`)"
-                .into(),
-        }),
-    }
-}
-
 /// First and longest pause between attempts to reopen a live source that failed.
 const REOPEN_FIRST: Duration = Duration::from_millis(500);
 const REOPEN_MAX: Duration = Duration::from_secs(8);
@@ -222,7 +183,7 @@ fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
 /// Reads frames into the slot. A live source that fails is reopened with backoff (the frame
 /// numbers go on); a recorded one that fails ends the run with its error.
 fn capture_loop(
-    config: &SourceConfig,
+    settings: &SourceSettings,
     mut source: Box<dyn FrameSource>,
     interval: Duration,
     slot: &FrameSlot,
@@ -251,7 +212,7 @@ fn capture_loop(
                     if !sleep_unless_stopped(backoff, stop) {
                         return slot.finish(Ok(()), skipped_before);
                     }
-                    match open_source(config) {
+                    match settings.open() {
                         Ok((s, _)) => {
                             log::info!("frame source back");
                             break s;
@@ -411,39 +372,6 @@ impl Inspector<'_> {
     }
 }
 
-/// Opens the journal the config names (in memory when it names none).
-fn open_journal(config: &Config) -> Result<Journal, DaemonError> {
-    let j = &config.journal;
-    let Some(path) = &j.path else {
-        return Ok(Journal::in_memory(j.max_bytes));
-    };
-    let fsync = match j.fsync {
-        FsyncConfig::Always => FsyncPolicy::Always,
-        FsyncConfig::Interval => FsyncPolicy::Interval(Duration::from_millis(j.fsync_interval_ms)),
-        FsyncConfig::Never => FsyncPolicy::Never,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| JournalError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    let journal = Journal::open(path, j.max_bytes, fsync)?;
-    let r = journal.recovery();
-    log::info!(
-        "alert journal {}: {} alerts waiting for delivery, next seq {}{}",
-        path.display(),
-        r.unacked,
-        journal.next_seq(),
-        if r.torn_bytes > 0 {
-            format!(", torn tail of {} bytes dropped", r.torn_bytes)
-        } else {
-            String::new()
-        }
-    );
-    Ok(journal)
-}
-
 /// The ids as sent; validated by the config and the bundle loader to fit.
 fn ids(config: &Config, bundle: &Bundle) -> (DeviceId, ModelId) {
     let cut = |s: &str, n: usize| s.get(..n.min(s.len())).unwrap_or_default().to_string();
@@ -470,39 +398,12 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
     let mut detector = Detector::new(bundle, config.model.precision, threshold)?;
     detector.engine_mut().set_workers(config.model.workers)?;
     let indicators = Indicators::open(config.gpio.as_ref())?;
-    let journal = open_journal(config)?;
-    let evidence = match &config.evidence {
-        Some(e) => Some(EvidenceWriter::start(EvidenceStore::open(
-            &e.dir,
-            e.max_bytes,
-        )?)?),
-        None => None,
-    };
-    let (source, interval) = open_source(&config.source)?;
+    let journal = config.journal.open()?;
+    let evidence = config.evidence.as_ref().map(|e| e.start()).transpose()?;
+    let (source, interval) = config.source.open()?;
     let alerts = &config.alerts;
-    let target = match alerts.output {
-        AlertOutput::Stdout => LinkTarget::Stdout,
-        AlertOutput::Serial => LinkTarget::Serial {
-            // Validated: `port` is present whenever the output is serial.
-            port: alerts.port.clone().unwrap_or_default(),
-            baud: alerts.baud,
-        },
-    };
-    // Default bounds for the peer's `set_threshold`: a factor of two either way.
-    let spread = calibrated.abs().max(f32::EPSILON);
-    let settings = LinkSettings {
-        target,
-        framing: alerts.framing,
-        require_ack: alerts.require_ack,
-        ack_timeout: Duration::from_millis(alerts.ack_timeout_ms),
-        threshold,
-        threshold_range: (
-            alerts.threshold_min.unwrap_or(calibrated - spread / 2.0),
-            alerts.threshold_max.unwrap_or(calibrated + spread),
-        ),
-        device: device.clone(),
-        evidence_dir: config.evidence.as_ref().map(|e| e.dir.clone()),
-    };
+    let evidence_dir = config.evidence.as_ref().map(|e| e.dir.clone());
+    let settings = alerts.link_settings(device.clone(), threshold, calibrated, evidence_dir);
     let link = AlertLink::start(settings, journal)?;
 
     let slot = Arc::new(FrameSlot::default());

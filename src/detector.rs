@@ -3,14 +3,17 @@
 //! model input; all three go through this type, so what is measured and calibrated is what runs
 //! on the device.
 
+use std::path::PathBuf;
+
 use image::RgbImage;
 
 use crate::bundle::{Bundle, Manifest, ScoreSpec};
 use crate::engine::{Engine, EngineError, ExtractorPrecision, LevelMaps};
 use crate::scorer::{Scorer, TileScore};
+use crate::settings::{Checker, ConfigError};
 use crate::tiler::{self, model_box_to_frame, sample_tile, PixelBox, Tile, TileGrid};
 
-/// How frames are cut into tiles: the daemon's `[tiling]` (its config checks the ranges).
+/// How frames are cut into tiles: the daemon's `[tiling]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tiling {
@@ -19,6 +22,53 @@ pub struct Tiling {
     /// Pixels shared by neighbouring tiles, 0 to half the tile size.
     #[serde(default)]
     pub overlap: u32,
+}
+
+impl Tiling {
+    /// Checks the tile size and that neighbours share at most half a tile.
+    pub fn validate(&self, c: &Checker<'_>) -> Result<(), ConfigError> {
+        c.range("tiling.tile_size", self.tile_size, 32, 4096)?;
+        c.range("tiling.overlap", self.overlap, 0, self.tile_size / 2)
+    }
+}
+
+/// `[model]`: the bundle and how to run it.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Bundle directory.
+    pub bundle: PathBuf,
+    /// Threads for tract's matrix products, 1-16.
+    #[serde(default = "one")]
+    pub threads: usize,
+    /// Inference workers, 1-16: the tiles of a frame are spread over this many threads, each
+    /// with its own extractor state (a 4-core Pi: e.g. `workers = 4`, `threads = 1`).
+    #[serde(default = "one")]
+    pub workers: usize,
+    /// Overrides the bundle's calibrated threshold (use with care: it changes the false-alarm rate).
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    /// Extractor arithmetic: `f32`, or `f16` on boards with fp16 arithmetic (Raspberry Pi 5).
+    #[serde(default)]
+    pub precision: ExtractorPrecision,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl ModelSettings {
+    /// Checks the thread counts and the threshold override.
+    pub fn validate(&self, c: &Checker<'_>) -> Result<(), ConfigError> {
+        c.range("model.threads", self.threads, 1, 16)?;
+        c.range("model.workers", self.workers, 1, 16)?;
+        match self.threshold {
+            Some(t) if !t.is_finite() => {
+                Err(c.fail("model.threshold", t, "expected a finite number"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// One tile of a frame, as decided.

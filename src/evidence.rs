@@ -11,13 +11,42 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use image::{ImageBuffer, Rgb, RgbImage};
+use serde::Deserialize;
 
 use crate::alerts::command::Part;
+use crate::settings::{Checker, ConfigError};
 
 /// Jobs waiting for the writer before new ones are skipped.
 const QUEUE: usize = 8;
 /// JPEG quality of the tile: enough to see a crack, small enough for a radio link.
 const JPEG_QUALITY: u8 = 85;
+
+/// `[evidence]`: flagged tiles and heatmaps kept on disk for the peer to fetch.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceSettings {
+    /// Folder (created if missing).
+    pub dir: PathBuf,
+    /// Size bound of the folder, 65536 to 68719476736 bytes; the oldest go first.
+    #[serde(default = "default_evidence_bytes")]
+    pub max_bytes: u64,
+}
+
+fn default_evidence_bytes() -> u64 {
+    64 << 20
+}
+
+impl EvidenceSettings {
+    /// Checks the size bound.
+    pub fn validate(&self, c: &Checker<'_>) -> Result<(), ConfigError> {
+        c.range("evidence.max_bytes", self.max_bytes, 1 << 16, 1 << 36)
+    }
+
+    /// Opens the store and starts its writer thread.
+    pub fn start(&self) -> Result<EvidenceWriter, EvidenceError> {
+        EvidenceWriter::start(EvidenceStore::open(&self.dir, self.max_bytes)?)
+    }
+}
 
 /// Errors of the evidence folder.
 #[derive(Debug, thiserror::Error)]

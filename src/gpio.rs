@@ -9,7 +9,88 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::GpioConfig;
+use serde::Deserialize;
+
+use crate::settings::{Checker, ConfigError};
+
+/// Highest BCM GPIO line on a Raspberry Pi header.
+pub const MAX_GPIO_LINE: u8 = 27;
+
+/// `[gpio]`: BCM line numbers, 0-27.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpioSettings {
+    /// Refuse to start when GPIO is unavailable (otherwise log it and go on).
+    #[serde(default)]
+    pub required: bool,
+    /// LED lit for `alert_pulse_ms` on every alert.
+    #[serde(default)]
+    pub alert_led: Option<u8>,
+    /// Buzzer sounded with the alert LED.
+    #[serde(default)]
+    pub buzzer: Option<u8>,
+    /// LED toggled once per processed frame.
+    #[serde(default)]
+    pub heartbeat_led: Option<u8>,
+    /// Length of the alert pulse in milliseconds, 10-10000.
+    #[serde(default = "default_pulse")]
+    pub alert_pulse_ms: u64,
+    /// Input line that triggers inspection (e.g. an odometry pulse every few cm); absent:
+    /// inspect every frame (free-run).
+    #[serde(default)]
+    pub trigger: Option<u8>,
+    /// Which edge of the trigger counts: `rising` (default), `falling` or `both`.
+    #[serde(default)]
+    pub trigger_edge: TriggerEdge,
+    /// Inspect one frame every this many trigger pulses, 1-10000.
+    #[serde(default = "default_every")]
+    pub trigger_every: u32,
+}
+
+/// Trigger edges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerEdge {
+    /// Low to high.
+    #[default]
+    Rising,
+    /// High to low.
+    Falling,
+    /// Either.
+    Both,
+}
+
+fn default_every() -> u32 {
+    1
+}
+
+fn default_pulse() -> u64 {
+    200
+}
+
+impl GpioSettings {
+    /// Checks every line number and duration; a line may serve one purpose only.
+    pub fn validate(&self, c: &Checker<'_>) -> Result<(), ConfigError> {
+        let lines = [
+            ("gpio.alert_led", self.alert_led),
+            ("gpio.buzzer", self.buzzer),
+            ("gpio.heartbeat_led", self.heartbeat_led),
+            ("gpio.trigger", self.trigger),
+        ];
+        let mut used = Vec::new();
+        for (key, line) in lines {
+            if let Some(line) = line {
+                c.range(key, line, 0, MAX_GPIO_LINE)?;
+                if used.contains(&line) {
+                    return Err(c.fail(key, line, "each GPIO line may be used once"));
+                }
+                used.push(line);
+            }
+        }
+        c.range("gpio.alert_pulse_ms", self.alert_pulse_ms, 10, 10_000)?;
+        c.range("gpio.trigger_every", self.trigger_every, 1, 10_000)
+    }
+}
 
 /// GPIO could not be opened although the config requires it.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +106,7 @@ struct Pins {
 }
 
 #[cfg(feature = "gpio")]
-fn open_pins(config: &GpioConfig, pulses: &Arc<Pulses>) -> Result<Pins, String> {
+fn open_pins(config: &GpioSettings, pulses: &Arc<Pulses>) -> Result<Pins, String> {
     let gpio = rppal::gpio::Gpio::new().map_err(|e| e.to_string())?;
     let out = |line: u8| {
         gpio.get(line)
@@ -44,7 +125,6 @@ fn open_pins(config: &GpioConfig, pulses: &Arc<Pulses>) -> Result<Pins, String> 
                 .get(line)
                 .map_err(|e| format!("GPIO line {line}: {e}"))?
                 .into_input_pulldown();
-            use crate::config::TriggerEdge;
             let edge = match config.trigger_edge {
                 TriggerEdge::Rising => rppal::gpio::Trigger::RisingEdge,
                 TriggerEdge::Falling => rppal::gpio::Trigger::FallingEdge,
@@ -70,7 +150,7 @@ fn open_pins(config: &GpioConfig, pulses: &Arc<Pulses>) -> Result<Pins, String> 
 struct Pins;
 
 #[cfg(not(feature = "gpio"))]
-fn open_pins(_config: &GpioConfig, _pulses: &Arc<Pulses>) -> Result<Pins, String> {
+fn open_pins(_config: &GpioSettings, _pulses: &Arc<Pulses>) -> Result<Pins, String> {
     Err("this build has no GPIO support (build with --features gpio)".into())
 }
 
@@ -137,7 +217,7 @@ impl std::fmt::Debug for Indicators {
 
 impl Indicators {
     /// Opens the configured pins. Fails only when GPIO is required and unavailable.
-    pub fn open(config: Option<&GpioConfig>) -> Result<Indicators, GpioError> {
+    pub fn open(config: Option<&GpioSettings>) -> Result<Indicators, GpioError> {
         let Some(config) = config else {
             return Ok(Indicators::none());
         };
@@ -228,10 +308,9 @@ impl Indicators {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TriggerEdge;
 
-    fn config(required: bool) -> GpioConfig {
-        GpioConfig {
+    fn config(required: bool) -> GpioSettings {
+        GpioSettings {
             required,
             alert_led: Some(17),
             buzzer: None,

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use edge_inspector::config::{AlertOutput, Config, SourceConfig};
+use edge_inspector::config::{AlertOutput, Config, SourceSettings};
 
 fn load(name: &str) -> Config {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -34,7 +34,7 @@ fn pi4_robot_uses_the_uart_and_a_usb_camera() {
     let c = load("pi4-tunnel-robot.toml");
     assert_eq!(c.alerts.output, AlertOutput::Serial);
     assert_eq!(c.alerts.port.as_deref(), Some(Path::new("/dev/ttyAMA0")));
-    assert!(matches!(c.source, SourceConfig::V4l2 { .. }));
+    assert!(matches!(c.source, SourceSettings::V4l2 { .. }));
     assert!(c.gpio.is_some_and(|g| !g.required));
     // A robot in a tunnel: alerts survive link cuts and restarts.
     assert!(c.alerts.require_ack);
@@ -44,10 +44,10 @@ fn pi4_robot_uses_the_uart_and_a_usb_camera() {
 #[test]
 fn the_drone_frames_for_radio_and_syncs_every_alert() {
     use edge_inspector::alerts::Framing;
-    use edge_inspector::config::FsyncConfig;
+    use edge_inspector::config::FsyncMode;
     let c = load("pi5-drone.toml");
     assert_eq!(c.alerts.framing, Framing::Cobs);
-    assert_eq!(c.journal.fsync, FsyncConfig::Always);
+    assert_eq!(c.journal.fsync, FsyncMode::Always);
     assert!(c.evidence.is_some());
 }
 
@@ -55,5 +55,5 @@ fn the_drone_frames_for_radio_and_syncs_every_alert() {
 fn desk_replay_reads_a_folder_to_stdout() {
     let c = load("desk-replay.toml");
     assert_eq!(c.alerts.output, AlertOutput::Stdout);
-    assert!(matches!(c.source, SourceConfig::Folder { .. }));
+    assert!(matches!(c.source, SourceSettings::Folder { .. }));
 }

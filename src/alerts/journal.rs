@@ -15,7 +15,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+
 use super::message::Alert;
+use crate::settings::{Checker, ConfigError};
 
 const MAGIC: &[u8; 8] = b"EIJRNL01";
 const HEADER: u64 = 8;
@@ -35,6 +38,106 @@ pub enum FsyncPolicy {
     /// Never explicitly: the kernel writes back on its own (a crash of the process loses nothing,
     /// a power cut may lose the last ~30 s).
     Never,
+}
+
+/// `journal.fsync` as written in the config: the [`FsyncPolicy`] without its interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// After every alert.
+    Always,
+    /// At most `fsync_interval_ms` after a write.
+    #[default]
+    Interval,
+    /// Leave it to the kernel.
+    Never,
+}
+/// `[journal]`: where alerts wait for their ACK.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSettings {
+    /// Journal file; absent keeps alerts in memory only (lost on restart).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Size bound of the file (and of the alerts kept in memory), 4096 to 1073741824 bytes.
+    #[serde(default = "default_journal_bytes")]
+    pub max_bytes: u64,
+    /// `always`, `interval` or `never`.
+    #[serde(default)]
+    pub fsync: FsyncMode,
+    /// With `fsync = "interval"`: milliseconds, 10-60000.
+    #[serde(default = "default_fsync_interval")]
+    pub fsync_interval_ms: u64,
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        JournalSettings {
+            path: None,
+            max_bytes: default_journal_bytes(),
+            fsync: FsyncMode::default(),
+            fsync_interval_ms: default_fsync_interval(),
+        }
+    }
+}
+
+fn default_journal_bytes() -> u64 {
+    1 << 20
+}
+fn default_fsync_interval() -> u64 {
+    1000
+}
+
+impl JournalSettings {
+    /// Checks the size bound and the sync interval.
+    pub fn validate(&self, c: &Checker<'_>) -> Result<(), ConfigError> {
+        c.range("journal.max_bytes", self.max_bytes, 4096, 1 << 30)?;
+        c.range(
+            "journal.fsync_interval_ms",
+            self.fsync_interval_ms,
+            10,
+            60_000,
+        )
+    }
+
+    /// When to force writes to storage.
+    pub fn policy(&self) -> FsyncPolicy {
+        match self.fsync {
+            FsyncMode::Always => FsyncPolicy::Always,
+            FsyncMode::Interval => {
+                FsyncPolicy::Interval(Duration::from_millis(self.fsync_interval_ms))
+            }
+            FsyncMode::Never => FsyncPolicy::Never,
+        }
+    }
+
+    /// Opens the journal file (its folder created if missing) and reports what it recovered;
+    /// in memory only when no path is set.
+    pub fn open(&self) -> Result<Journal, JournalError> {
+        let Some(path) = &self.path else {
+            return Ok(Journal::in_memory(self.max_bytes));
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| JournalError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let journal = Journal::open(path, self.max_bytes, self.policy())?;
+        let r = journal.recovery();
+        log::info!(
+            "alert journal {}: {} alerts waiting for delivery, next seq {}{}",
+            path.display(),
+            r.unacked,
+            journal.next_seq(),
+            if r.torn_bytes > 0 {
+                format!(", torn tail of {} bytes dropped", r.torn_bytes)
+            } else {
+                String::new()
+            }
+        );
+        Ok(journal)
+    }
 }
 
 /// Errors of the journal file. Alerts stay in memory and are still sent when writing fails.

@@ -3,7 +3,8 @@
 //! What travels on the wire ([`message`], [`binary`], [`cobs`], [`command`]) is the
 //! `inspect-protocol` crate, re-exported here; this module carries it: [`journal`] keeps every
 //! alert on disk until the peer acknowledges it; [`link`] is the thread that sends, re-sends,
-//! answers commands and reopens the port. Wire format: `docs/protocol.md`.
+//! answers commands and reopens the port; [`settings`] is the config's `[alerts]`. Wire format:
+//! `docs/protocol.md`.
 
 pub use inspect_protocol::{binary, cobs, command, message, Framing};
 pub mod journal;
@@ -11,6 +12,7 @@ pub mod journal;
 pub mod link;
 #[cfg(target_os = "linux")]
 mod port;
+pub mod settings;
 #[cfg(target_os = "linux")]
 pub mod tty;
 

@@ -7,6 +7,7 @@
 
 pub use inspect_pixel_formats as convert;
 mod folder;
+mod settings;
 #[cfg(target_os = "linux")]
 mod stream;
 #[cfg(all(target_os = "linux", feature = "v4l2"))]
@@ -17,6 +18,7 @@ use std::time::SystemTime;
 use image::RgbImage;
 
 pub use folder::{list_image_files, FolderSource};
+pub use settings::{PixelFormat, SourceSettings};
 #[cfg(target_os = "linux")]
 pub use stream::StreamSource;
 

@@ -17,8 +17,8 @@ use v4l::video::Capture;
 use v4l::{Device, FourCC};
 
 use super::convert::{decode_mjpeg, yuyv_to_rgb};
+use super::PixelFormat;
 use super::{Frame, FrameError, FrameSource};
-use crate::config::PixelFormat;
 
 /// Buffers the driver fills in turn: enough to ride out an inference hiccup, few enough that a
 /// frame is fresh when taken.

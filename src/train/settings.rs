@@ -6,8 +6,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::bundle::Combine;
-use crate::config::{config_table, read_text, Checker, ConfigError};
 use crate::losses::{NfLoss, Objective};
+use crate::settings::{config_table, read_text, Checker, ConfigError};
 
 /// Learning-rate schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]

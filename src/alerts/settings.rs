@@ -1,0 +1,158 @@
+//! `[alerts]`: where alerts go and how the link behaves, checked here and turned into the link
+//! thread's [`LinkSettings`](super::LinkSettings).
+
+use std::path::PathBuf;
+#[cfg(target_os = "linux")]
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::Framing;
+#[cfg(target_os = "linux")]
+use super::{DeviceId, LinkSettings, LinkTarget};
+use crate::settings::{Checker, ConfigError};
+
+/// Serial speeds accepted for `alerts.baud`.
+pub const BAUD_RATES: [u32; 10] = [
+    9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 921600, 1000000,
+];
+
+/// Where alert lines go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertOutput {
+    /// A serial port (`alerts.port`, `alerts.baud`).
+    Serial,
+    /// Standard output, for demos and pipes.
+    Stdout,
+}
+/// `[alerts]`
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSettings {
+    /// `serial` or `stdout`.
+    pub output: AlertOutput,
+    /// `json` or `cobs`.
+    #[serde(default)]
+    pub framing: Framing,
+    /// Keep each alert until the peer ACKs its `seq` (serial only), re-sending as needed.
+    #[serde(default)]
+    pub require_ack: bool,
+    /// Re-send unacknowledged alerts after this many milliseconds, 100-600000.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_ms: u64,
+    /// On stop, keep delivering pending alerts for up to this many milliseconds, 0-60000.
+    #[serde(default = "default_drain")]
+    pub drain_timeout_ms: u64,
+    /// Lowest threshold a peer may set with `set_threshold` (default: half the bundle's).
+    #[serde(default)]
+    pub threshold_min: Option<f32>,
+    /// Highest threshold a peer may set (default: twice the bundle's).
+    #[serde(default)]
+    pub threshold_max: Option<f32>,
+    /// Serial device, required with `output = "serial"`.
+    #[serde(default)]
+    pub port: Option<PathBuf>,
+    /// Serial speed, one of [`BAUD_RATES`].
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// Seconds between status lines, 1-3600.
+    #[serde(default = "default_status")]
+    pub status_interval_s: u64,
+}
+
+fn default_baud() -> u32 {
+    115200
+}
+fn default_ack_timeout() -> u64 {
+    3000
+}
+fn default_drain() -> u64 {
+    3000
+}
+
+fn default_status() -> u64 {
+    10
+}
+
+impl AlertsSettings {
+    /// Checks every value, and that the keys which go together do.
+    pub fn validate(&self, c: &Checker<'_>) -> Result<(), ConfigError> {
+        if !BAUD_RATES.contains(&self.baud) {
+            return Err(c.fail(
+                "alerts.baud",
+                self.baud,
+                &format!("expected one of {BAUD_RATES:?}"),
+            ));
+        }
+        c.range("alerts.ack_timeout_ms", self.ack_timeout_ms, 100, 600_000)?;
+        c.range("alerts.drain_timeout_ms", self.drain_timeout_ms, 0, 60_000)?;
+        for (key, t) in [
+            ("alerts.threshold_min", self.threshold_min),
+            ("alerts.threshold_max", self.threshold_max),
+        ] {
+            if t.is_some_and(|t| !t.is_finite()) {
+                return Err(c.fail(key, format!("{t:?}"), "expected a finite number"));
+            }
+        }
+        if let (Some(lo), Some(hi)) = (self.threshold_min, self.threshold_max) {
+            if lo > hi {
+                return Err(c.fail(
+                    "alerts.threshold_max",
+                    hi,
+                    &format!("expected at least alerts.threshold_min ({lo})"),
+                ));
+            }
+        }
+        if self.require_ack && self.output != AlertOutput::Serial {
+            return Err(c.fail(
+                "alerts.require_ack",
+                true,
+                "ACKs come back over a serial link: needs alerts.output = \"serial\"",
+            ));
+        }
+        c.range("alerts.status_interval_s", self.status_interval_s, 1, 3600)?;
+        if self.output == AlertOutput::Serial && self.port.is_none() {
+            return Err(c.fail(
+                "alerts.port",
+                "(missing)",
+                "required when alerts.output = \"serial\", e.g. \"/dev/ttyAMA0\"",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The link thread's settings: `threshold` in force at start; a peer may move it within
+    /// `threshold_min`..`threshold_max`, by default a factor of two either way of `calibrated`.
+    #[cfg(target_os = "linux")]
+    pub fn link_settings(
+        &self,
+        device: DeviceId,
+        threshold: f32,
+        calibrated: f32,
+        evidence_dir: Option<PathBuf>,
+    ) -> LinkSettings {
+        let target = match self.output {
+            AlertOutput::Stdout => LinkTarget::Stdout,
+            AlertOutput::Serial => LinkTarget::Serial {
+                // Validated: `port` is present whenever the output is serial.
+                port: self.port.clone().unwrap_or_default(),
+                baud: self.baud,
+            },
+        };
+        let spread = calibrated.abs().max(f32::EPSILON);
+        LinkSettings {
+            target,
+            framing: self.framing,
+            require_ack: self.require_ack,
+            ack_timeout: Duration::from_millis(self.ack_timeout_ms),
+            threshold,
+            threshold_range: (
+                self.threshold_min.unwrap_or(calibrated - spread / 2.0),
+                self.threshold_max.unwrap_or(calibrated + spread),
+            ),
+            device,
+            evidence_dir,
+        }
+    }
+}
