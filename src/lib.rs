@@ -27,6 +27,7 @@ pub mod export;
 pub mod extractor;
 #[cfg(feature = "data")]
 pub mod features;
+#[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 #[cfg(feature = "train")]
 pub mod flow;
@@ -44,6 +45,7 @@ pub mod random;
 #[cfg(feature = "data")]
 mod records;
 pub mod scorer;
+pub mod settings;
 #[cfg(feature = "data")]
 pub mod sweep;
 #[cfg(feature = "data")]
@@ -52,3 +54,5 @@ pub mod tiler;
 pub mod tract_env;
 #[cfg(feature = "train")]
 pub mod train;
+#[cfg(feature = "train")]
+pub mod workflows;

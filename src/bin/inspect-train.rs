@@ -2,32 +2,17 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use edge_inspector::dataset::crops::{prepare_crops, CropProtocol};
-use edge_inspector::dataset::{list_images, load_image, with_masks};
-use edge_inspector::eval::{draw_pro, draw_roc, evaluate, Evaluation};
+use edge_inspector::eval::evaluate;
 use edge_inspector::extractor::adopt::adopt;
-use edge_inspector::extractor::efficientnet::{
-    build_lite0, calibrate, calibration_images, BuildOptions, Precision, INPUT_MEAN, INPUT_STD,
-    LITE0_TAPS,
-};
-use edge_inspector::extractor::Checkpoint;
-use edge_inspector::features::build::CacheBuild;
-use edge_inspector::features::cache::FeatureCache;
-use edge_inspector::features::FeatureExtractor;
 use edge_inspector::losses::Objective;
-use edge_inspector::plots::Series;
-use edge_inspector::sweep::{
-    self, table_csv, table_markdown, SweepColumn, SweepEntry, TABLE_LEGEND,
-};
-use edge_inspector::synth::bank::{file_hash, Synthesizer};
-use edge_inspector::synth::config::SynthesisSettings;
-use edge_inspector::synth::poisson::seamless_clone;
-use edge_inspector::synth::sheet::contact_sheet;
-use edge_inspector::tiler::{resize_rgb, Normalization};
-use edge_inspector::train::settings::TrainSettings;
-use edge_inspector::train::{run_fit, Backend, FitJob};
+use edge_inspector::sweep::table_markdown;
+use edge_inspector::workflows::extractor::{build_extractor, ExtractorJob, Int8Calibration};
+use edge_inspector::workflows::features::{fill_feature_cache, FeaturesJob};
+use edge_inspector::workflows::fit::{fit_bundle, TrainJob};
+use edge_inspector::workflows::sweep::{join_sweeps, run_sweep, SweepJob};
+use edge_inspector::workflows::synth::{blend_files, synth_sheet, SheetJob};
+use edge_inspector::workflows::{crops::prepare_split, threads_or_cores, TrainDevice};
 
 /// Builds extractors and trains, evaluates and exports edge-inspector models.
 #[derive(Parser, Debug)]
@@ -270,165 +255,20 @@ enum Command {
     },
 }
 
-/// Where the flows train.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum TrainDevice {
-    /// The hand-written CPU flow (always built; the fastest on a CPU).
-    Cpu,
-    /// burn's pure-Rust CPU backend (always built; the reference the CPU flow is tested against).
-    BurnCpu,
-    /// CUDA (build with `--features cuda`).
-    Cuda,
-    /// Vulkan through wgpu, SPIR-V kernels (build with `--features vulkan`).
-    Vulkan,
-    /// The GPU wgpu finds (Vulkan, Metal, DX12), WGSL kernels (build with `--features wgpu`).
-    Wgpu,
-}
-
-/// The backend for `choice`: the CPU flow on `threads`, or a burn device with autodiff on.
-fn backend(choice: TrainDevice, threads: Option<u32>) -> anyhow::Result<Backend> {
-    use burn::tensor::Device;
-    if threads.is_some() && choice != TrainDevice::Cpu {
-        anyhow::bail!("--threads applies to --device cpu only");
-    }
-    let device = match choice {
-        TrainDevice::Cpu => {
-            let threads = threads.map_or_else(
-                || std::thread::available_parallelism().map_or(1, |n| n.get()),
-                |t| t as usize,
-            );
-            return Ok(Backend::Cpu { threads });
+impl TrainArgs {
+    fn job(&self) -> TrainJob {
+        TrainJob {
+            config: self.config.clone(),
+            extractor: self.extractor.clone(),
+            extractor_name: self.extractor_name.clone(),
+            images: self.images.clone(),
+            cache: self.cache.clone(),
+            epochs: self.epochs,
+            device: self.device,
+            threads: self.threads,
+            workers: self.workers,
         }
-        TrainDevice::BurnCpu => Device::flex(),
-        #[cfg(feature = "cuda")]
-        TrainDevice::Cuda => Device::cuda(0),
-        #[cfg(feature = "vulkan")]
-        TrainDevice::Vulkan => Device::vulkan(Default::default()),
-        #[cfg(feature = "wgpu")]
-        TrainDevice::Wgpu => Device::wgpu(Default::default()),
-        #[allow(unreachable_patterns)]
-        other => anyhow::bail!(
-            "--device {other:?}: this build has no such backend (build with --features {})",
-            format!("{other:?}").to_lowercase()
-        ),
-    };
-    Ok(Backend::Burn(device.autodiff()))
-}
-
-fn fit(
-    train: &TrainArgs,
-    loss: Option<Objective>,
-    checkpoint: Option<PathBuf>,
-    resume: bool,
-    out: &std::path::Path,
-) -> anyhow::Result<()> {
-    let &TrainArgs {
-        ref config,
-        ref extractor,
-        ref extractor_name,
-        ref images,
-        ref cache,
-        epochs,
-        device,
-        threads,
-        workers,
-    } = train;
-    let checkpoint = checkpoint.unwrap_or_else(|| {
-        let mut name = out.as_os_str().to_owned();
-        name.push(".ckpt");
-        PathBuf::from(name)
-    });
-    let mut settings = TrainSettings::load(config)?;
-    if let Some(loss) = loss {
-        settings.objective = loss;
     }
-    if let Some(epochs) = epochs {
-        settings.epochs = epochs;
-        settings.warmup_epochs = settings.warmup_epochs.min(epochs);
-    }
-    settings.validate(config)?;
-    let synth = if settings.objective == Objective::None {
-        None
-    } else {
-        Some(Synthesizer::new(
-            SynthesisSettings::load(config).with_context(|| {
-                format!("--loss {:?} needs synthetic anomalies", settings.objective)
-            })?,
-        )?)
-    };
-    let onnx =
-        std::fs::read(extractor).with_context(|| format!("reading {}", extractor.display()))?;
-    let mut provenance = toml::Table::new();
-    let text = |v: String| toml::Value::String(v);
-    provenance.insert("images".into(), text(images.display().to_string()));
-    provenance.insert(
-        "objective".into(),
-        text(format!("{:?}", settings.objective).to_lowercase()),
-    );
-    provenance.insert(
-        "nf_loss".into(),
-        text(format!("{:?}", settings.nf_loss).to_lowercase()),
-    );
-    provenance.insert(
-        "epochs".into(),
-        toml::Value::Integer(settings.epochs.into()),
-    );
-    provenance.insert("seed".into(), toml::Value::Integer(settings.seed as i64));
-    provenance.insert("config".into(), text(config.display().to_string()));
-    let workers = workers.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        |w| w as usize,
-    );
-    let report = run_fit(
-        FitJob {
-            extractor: &onnx,
-            extractor_name: extractor_name.clone(),
-            normalization: Normalization {
-                mean: INPUT_MEAN,
-                std: INPUT_STD,
-            },
-            images: list_images(images)?,
-            synthesizer: synth.as_ref(),
-            cache_root: cache,
-            settings,
-            backend: backend(device, threads)?,
-            workers,
-            progress: true,
-            out,
-            provenance,
-            checkpoint: Some(&checkpoint),
-            resume,
-        },
-        &mut |log| log::info!("{log}"),
-    )?;
-    let c = &report.calibration;
-    println!(
-        "{}: {} epochs on {} images; offsets {:?}, reference {:.4}; threshold {:.4} \
-         ({} of {} held-out images above)",
-        out.display(),
-        report.epochs.len(),
-        report.train_images.len(),
-        c.level_offsets,
-        c.reference,
-        c.threshold,
-        c.holdout_alarms,
-        c.holdout_scores.len()
-    );
-    Ok(())
-}
-
-/// Writes the paper's table of `columns` as `OUT.md` and `OUT.csv`.
-fn write_tables(columns: &[SweepColumn], out: &std::path::Path) -> anyhow::Result<()> {
-    let md = out.with_extension("md");
-    std::fs::write(
-        &md,
-        format!("{TABLE_LEGEND}\n\n{}", table_markdown(columns)),
-    )
-    .with_context(|| format!("writing {}", md.display()))?;
-    let csv = out.with_extension("csv");
-    std::fs::write(&csv, table_csv(columns))
-        .with_context(|| format!("writing {}", csv.display()))?;
-    Ok(())
 }
 
 /// Parses `X,Y`.
@@ -441,142 +281,9 @@ fn parse_point(text: &str) -> Result<(i64, i64), String> {
     ))
 }
 
-fn prepare(
-    images: &std::path::Path,
-    masks: &std::path::Path,
-    grid: u32,
-    train_images: Option<usize>,
-    test_images: Option<usize>,
-    out: &std::path::Path,
-) -> anyhow::Result<()> {
-    let total = with_masks(images, masks, "crack")?.len();
-    let train = train_images.unwrap_or(total / 2);
-    let test = test_images.unwrap_or(total.saturating_sub(train));
-    let protocol = CropProtocol {
-        grid,
-        train_images: train,
-        test_images: test,
-    };
-    let s = prepare_crops(images, masks, &protocol, out)?;
-    println!(
-        "{}: {train} training images -> {} train/good ({} cracked crops left out); \
-         {test} test images -> {} test/good, {} test/crack",
-        out.display(),
-        s.train_good,
-        s.train_dropped,
-        s.test_good,
-        s.test_crack
-    );
-    Ok(())
-}
-
-/// Images spread evenly over `folder`, `count` at most.
-fn spread(folder: &std::path::Path, count: usize) -> anyhow::Result<Vec<PathBuf>> {
-    let all = list_images(folder)?;
-    anyhow::ensure!(
-        !all.is_empty(),
-        "{}: no PNG or JPEG image",
-        folder.display()
-    );
-    let step = all.len().div_ceil(count).max(1);
-    Ok(all.into_iter().step_by(step).take(count).collect())
-}
-
-fn synth_sheet(
-    synthesis: &std::path::Path,
-    images: &std::path::Path,
-    count: u32,
-    size: u32,
-    cell: u32,
-    out: &std::path::Path,
-) -> anyhow::Result<()> {
-    let synth = Synthesizer::new(SynthesisSettings::load(synthesis)?)?;
-    log::info!(
-        "{} defects loaded ({} sources with empty masks skipped)",
-        synth.bank().len(),
-        synth.bank().skipped()
-    );
-    let mut samples = Vec::new();
-    for path in spread(images, count as usize)? {
-        let image = resize_rgb(&load_image(&path)?, size, size);
-        let seed = synth.seed_for(&file_hash(&path)?, 0);
-        let aug = synth.augment(&image, seed)?;
-        log::info!(
-            "{}: defect from {}, seed {seed:016x}",
-            path.display(),
-            aug.defect.display()
-        );
-        samples.push((image, aug.augmented));
-    }
-    contact_sheet(&samples, 2, cell)
-        .save(out)
-        .with_context(|| format!("writing {}", out.display()))?;
-    println!("{}: {} samples", out.display(), samples.len());
-    Ok(())
-}
-
-fn features(
-    extractor: &std::path::Path,
-    images: &std::path::Path,
-    synthesis: Option<&std::path::Path>,
-    cache: &std::path::Path,
-    workers: Option<u32>,
-) -> anyhow::Result<()> {
-    let onnx =
-        std::fs::read(extractor).with_context(|| format!("reading {}", extractor.display()))?;
-    let normalization = Normalization {
-        mean: INPUT_MEAN,
-        std: INPUT_STD,
-    };
-    let fx = FeatureExtractor::new(&onnx, normalization)
-        .with_context(|| format!("loading {}", extractor.display()))?;
-    let synth = match synthesis {
-        Some(path) => Some(Synthesizer::new(SynthesisSettings::load(path)?)?),
-        None => None,
-    };
-    let store = FeatureCache::open(cache, fx.hash())?;
-    let workers = workers.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        |w| w as usize,
-    );
-    let files = list_images(images)?;
-    log::info!(
-        "{} images of {}, {} workers, cache {}",
-        files.len(),
-        images.display(),
-        workers,
-        store.dir().display()
-    );
-    let summary = CacheBuild {
-        extractor: &fx,
-        synthesizer: synth.as_ref(),
-        cache: &store,
-        workers,
-        progress: true,
-    }
-    .run(&files)?;
-    let records: usize = summary.images.iter().map(|i| i.keys.len()).sum();
-    let rate = if summary.computed > 0 {
-        format!(
-            ", {:.1} ms per computed record",
-            1000.0 * summary.seconds / summary.computed as f64
-        )
-    } else {
-        String::new()
-    };
-    println!(
-        "{}: {} images, {records} records ({} cached, {} computed, {} repaired), \
-         {} unreadable images, {} failed augmentations, {:.1} s{rate}",
-        store.dir().display(),
-        summary.images.len(),
-        summary.hits,
-        summary.computed,
-        summary.repaired,
-        summary.unreadable,
-        summary.failed_augmentations,
-        summary.seconds,
-    );
-    Ok(())
+/// `n/a` or four decimals.
+fn show(v: Option<f64>) -> String {
+    v.map_or("n/a".to_string(), |v| format!("{v:.4}"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -591,19 +298,8 @@ fn main() -> anyhow::Result<()> {
             at,
             out,
         } => {
-            let t = load_image(&target)?;
-            let s = load_image(&source)?;
-            let m = image::open(&mask)
-                .with_context(|| format!("reading {}", mask.display()))?
-                .into_luma8();
-            let blended = seamless_clone(&s, &t, &m, at).with_context(|| {
-                format!("blending {} into {}", source.display(), target.display())
-            })?;
-            blended
-                .save(&out)
-                .with_context(|| format!("writing {}", out.display()))?;
+            blend_files(&target, &source, &mask, at, &out)?;
             println!("{}", out.display());
-            Ok(())
         }
         Command::SynthSheet {
             synthesis,
@@ -612,21 +308,77 @@ fn main() -> anyhow::Result<()> {
             size,
             cell,
             out,
-        } => synth_sheet(&synthesis, &images, count, size, cell, &out),
+        } => {
+            let job = SheetJob {
+                synthesis,
+                images,
+                count: count as usize,
+                size,
+                cell,
+                out,
+            };
+            let samples = synth_sheet(&job)?;
+            println!("{}: {samples} samples", job.out.display());
+        }
         Command::Features {
             extractor,
             images,
             synthesis,
             cache,
             workers,
-        } => features(&extractor, &images, synthesis.as_deref(), &cache, workers),
+        } => {
+            let job = FeaturesJob {
+                extractor,
+                images,
+                synthesis,
+                cache,
+                workers: threads_or_cores(workers),
+            };
+            let (dir, s) = fill_feature_cache(&job)?;
+            let records: usize = s.images.iter().map(|i| i.keys.len()).sum();
+            let rate = if s.computed > 0 {
+                format!(
+                    ", {:.1} ms per computed record",
+                    1000.0 * s.seconds / s.computed as f64
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "{}: {} images, {records} records ({} cached, {} computed, {} repaired), \
+                 {} unreadable images, {} failed augmentations, {:.1} s{rate}",
+                dir.display(),
+                s.images.len(),
+                s.hits,
+                s.computed,
+                s.repaired,
+                s.unreadable,
+                s.failed_augmentations,
+                s.seconds,
+            );
+        }
         Command::Fit {
             train,
             loss,
             checkpoint,
             resume,
             out,
-        } => fit(&train, loss, checkpoint, resume, &out),
+        } => {
+            let report = fit_bundle(&train.job(), loss, checkpoint, resume, &out)?;
+            let c = &report.calibration;
+            println!(
+                "{}: {} epochs on {} images; offsets {:?}, reference {:.4}; threshold {:.4} \
+                 ({} of {} held-out images above)",
+                out.display(),
+                report.epochs.len(),
+                report.train_images.len(),
+                c.level_offsets,
+                c.reference,
+                c.threshold,
+                c.holdout_alarms,
+                c.holdout_scores.len()
+            );
+        }
         Command::Eval {
             bundle,
             data,
@@ -634,7 +386,6 @@ fn main() -> anyhow::Result<()> {
             limit,
         } => {
             let r = evaluate(&bundle, &data, &out, limit.map(|l| l as usize), true)?.report;
-            let show = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
             println!(
                 "{}: {} images ({} defect-free): pixel AUROC {}, AUPRO {}, image AUROC {}; at \
                  threshold {:.4}: tile precision {:.3}, recall {:.3}, F1 {:.3}, {:.1} false alarms \
@@ -652,7 +403,6 @@ fn main() -> anyhow::Result<()> {
                 r.false_alarms_per_1000,
                 1000.0 * r.seconds_per_image
             );
-            Ok(())
         }
         Command::Sweep {
             train,
@@ -663,82 +413,24 @@ fn main() -> anyhow::Result<()> {
             examples,
             out,
         } => {
-            let mut evaluations = Vec::new();
-            let mut names = Vec::new();
-            for loss in &losses {
-                let objective = format!("{loss:?}").to_lowercase();
-                let bundle = out.join(format!("bundle-{objective}"));
-                log::info!("sweep: {objective}: training {}", bundle.display());
-                fit(&train, Some(*loss), None, true, &bundle)?;
-                log::info!("sweep: {objective}: evaluating");
-                let eval_dir = out.join(format!("eval-{objective}"));
-                let evaluation =
-                    evaluate(&bundle, &data, &eval_dir, limit.map(|l| l as usize), true)?;
-                evaluations.push(evaluation);
-                names.push(objective);
-            }
-            let dataset = name.unwrap_or_else(|| {
-                data.file_name()
-                    .map_or("data".into(), |n| n.to_string_lossy().into_owned())
-            });
-            let column = SweepColumn {
-                dataset,
-                entries: names
-                    .iter()
-                    .zip(&evaluations)
-                    .map(|(n, e)| SweepEntry::new(n, &e.report))
-                    .collect(),
-            };
-            column.save(&out.join("sweep.json"))?;
-            write_tables(std::slice::from_ref(&column), &out.join("table"))?;
-            let refs: Vec<&Evaluation> = evaluations.iter().collect();
-            let labels: Vec<&str> = names.iter().map(String::as_str).collect();
-            let figure =
-                sweep::figure(&labels, &refs, examples as usize).map_err(anyhow::Error::msg)?;
-            let figure_path = out.join("figure.png");
-            figure
-                .save(&figure_path)
-                .with_context(|| format!("writing {}", figure_path.display()))?;
-            let series = |curve: fn(&Evaluation) -> &Vec<(f64, f64)>,
-                          metric: fn(&Evaluation) -> Option<f64>|
-             -> Vec<Series> {
-                names
-                    .iter()
-                    .zip(&evaluations)
-                    .map(|(n, e)| Series {
-                        label: format!(
-                            "L_{n} {}",
-                            metric(e).map_or("n/a".into(), |v| format!("{v:.4}"))
-                        ),
-                        points: curve(e).clone(),
-                    })
-                    .collect()
-            };
-            draw_roc(
-                &out.join("roc.png"),
-                &format!("Pixel ROC, {}", column.dataset),
-                &series(|e| &e.curves.pixel_roc, |e| e.report.pixel_auroc),
-            )?;
-            draw_pro(
-                &out.join("pro.png"),
-                &format!("PRO up to FPR 0.3, {}", column.dataset),
-                &series(|e| &e.curves.pro, |e| e.report.aupro),
-            )?;
+            let column = run_sweep(&SweepJob {
+                train: train.job(),
+                data,
+                losses,
+                limit: limit.map(|l| l as usize),
+                name,
+                examples: examples as usize,
+                out: out.clone(),
+            })?;
             print!("{}", table_markdown(std::slice::from_ref(&column)));
             println!(
                 "{}: table.md, table.csv, figure.png, roc.png, pro.png",
                 out.display()
             );
-            Ok(())
         }
         Command::Table { sweeps, out } => {
-            let columns = sweeps
-                .iter()
-                .map(|d| SweepColumn::load(&d.join("sweep.json")))
-                .collect::<Result<Vec<_>, _>>()?;
-            write_tables(&columns, &out)?;
+            let columns = join_sweeps(&sweeps, &out)?;
             print!("{}", table_markdown(&columns));
-            Ok(())
         }
         Command::PrepareCrops {
             images,
@@ -747,7 +439,20 @@ fn main() -> anyhow::Result<()> {
             train_images,
             test_images,
             out,
-        } => prepare(&images, &masks, grid, train_images, test_images, &out),
+        } => {
+            let (p, s) = prepare_split(&images, &masks, grid, train_images, test_images, &out)?;
+            println!(
+                "{}: {} training images -> {} train/good ({} cracked crops left out); \
+                 {} test images -> {} test/good, {} test/crack",
+                out.display(),
+                p.train_images,
+                s.train_good,
+                s.train_dropped,
+                p.test_images,
+                s.test_good,
+                s.test_crack
+            );
+        }
         Command::Extractor {
             weights,
             onnx,
@@ -756,7 +461,7 @@ fn main() -> anyhow::Result<()> {
             with_classifier,
             levels,
             int8_calibration,
-            calibration_images: count,
+            calibration_images,
             int8_depthwise,
             out,
         } => {
@@ -765,60 +470,30 @@ fn main() -> anyhow::Result<()> {
                 println!("{}: taps {}", out.display(), taps.join(", "));
                 return Ok(());
             }
-            let weights = weights.context("--weights or --onnx is required")?;
-            let ckpt = Checkpoint::read(&weights)?;
-            let ranges = match &int8_calibration {
-                Some(folder) => {
-                    let images = calibration_images(folder, count as usize, size)?;
-                    log::info!(
-                        "calibrating on {} images of {}",
-                        images.len(),
-                        folder.display()
-                    );
-                    Some(calibrate(
-                        &ckpt,
-                        size,
-                        with_classifier,
-                        images.iter().map(|i| i.as_slice()),
-                    )?)
-                }
-                None => None,
+            let Some(weights) = weights else {
+                anyhow::bail!("--weights or --onnx is required");
             };
-            let precision = match &ranges {
-                Some(ranges) => Precision::Int8 {
-                    ranges,
-                    int8_depthwise,
-                },
-                None => Precision::F32,
+            let job = ExtractorJob {
+                weights,
+                size,
+                with_classifier,
+                levels: usize::from(levels),
+                int8: int8_calibration.map(|folder| Int8Calibration {
+                    folder,
+                    images: usize::from(calibration_images),
+                    depthwise: int8_depthwise,
+                }),
+                out,
             };
-            let bytes = build_lite0(
-                &ckpt,
-                &BuildOptions {
-                    input_size: size,
-                    with_classifier,
-                    levels: usize::from(levels),
-                    precision,
-                },
-            )?;
-            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
-            let taps: Vec<String> = LITE0_TAPS[..usize::from(levels)]
-                .iter()
-                .map(|t| format!("{} ({} ch, stride {})", t.name, t.channels, t.stride))
-                .collect();
+            let built = build_extractor(&job)?;
             println!(
                 "{}: EfficientNet-Lite0 at {size}x{size}, {}, {} tensors read, taps {}",
-                out.display(),
-                match precision {
-                    Precision::F32 => "float32".to_string(),
-                    Precision::Int8 { int8_depthwise, .. } => format!(
-                        "int8 ({} depthwise)",
-                        if int8_depthwise { "int8" } else { "float" }
-                    ),
-                },
-                ckpt.len(),
-                taps.join(", ")
+                job.out.display(),
+                built.precision,
+                built.tensors,
+                built.taps.join(", ")
             );
-            Ok(())
         }
     }
+    Ok(())
 }
