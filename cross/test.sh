@@ -114,10 +114,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/cross"
 
 echo "== $triple with $($RUSTC --version), tests under $qemu -cpu $cpu"
 if [ "$build_only" = yes ]; then
-    cargo build --target "$triple" --all-targets --features data,v4l2
+    cargo build --target "$triple" --all-targets --features data,v4l2,gpio
 else
     # Doc tests are left to the host run: rustup's rustdoc has no ARM std. The wire protocol's
     # layouts and CRCs on the board's word size (armv7 is 32-bit) come first: they are quick.
     cargo test --target "$triple" -p inspect-protocol -p inspect-pixel-formats --lib --tests
-    cargo test --target "$triple" --features data,v4l2 "${selection[@]}"
+    cargo test --target "$triple" --features data,v4l2,gpio "${selection[@]}"
 fi
