@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use inspect_protocol::command::{Part, Reply};
 pub use inspect_protocol::Framing;
-use inspect_protocol::{Alert, Command, Deframer, DeviceMessage, Status};
+use inspect_protocol::{Alert, Deframer, DeviceMessage, Status};
 
 /// Alerts kept for the view (the logs keep them all).
 pub const VIEW_ALERTS: usize = 500;
@@ -47,11 +47,6 @@ impl Decoder {
         }
         out
     }
-}
-
-/// A command encoded for the link.
-pub fn encode_command(command: Command, framing: Framing) -> Vec<u8> {
-    command.encode(framing).to_vec()
 }
 
 /// One alert as the view lists it.

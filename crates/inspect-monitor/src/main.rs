@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use inspect_monitor::{encode_command, AlertLog, Decoder, Event, Framing, Session};
+use inspect_monitor::{AlertLog, Decoder, Event, Framing, Session};
 use inspect_protocol::Command;
 use inspect_protocol::DeviceMessage;
 
@@ -65,7 +65,7 @@ impl Link {
         let Some(w) = &mut self.writer else {
             return false;
         };
-        let bytes = encode_command(command, self.framing);
+        let bytes = command.encode(self.framing);
         w.write_all(&bytes).and_then(|()| w.flush()).is_ok()
     }
 }
