@@ -4,8 +4,11 @@
 //! runs the [`bundle`]'s extractor and flow head) -> [`scorer`] -> [`alerts`] over a serial link,
 //! driven by [`daemon`] with a validated [`config`]. [`detector`] is tiler -> engine -> scorer
 //! as one type, which the daemon, `eval` and calibration share. [`onnx`] writes ONNX models
-//! (extractor builder, flow export, test fixtures); [`fixtures`] holds known-function models and
-//! frames. The wire protocol is the `inspect-protocol` crate (ARCHITECTURE.md).
+//! (extractor builder, flow export, test fixtures); `fixtures` (feature `fixtures`, enabled for
+//! tests, benches and examples only) holds known-function models and frames. Each table of the
+//! daemon's [`config`] is defined and checked by the module it configures, with the vocabulary
+//! of [`settings`]; `workflows` (feature `train`) is what `inspect-train`'s subcommands call. The
+//! wire protocol is the `inspect-protocol` crate (ARCHITECTURE.md).
 
 #![warn(missing_docs)]
 
