@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 mod common;
 use common::{median_ms, ort_ms, root, weights, RUNS};
 
-use edge_inspector::engine::{optimized_plan, run_plan, set_threads};
 use edge_inspector::extractor::efficientnet::{
     build_lite0, calibrate, calibration_images, lite0_input, BuildOptions, Precision,
 };
 use edge_inspector::extractor::Checkpoint;
-use edge_inspector::fixtures::concrete_frame;
+use inspect_core::engine::{optimized_plan, run_plan, set_threads};
+use inspect_core::fixtures::concrete_frame;
 use tract_onnx::prelude::*;
 
 const SIZE: usize = 256;

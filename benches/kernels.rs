@@ -14,17 +14,17 @@ use std::time::Instant;
 mod common;
 use common::{median_ms, ort_ms, root, weights, RUNS};
 
-use edge_inspector::bundle::Bundle;
-use edge_inspector::engine::{
+use edge_inspector::extractor::efficientnet::{build_lite0, lite0_input, BuildOptions, Precision};
+use edge_inspector::extractor::Checkpoint;
+use inspect_core::bundle::Bundle;
+use inspect_core::engine::{
     optimize, optimized_plan_with, run_plan, set_threads, Engine, ExtractorPrecision, Kernels,
     LevelMaps,
 };
-use edge_inspector::extractor::efficientnet::{build_lite0, lite0_input, BuildOptions, Precision};
-use edge_inspector::extractor::Checkpoint;
-use edge_inspector::fixtures::concrete_frame;
-use edge_inspector::kernels::depthwise::Isa;
-use edge_inspector::scorer::Scorer;
-use edge_inspector::tiler::{sample_tile, Normalization, TileGrid};
+use inspect_core::fixtures::concrete_frame;
+use inspect_core::kernels::depthwise::Isa;
+use inspect_core::scorer::Scorer;
+use inspect_core::tiler::{sample_tile, Normalization, TileGrid};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::{eval, SimpleState};
 

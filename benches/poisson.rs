@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use edge_inspector::fixtures::concrete_frame;
 use edge_inspector::synth::poisson::seamless_clone;
 use image::{GrayImage, Luma, Rgb};
+use inspect_core::fixtures::concrete_frame;
 
 const RUNS: usize = 20;
 

@@ -22,10 +22,10 @@ use edge_inspector::features::build::CachedImage;
 use edge_inspector::features::cache::{FeatureCache, FeatureRecord, RecordKey};
 use edge_inspector::features::Level;
 use edge_inspector::losses::Objective;
-use edge_inspector::random::SplitMix;
 use edge_inspector::train::fit::{LevelShape, Trainer};
 use edge_inspector::train::settings::TrainSettings;
 use edge_inspector::train::Backend;
+use inspect_core::random::SplitMix;
 
 /// Lite0's taps at 256 px: name, channels, side.
 const LEVELS: [(&str, usize, usize); 3] = [("tap8", 40, 32), ("tap16", 112, 16), ("tap32", 320, 8)];

@@ -119,5 +119,5 @@ else
     # Doc tests are left to the host run: rustup's rustdoc has no ARM std. The wire protocol's
     # layouts and CRCs on the board's word size (armv7 is 32-bit) come first: they are quick.
     cargo test --target "$triple" -p inspect-protocol -p inspect-pixel-formats --lib --tests
-    cargo test --target "$triple" --features data,v4l2,gpio "${selection[@]}"
+    cargo test --target "$triple" -p inspect-core -p edge-inspector --features data,v4l2,gpio "${selection[@]}"
 fi

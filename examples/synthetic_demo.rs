@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use edge_inspector::fixtures::{concrete_frame, write_brightness_bundle, BrightnessModel};
-use edge_inspector::tiler::PixelBox;
+use inspect_core::fixtures::{concrete_frame, write_brightness_bundle, BrightnessModel};
+use inspect_core::tiler::PixelBox;
 
 fn main() -> anyhow::Result<()> {
     let out = PathBuf::from(

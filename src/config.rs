@@ -14,12 +14,12 @@ use serde::Deserialize;
 
 pub use crate::alerts::journal::{FsyncMode, JournalSettings};
 pub use crate::alerts::settings::{AlertOutput, AlertsSettings, BAUD_RATES};
-pub use crate::detector::{ModelSettings, Tiling};
 pub use crate::evidence::EvidenceSettings;
 pub use crate::frames::{PixelFormat, SourceSettings};
 pub use crate::gpio::{GpioSettings, TriggerEdge, MAX_GPIO_LINE};
-pub use crate::settings::ConfigError;
-use crate::settings::{read_text, Checker};
+pub use inspect_core::detector::{ModelSettings, Tiling};
+pub use inspect_core::settings::ConfigError;
+use inspect_core::settings::{read_text, Checker};
 
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Deserialize)]

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::alerts::journal::JournalError;
 use crate::alerts::{Alert, AlertLink, Control, DeviceId, LinkError, ModelId, Status};
-use crate::bundle::{Bundle, BundleError};
 use crate::config::Config;
-use crate::detector::Detector;
-use crate::engine::{set_threads, EngineError};
 use crate::evidence::{EvidenceError, EvidenceJob, EvidenceWriter};
 use crate::frames::{Frame, FrameError, FrameSource, SourceSettings};
 use crate::gpio::{GpioError, Indicators};
+use inspect_core::bundle::{Bundle, BundleError};
+use inspect_core::detector::Detector;
+use inspect_core::engine::{set_threads, EngineError};
 
 /// How long the main loop waits for a frame before checking for shutdown again.
 const POLL: Duration = Duration::from_millis(200);

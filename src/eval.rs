@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 
 use image::{imageops, GrayImage, Rgb, RgbImage};
 
-use crate::bundle::{Bundle, BundleError};
 use crate::dataset::{load_image, load_mask, Dataset, DatasetError};
-use crate::detector::Detector;
-use crate::engine::{EngineError, ExtractorPrecision};
 use crate::metrics::{aupro_of_curve, image_auroc, pixel_roc, pro_curve, roc_curve, thinned};
 use crate::plots::{LineChart, Series};
 use crate::records::progress_bar;
+use inspect_core::bundle::{Bundle, BundleError};
+use inspect_core::detector::Detector;
+use inspect_core::engine::{EngineError, ExtractorPrecision};
 
 /// Errors of evaluation.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ use image::{ImageBuffer, Rgb, RgbImage};
 use serde::Deserialize;
 
 use crate::alerts::command::Part;
-use crate::settings::{Checker, ConfigError};
+use inspect_core::settings::{Checker, ConfigError};
 
 /// Jobs waiting for the writer before new ones are skipped.
 const QUEUE: usize = 8;

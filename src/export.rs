@@ -12,11 +12,11 @@
 //! the plan, while the file holds only `P` (`hw x 128`, once per level) and `W1c`, which keeps a
 //! Lite0 head at a fraction of the size of the folded form.
 
-use crate::bundle::tap_name;
 use crate::flow::coupling::{BlockWeights, CLAMP};
 use crate::flow::decoder::HALF_LOG_2PI;
 use crate::flow::positional::positional_fibers;
-use crate::onnx::{Attr, Dim, ModelBuilder, OnnxWriteError};
+use inspect_core::bundle::tap_name;
+use inspect_core::onnx::{Attr, Dim, ModelBuilder, OnnxWriteError};
 
 /// One level of the head.
 #[derive(Clone, Debug)]
@@ -38,7 +38,7 @@ impl<'a> LevelHead<'a> {
     pub fn named(stride: usize, height: usize, width: usize, blocks: &'a [BlockWeights]) -> Self {
         LevelHead {
             tap: tap_name(stride),
-            logp: crate::bundle::logp_name(stride),
+            logp: inspect_core::bundle::logp_name(stride),
             height,
             width,
             blocks,

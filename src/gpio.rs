@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::settings::{Checker, ConfigError};
+use inspect_core::settings::{Checker, ConfigError};
 
 /// Highest BCM GPIO line on a Raspberry Pi header.
 pub const MAX_GPIO_LINE: u8 = 27;

@@ -13,14 +13,11 @@
 #![warn(missing_docs)]
 
 pub mod alerts;
-pub mod bundle;
 pub mod config;
 #[cfg(target_os = "linux")]
 pub mod daemon;
 #[cfg(feature = "data")]
 pub mod dataset;
-pub mod detector;
-pub mod engine;
 #[cfg(feature = "data")]
 pub mod eval;
 pub mod evidence;
@@ -30,31 +27,22 @@ pub mod export;
 pub mod extractor;
 #[cfg(feature = "data")]
 pub mod features;
-#[cfg(any(test, feature = "fixtures"))]
-pub mod fixtures;
 #[cfg(feature = "train")]
 pub mod flow;
 pub mod frames;
 pub mod gpio;
-pub mod kernels;
 #[cfg(feature = "train")]
 pub mod losses;
 #[cfg(feature = "data")]
 pub mod metrics;
-pub mod onnx;
 #[cfg(feature = "data")]
 pub mod plots;
-pub mod random;
 #[cfg(feature = "data")]
 mod records;
-pub mod scorer;
-pub mod settings;
 #[cfg(feature = "data")]
 pub mod sweep;
 #[cfg(feature = "data")]
 pub mod synth;
-pub mod tiler;
-pub mod tract_env;
 #[cfg(feature = "train")]
 pub mod train;
 #[cfg(feature = "train")]

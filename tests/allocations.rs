@@ -7,11 +7,11 @@
 
 use std::cell::Cell;
 
-use edge_inspector::bundle::Bundle;
-use edge_inspector::engine::{optimize, Engine, ExtractorPrecision, Kernels, LevelMaps};
-use edge_inspector::fixtures::concrete_frame;
-use edge_inspector::scorer::Scorer;
-use edge_inspector::tiler::{sample_tile, Normalization, TileGrid};
+use inspect_core::bundle::Bundle;
+use inspect_core::engine::{optimize, Engine, ExtractorPrecision, Kernels, LevelMaps};
+use inspect_core::fixtures::concrete_frame;
+use inspect_core::scorer::Scorer;
+use inspect_core::tiler::{sample_tile, Normalization, TileGrid};
 use tract_onnx::prelude::*;
 
 struct CountingAlloc;
@@ -64,8 +64,8 @@ struct Frames {
 }
 
 impl Frames {
-    fn new(manifest: &edge_inspector::bundle::Manifest) -> Frames {
-        let defects = [edge_inspector::tiler::PixelBox {
+    fn new(manifest: &inspect_core::bundle::Manifest) -> Frames {
+        let defects = [inspect_core::tiler::PixelBox {
             x: 100,
             y: 80,
             width: 60,

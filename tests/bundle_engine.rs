@@ -5,15 +5,15 @@
 mod common;
 
 use common::Scratch;
-use edge_inspector::bundle::{sha256_hex, write_bundle, Bundle, BundleError, MANIFEST_FILE};
-use edge_inspector::detector::{Detector, Tiling};
-use edge_inspector::engine::{Engine, ExtractorPrecision, LevelMaps};
-use edge_inspector::fixtures::{
+use inspect_core::bundle::{sha256_hex, write_bundle, Bundle, BundleError, MANIFEST_FILE};
+use inspect_core::detector::{Detector, Tiling};
+use inspect_core::engine::{Engine, ExtractorPrecision, LevelMaps};
+use inspect_core::fixtures::{
     brightness_extractor, brightness_head, brightness_manifest, concrete_frame,
     write_brightness_bundle, BrightnessModel,
 };
-use edge_inspector::scorer::Scorer;
-use edge_inspector::tiler::PixelBox;
+use inspect_core::scorer::Scorer;
+use inspect_core::tiler::PixelBox;
 
 const HALF_LN_2PI: f32 = 0.918_938_5;
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn jpeg_frame(seed: u64, defects: &[edge_inspector::tiler::PixelBox]) -> Vec<u8> {
-    let img = edge_inspector::fixtures::concrete_frame(1280, 720, seed, defects);
+fn jpeg_frame(seed: u64, defects: &[inspect_core::tiler::PixelBox]) -> Vec<u8> {
+    let img = inspect_core::fixtures::concrete_frame(1280, 720, seed, defects);
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92)
         .encode_image(&img)

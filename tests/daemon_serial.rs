@@ -8,8 +8,8 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use common::*;
-use edge_inspector::bundle::{sha256_hex, MANIFEST_FILE};
-use edge_inspector::tiler::{PixelBox, TileGrid};
+use inspect_core::bundle::{sha256_hex, MANIFEST_FILE};
+use inspect_core::tiler::{PixelBox, TileGrid};
 use serde_json::Value;
 use serialport::SerialPort;
 

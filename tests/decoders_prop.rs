@@ -8,7 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use edge_inspector::alerts::cobs::{self, Splitter, MAX_PAYLOAD};
 use edge_inspector::alerts::{Alert, Command, FsyncPolicy, Journal, Reply, Status};
-use edge_inspector::tiler::PixelBox;
+use inspect_core::tiler::PixelBox;
 use proptest::prelude::*;
 
 fn text<const N: usize>(s: &str) -> heapless::String<N> {

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{run_inspectd, Scratch};
-use edge_inspector::bundle::Bundle;
+use inspect_core::bundle::Bundle;
 use serde_json::Value;
 
 fn root() -> &'static Path {

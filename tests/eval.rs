@@ -6,10 +6,10 @@ mod common;
 
 use common::{patch, Scratch};
 use edge_inspector::eval::evaluate;
-use edge_inspector::fixtures::concrete_frame;
 use edge_inspector::metrics::{area_up_to, pixel_auroc};
 use edge_inspector::sweep::figure;
 use image::{GrayImage, Luma};
+use inspect_core::fixtures::concrete_frame;
 
 #[test]
 fn eval_writes_metrics_and_heatmaps_that_agree_with_the_dataset() {

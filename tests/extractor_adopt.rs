@@ -4,9 +4,9 @@
 mod common;
 
 use common::Scratch;
-use edge_inspector::engine::{optimized_plan, run_plan};
 use edge_inspector::extractor::adopt::adopt;
-use edge_inspector::onnx::{ModelBuilder, Padding};
+use inspect_core::engine::{optimized_plan, run_plan};
+use inspect_core::onnx::{ModelBuilder, Padding};
 
 /// x -> Conv (x2, named `stage1`) -> Relu (named `stage2`) -> Mul by 10 (`final`).
 fn user_model() -> Vec<u8> {

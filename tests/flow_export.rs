@@ -3,11 +3,11 @@
 #![cfg(feature = "train")]
 
 use burn::tensor::{Device, Tensor, TensorData};
-use edge_inspector::engine::{optimized_plan, run_plan};
 use edge_inspector::export::{head_onnx, LevelHead};
 use edge_inspector::flow::positional::{positional_fibers, CONDITION_DIM};
 use edge_inspector::flow::{BlockWeights, Decoder};
-use edge_inspector::random::SplitMix;
+use inspect_core::engine::{optimized_plan, run_plan};
+use inspect_core::random::SplitMix;
 
 /// Weights as after some training: scales and offsets away from their start.
 fn trained_like(channels: usize, blocks: usize, seed: u64) -> Vec<BlockWeights> {

@@ -5,13 +5,13 @@
 //! compared in tests/extractor_lite0.rs. Integer sums: the demo's int8 extractor. Runs under
 //! qemu for cortex-a72 / a76 and armv7's cortex-a7 too (cross/test.sh).
 
-use edge_inspector::engine::{optimize, optimized_plan_with, run_plan, Kernels};
-use edge_inspector::kernels::depthwise::Isa;
-use edge_inspector::kernels::{
+use inspect_core::engine::{optimize, optimized_plan_with, run_plan, Kernels};
+use inspect_core::kernels::depthwise::Isa;
+use inspect_core::kernels::{
     fuse_depthwise_quantize, skip_zero_corrections, use_project_kernels, use_project_quantize,
     use_project_requantize, use_project_sums,
 };
-use edge_inspector::onnx::{Attr, ModelBuilder, Padding};
+use inspect_core::onnx::{Attr, ModelBuilder, Padding};
 use tract_onnx::prelude::*;
 
 fn noise(n: usize, seed: u64) -> Vec<f32> {

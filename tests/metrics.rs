@@ -9,13 +9,13 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use edge_inspector::bundle::Bundle;
-use edge_inspector::engine::{Engine, ExtractorPrecision, LevelMaps};
-use edge_inspector::fixtures::concrete_frame;
 use edge_inspector::metrics::{aupro, image_auroc, pixel_auroc};
-use edge_inspector::random::SplitMix;
-use edge_inspector::scorer::Scorer;
-use edge_inspector::tiler::{sample_tile, Normalization, PixelBox};
+use inspect_core::bundle::Bundle;
+use inspect_core::engine::{Engine, ExtractorPrecision, LevelMaps};
+use inspect_core::fixtures::concrete_frame;
+use inspect_core::random::SplitMix;
+use inspect_core::scorer::Scorer;
+use inspect_core::tiler::{sample_tile, Normalization, PixelBox};
 
 struct Case {
     name: &'static str,

@@ -1,7 +1,7 @@
 //! The ONNX writer: graphs built in Rust, run by tract, checked against values computed by hand.
 
-use edge_inspector::engine::{optimized_plan, run_plan};
-use edge_inspector::onnx::{Attr, Dim, ModelBuilder, Padding, IR_VERSION, OPSET_VERSION};
+use inspect_core::engine::{optimized_plan, run_plan};
+use inspect_core::onnx::{Attr, Dim, ModelBuilder, Padding, IR_VERSION, OPSET_VERSION};
 use prost::Message;
 use tract_onnx::prelude::*;
 

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::process::Command;
 
 use common::Scratch;
-use edge_inspector::random::SplitMix;
 use edge_inspector::synth::poisson::seamless_clone;
 use image::{GrayImage, Luma, Rgb, RgbImage};
+use inspect_core::random::SplitMix;
 
 /// A shaded, grainy surface.
 fn surface(w: u32, h: u32, seed: u64, base: f32) -> RgbImage {

@@ -13,4 +13,4 @@ cd "$(dirname "$0")/.."
 tests/setup.sh
 cargo test -p inspect-protocol -p inspect-pixel-formats -p inspect-monitor "$@"
 cargo build -p inspect-monitor
-cargo test --features wgpu,v4l2,gpio "$@"
+cargo test -p inspect-core -p edge-inspector --features wgpu,v4l2,gpio "$@"

@@ -1,11 +1,11 @@
 //! Synthetic anomalies: defects cut by their masks, transformed, pasted, with the mask M.
 #![cfg(feature = "data")]
 
-use edge_inspector::fixtures::concrete_frame;
 use edge_inspector::synth::anomaly::{
     downsample_mask, synthesize, Defect, SynthConfig, PASTE_MARGIN,
 };
 use image::{GrayImage, Luma, Rgb, RgbImage};
+use inspect_core::fixtures::concrete_frame;
 
 /// A 40x30 source with an L-shaped dark defect: a bar at rows 10..13, cols 8..30, and a leg at
 /// cols 8..11, rows 10..24.

@@ -11,8 +11,8 @@ use edge_inspector::dataset::load_image;
 use edge_inspector::synth::bank::{file_hash, Synthesizer};
 use edge_inspector::synth::config::SynthesisSettings;
 use edge_inspector::synth::sheet::contact_sheet;
-use edge_inspector::tiler::resize_rgb;
 use image::{GrayImage, Luma, Rgb, RgbImage};
+use inspect_core::tiler::resize_rgb;
 
 fn parse(text: &str) -> Result<SynthesisSettings, String> {
     SynthesisSettings::parse(text, Path::new("cfg/train.toml")).map_err(|e| e.to_string())

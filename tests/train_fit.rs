@@ -7,19 +7,19 @@ mod common;
 
 use burn::tensor::Device;
 use common::{defect_source, normal_images, Scratch};
-use edge_inspector::bundle::Bundle;
 use edge_inspector::dataset::load_image;
-use edge_inspector::detector::Detector;
-use edge_inspector::engine::ExtractorPrecision;
-use edge_inspector::fixtures::concrete_frame;
 use edge_inspector::losses::Objective;
-use edge_inspector::onnx::{Dim, ModelBuilder, Padding};
 use edge_inspector::synth::bank::Synthesizer;
 use edge_inspector::synth::config::SynthesisSettings;
-use edge_inspector::tiler::{Normalization, PixelBox};
 use edge_inspector::train::settings::TrainSettings;
 use edge_inspector::train::Backend;
 use edge_inspector::train::{run_fit, FitJob};
+use inspect_core::bundle::Bundle;
+use inspect_core::detector::Detector;
+use inspect_core::engine::ExtractorPrecision;
+use inspect_core::fixtures::concrete_frame;
+use inspect_core::onnx::{Dim, ModelBuilder, Padding};
+use inspect_core::tiler::{Normalization, PixelBox};
 
 const SIDE: usize = 64;
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::message::Alert;
-use crate::settings::{Checker, ConfigError};
+use inspect_core::settings::{Checker, ConfigError};
 
 const MAGIC: &[u8; 8] = b"EIJRNL01";
 const HEADER: u64 = 8;

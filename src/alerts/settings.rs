@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::Framing;
 #[cfg(target_os = "linux")]
 use super::{DeviceId, LinkSettings, LinkTarget};
-use crate::settings::{Checker, ConfigError};
+use inspect_core::settings::{Checker, ConfigError};
 
 /// Serial speeds accepted for `alerts.baud`.
 pub const BAUD_RATES: [u32; 10] = [

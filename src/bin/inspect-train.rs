@@ -288,7 +288,7 @@ fn show(v: Option<f64>) -> String {
 
 fn main() -> anyhow::Result<()> {
     // Before any thread starts: tract reads its kernel knobs once.
-    edge_inspector::engine::avoid_faulty_kernels();
+    inspect_core::engine::avoid_faulty_kernels();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match Cli::parse().command {
         Command::Blend {

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use edge_inspector::bundle::Bundle;
 use edge_inspector::config::Config;
+use inspect_core::bundle::Bundle;
 
 /// Finds defects in camera frames and streams alerts over a serial link.
 #[derive(Parser, Debug)]
@@ -77,7 +77,7 @@ fn run(_file: &Path) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     // Before any thread starts: tract reads its kernel knobs once.
-    edge_inspector::engine::avoid_faulty_kernels();
+    inspect_core::engine::avoid_faulty_kernels();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
         .init();

@@ -87,7 +87,7 @@ pub struct Dataset {
 
 /// The image files (PNG, JPEG) of `dir`, sorted.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
-    crate::frames::list_image_files(dir).map_err(|source| DatasetError::Io {
+    inspect_core::image_files::list_image_files(dir).map_err(|source| DatasetError::Io {
         path: dir.to_path_buf(),
         source,
     })

@@ -16,7 +16,7 @@
 //! | `tap32` | `_blocks.15` (stage 6) | 32 | 320 |
 
 use super::weights::{Checkpoint, WeightsError};
-use crate::onnx::{Attr, Dim, ModelBuilder, OnnxWriteError, Padding};
+use inspect_core::onnx::{Attr, Dim, ModelBuilder, OnnxWriteError, Padding};
 
 /// Batch-norm epsilon of the TensorFlow EfficientNet family.
 pub const BN_EPSILON: f32 = 1e-3;
@@ -639,7 +639,7 @@ pub fn calibrate<'i>(
     };
     let bytes = write_lite0(ckpt, &options, true)?;
     let tract = |e: TractError| BuildError::Calibration(format!("{e:#}"));
-    crate::tract_env::avoid_faulty_kernels();
+    inspect_core::tract_env::avoid_faulty_kernels();
     let model = tract_onnx::onnx()
         .model_for_read(&mut std::io::Cursor::new(&bytes))
         .map_err(tract)?;
@@ -676,14 +676,14 @@ pub fn calibrate<'i>(
 }
 
 /// A whole image as Lite0's input, planar `3 x H x W`: resized to `size x size` and normalized
-/// by [`crate::tiler::model_input`], exactly as the trainer and the daemon prepare images.
+/// by [`inspect_core::tiler::model_input`], exactly as the trainer and the daemon prepare images.
 pub fn lite0_input(image: &image::RgbImage, size: usize) -> Vec<f32> {
-    let norm = crate::tiler::Normalization {
+    let norm = inspect_core::tiler::Normalization {
         mean: INPUT_MEAN,
         std: INPUT_STD,
     };
     let mut out = vec![0.0; 3 * size * size];
-    crate::tiler::model_input(image, size, &norm, &mut out);
+    inspect_core::tiler::model_input(image, size, &norm, &mut out);
     out
 }
 

@@ -15,7 +15,7 @@ use super::{ExtractError, FeatureExtractor, Level};
 use crate::records::progress_bar;
 use crate::synth::anomaly::downsample_mask;
 use crate::synth::bank::{file_hash, Synthesizer};
-use crate::tiler::resize_rgb;
+use inspect_core::tiler::resize_rgb;
 
 /// Errors that stop the pass (anything about one image only is counted instead).
 #[derive(Debug, thiserror::Error)]

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
-use crate::engine::{optimized_plan, EngineError};
-use crate::tiler::{sample_tile, Normalization, PixelBox};
+use inspect_core::engine::{optimized_plan, EngineError};
+use inspect_core::tiler::{sample_tile, Normalization, PixelBox};
 
 /// One feature map: `channels x height x width`, row-major.
 #[derive(Clone, Debug, PartialEq)]

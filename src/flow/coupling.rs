@@ -11,7 +11,7 @@ use burn::module::{Module, Param, ParamId};
 use burn::nn::{Linear, Relu};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::random::SplitMix;
+use inspect_core::random::SplitMix;
 
 /// The soft clamp of the coupling's log-scale (CFlow's `clamp_alpha`).
 pub const CLAMP: f32 = 1.9;

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use inspect_core::image_files::list_image_files;
+
 use super::{Frame, FrameError, FrameSource};
 
 /// Reads the PNG and JPEG files of a folder in sorted order, optionally looping.
@@ -18,29 +20,6 @@ pub struct FolderSource {
     skipped: u64,
     // Frames delivered since the last pass started, to stop a loop over a folder of bad files.
     delivered_this_pass: u64,
-}
-
-fn is_image(path: &Path) -> bool {
-    matches!(
-        path.extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase())
-            .as_deref(),
-        Some("png" | "jpg" | "jpeg")
-    )
-}
-
-/// The PNG and JPEG files of `dir` (the formats this build decodes), sorted by path.
-pub fn list_image_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_file() && is_image(&path) {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
 }
 
 impl FolderSource {

@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use image::RgbImage;
 
-pub use folder::{list_image_files, FolderSource};
+pub use folder::FolderSource;
 pub use settings::{PixelFormat, SourceSettings};
 #[cfg(target_os = "linux")]
 pub use stream::StreamSource;

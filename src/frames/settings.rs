@@ -10,7 +10,7 @@ use super::v4l2::V4l2Source;
 #[cfg(target_os = "linux")]
 use super::StreamSource;
 use super::{FolderSource, FrameError, FrameSource};
-use crate::settings::{Checker, ConfigError};
+use inspect_core::settings::{Checker, ConfigError};
 
 /// `[source]`: one of the frame sources, chosen by `kind`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]

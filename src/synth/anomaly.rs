@@ -7,7 +7,7 @@
 use image::{GrayImage, Luma, Rgb, RgbImage};
 
 use super::poisson::{placement, seamless_clone, BlendError};
-use crate::random::SplitMix;
+use inspect_core::random::SplitMix;
 
 /// Pixels of context pasted around the defect. The Poisson blend takes the source's gradients
 /// only inside its mask eroded three times (OpenCV's NORMAL_CLONE), so the paste mask is the

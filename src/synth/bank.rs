@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::anomaly::{synthesize, Augmented, Defect, SynthError};
 use super::config::SynthesisSettings;
 use crate::dataset::{load_image, load_mask, with_masks, Dataset, DatasetError};
-use crate::random::SplitMix;
+use inspect_core::random::SplitMix;
 
 /// Errors of loading a defect source or of one augmentation.
 #[derive(Debug, thiserror::Error)]

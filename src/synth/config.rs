@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::anomaly::{SynthConfig, PASTE_MARGIN};
-use crate::settings::{config_table, read_text, Checker, ConfigError};
+use inspect_core::settings::{config_table, read_text, Checker, ConfigError};
 
 /// Where the defects to paste are cut from.
 #[derive(Clone, Debug, PartialEq, Deserialize)]

@@ -14,7 +14,7 @@ use image::{GrayImage, RgbImage};
 use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftPlanner};
 
-use crate::tiler::PixelBox;
+use inspect_core::tiler::PixelBox;
 
 /// Errors of blending.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

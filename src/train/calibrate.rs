@@ -5,16 +5,16 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::bundle::{
+use crate::dataset::load_image;
+use crate::export::{head_onnx, LevelHead};
+use crate::flow::BlockWeights;
+use inspect_core::bundle::{
     write_bundle, Bundle, Combine, ExtractorSpec, HeadSpec, InputSpec, LevelSpec, Manifest,
     ScoreSpec, ThresholdSpec, FORMAT_VERSION,
 };
-use crate::dataset::load_image;
-use crate::detector::Detector;
-use crate::engine::ExtractorPrecision;
-use crate::export::{head_onnx, LevelHead};
-use crate::flow::BlockWeights;
-use crate::tiler::Normalization;
+use inspect_core::detector::Detector;
+use inspect_core::engine::ExtractorPrecision;
+use inspect_core::tiler::Normalization;
 
 use super::TrainError;
 

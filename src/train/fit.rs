@@ -24,8 +24,8 @@ use crate::flow::cpu::{self, Adam, Fibers, LevelTrainer, StepLoss};
 use crate::flow::positional::{positional_fibers, CONDITION_DIM};
 use crate::flow::{CouplingBlock, Decoder};
 use crate::losses::{nf_paper, nf_reference, objective_term, NfLoss, Objective, PairedFibers};
-use crate::random::SplitMix;
 use crate::records::progress_bar;
+use inspect_core::random::SplitMix;
 
 /// Shape of one feature level.
 #[derive(Clone, Debug, PartialEq, Eq)]

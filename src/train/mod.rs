@@ -9,19 +9,19 @@ pub mod settings;
 
 use std::path::{Path, PathBuf};
 
-use crate::bundle::logp_name;
-use crate::bundle::{BundleError, LevelSpec};
 use crate::dataset::DatasetError;
-use crate::engine::EngineError;
 use crate::features::build::{BuildError, CacheBuild, CachedImage};
 use crate::features::cache::{CacheError, FeatureCache};
 use crate::features::{ExtractError, FeatureExtractor};
-use crate::onnx::OnnxWriteError;
 use crate::synth::bank::Synthesizer;
-use crate::tiler::Normalization;
 use calibrate::{write_calibrated_bundle, BundleParts, Calibration};
 pub use fit::Backend;
 use fit::{EpochLog, LevelShape, Trainer};
+use inspect_core::bundle::logp_name;
+use inspect_core::bundle::{BundleError, LevelSpec};
+use inspect_core::engine::EngineError;
+use inspect_core::onnx::OnnxWriteError;
+use inspect_core::tiler::Normalization;
 use settings::TrainSettings;
 
 /// Errors of training.

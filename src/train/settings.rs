@@ -5,9 +5,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::bundle::Combine;
 use crate::losses::{NfLoss, Objective};
-use crate::settings::{config_table, read_text, Checker, ConfigError};
+use inspect_core::bundle::Combine;
+use inspect_core::settings::{config_table, read_text, Checker, ConfigError};
 
 /// Learning-rate schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]

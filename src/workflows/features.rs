@@ -11,7 +11,7 @@ use crate::features::cache::FeatureCache;
 use crate::features::FeatureExtractor;
 use crate::synth::bank::Synthesizer;
 use crate::synth::config::SynthesisSettings;
-use crate::tiler::Normalization;
+use inspect_core::tiler::Normalization;
 
 /// What to cache.
 #[derive(Clone, Debug)]

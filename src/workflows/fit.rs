@@ -9,9 +9,9 @@ use crate::extractor::efficientnet::{INPUT_MEAN, INPUT_STD};
 use crate::losses::Objective;
 use crate::synth::bank::Synthesizer;
 use crate::synth::config::SynthesisSettings;
-use crate::tiler::Normalization;
 use crate::train::settings::TrainSettings;
 use crate::train::{run_fit, Backend, FitJob, FitReport};
+use inspect_core::tiler::Normalization;
 
 /// Where the flows train.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -19,11 +19,11 @@ use crate::extractor::adopt::AdoptError;
 use crate::extractor::weights::WeightsError;
 use crate::features::cache::CacheError;
 use crate::features::ExtractError;
-use crate::settings::ConfigError;
 use crate::sweep::SweepError;
 use crate::synth::bank::BankError;
 use crate::synth::poisson::BlendError;
 use crate::train::TrainError;
+use inspect_core::settings::ConfigError;
 
 pub use fit::TrainDevice;
 

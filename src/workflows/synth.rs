@@ -9,7 +9,7 @@ use crate::synth::bank::{file_hash, Synthesizer};
 use crate::synth::config::SynthesisSettings;
 use crate::synth::poisson::seamless_clone;
 use crate::synth::sheet::contact_sheet;
-use crate::tiler::resize_rgb;
+use inspect_core::tiler::resize_rgb;
 
 /// Pastes the part of `source` under `mask` (> 127) into `target` centred at `at`, with Poisson
 /// blending, and writes the result to `out`.

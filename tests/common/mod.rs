@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use edge_inspector::fixtures::{concrete_frame, write_brightness_bundle, BrightnessModel};
-use edge_inspector::tiler::PixelBox;
+use inspect_core::fixtures::{concrete_frame, write_brightness_bundle, BrightnessModel};
+use inspect_core::tiler::PixelBox;
 
 /// A fresh scratch folder for one test, removed when dropped.
 pub struct Scratch(pub PathBuf);

@@ -456,7 +456,9 @@ impl ModelBuilder {
                 domain: String::new(),
                 version: OPSET_VERSION,
             }],
-            producer_name: env!("CARGO_PKG_NAME").to_string(),
+            // The project, not this crate: a model's bytes (and the bundle hashes over them) stay
+            // the same whichever crate writes it.
+            producer_name: "edge-inspector".to_string(),
             producer_version: env!("CARGO_PKG_VERSION").to_string(),
             graph: Some(self.graph),
             ..Default::default()

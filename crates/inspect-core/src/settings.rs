@@ -81,7 +81,6 @@ pub fn read_text(path: &Path) -> Result<String, ConfigError> {
 
 /// The `[name]` table of a trainer config, deserialized strictly (`None` when absent). The
 /// file's other tables belong to other parts of the trainer and are left alone.
-#[cfg(feature = "data")]
 pub fn config_table<T: serde::de::DeserializeOwned>(
     text: &str,
     path: &Path,
