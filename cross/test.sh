@@ -4,7 +4,11 @@
 #
 #   cross/test.sh [aarch64|armv7] [--install | --install-only] [--build-only] [-- TESTS...]
 #
-# TESTS: cargo test's selection (e.g. `--lib --test kernels`), instead of every test target.
+# TESTS: cargo test's selection of packages, features and targets (e.g. `-p inspect-core --lib
+# --test kernels`), instead of the default: every test of the wire protocol, the pixel formats,
+# the detector (inspect-core), the daemon (with `v4l2` and `gpio`) and the trainer without its
+# flows (no burn: the trainer's flows run on workstations, not boards). One cargo invocation, so
+# the shared dependencies are resolved and compiled once.
 # --install       apt-get the toolchain first (rustc-web, the target's std, gcc cross linker, qemu).
 # --install-only  only that.
 # --build-only    build the tests without running them.
@@ -19,7 +23,8 @@ set -euo pipefail
 arch=aarch64
 install=no
 build_only=no
-selection=(--lib --bins --tests)
+selection=(-p inspect-protocol -p inspect-pixel-formats -p inspect-core -p edge-inspector
+    -p inspect-train --features edge-inspector/v4l2,edge-inspector/gpio --lib --bins --tests)
 while [ $# -gt 0 ]; do
     a=$1; shift
     case "$a" in
@@ -114,10 +119,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/cross"
 
 echo "== $triple with $($RUSTC --version), tests under $qemu -cpu $cpu"
 if [ "$build_only" = yes ]; then
-    cargo build --target "$triple" --all-targets --features data,v4l2,gpio
+    cargo build --target "$triple" --no-default-features "${selection[@]}"
 else
-    # Doc tests are left to the host run: rustup's rustdoc has no ARM std. The wire protocol's
-    # layouts and CRCs on the board's word size (armv7 is 32-bit) come first: they are quick.
-    cargo test --target "$triple" -p inspect-protocol -p inspect-pixel-formats --lib --tests
-    cargo test --target "$triple" -p inspect-core -p edge-inspector --features data,v4l2,gpio "${selection[@]}"
+    # Doc tests are left to the host run: rustup's rustdoc has no ARM std. `--no-default-features`
+    # leaves out the trainer's flows (burn).
+    cargo test --target "$triple" --no-default-features "${selection[@]}"
 fi

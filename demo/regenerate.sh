@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=$(realpath "${1:-../shared/data}")
 WORK=data/demo-work
-TRAIN="cargo run --quiet --features train --bin inspect-train --"
+TRAIN="cargo run --quiet -p inspect-train --"
 FRAMES=(11197-1 11289-1 7Q3A9064-19 IMG108 IMG25-2 IMG36-2)
 
 mkdir -p "$WORK"

@@ -200,3 +200,28 @@ pub fn concrete_frame(width: u32, height: u32, seed: u64, defects: &[PixelBox]) 
         ])
     })
 }
+
+/// A fresh scratch folder for one test, removed when dropped.
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    /// Creates `<temp>/edge-inspector-<name>-<pid>`, empty.
+    pub fn new(name: &str) -> Scratch {
+        let dir =
+            std::env::temp_dir().join(format!("edge-inspector-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a scratch folder under the temporary directory");
+        Scratch(dir)
+    }
+
+    /// `rel` inside the folder.
+    pub fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.0.join(rel)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

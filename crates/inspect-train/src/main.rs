@@ -1,0 +1,499 @@
+//! `inspect-train`: the offline trainer's command line (feature `train`).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use inspect_train::eval::evaluate;
+use inspect_train::extractor::adopt::adopt;
+use inspect_train::losses::Objective;
+use inspect_train::sweep::table_markdown;
+use inspect_train::workflows::extractor::{build_extractor, ExtractorJob, Int8Calibration};
+use inspect_train::workflows::features::{fill_feature_cache, FeaturesJob};
+use inspect_train::workflows::fit::{fit_bundle, TrainJob};
+use inspect_train::workflows::sweep::{join_sweeps, run_sweep, SweepJob};
+use inspect_train::workflows::synth::{blend_files, synth_sheet, SheetJob};
+use inspect_train::workflows::{crops::prepare_split, threads_or_cores, TrainDevice};
+
+/// Builds extractors and trains, evaluates and exports edge-inspector models.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// What every training command reads: config, extractor, images, cache, and where it runs.
+#[derive(clap::Args, Debug)]
+struct TrainArgs {
+    /// Trainer config: [training] (defaults if absent) and [synthesis] (needed by every
+    /// objective but `none`).
+    #[arg(long)]
+    config: PathBuf,
+    /// Extractor ONNX (input 1 x 3 x S x S; every output is a tap).
+    #[arg(long)]
+    extractor: PathBuf,
+    /// Human name of the extractor for the manifest.
+    #[arg(long, default_value = "efficientnet-lite0")]
+    extractor_name: String,
+    /// Folder of defect-free training images.
+    #[arg(long)]
+    images: PathBuf,
+    /// Feature cache root.
+    #[arg(long)]
+    cache: PathBuf,
+    /// Override `training.epochs`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    epochs: Option<u32>,
+    /// Where the flows train.
+    #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
+    device: TrainDevice,
+    /// Threads of the CPU trainer (`--device cpu`); the levels train concurrently, so more
+    /// threads than levels bring nothing (default: every core, at most the levels).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    threads: Option<u32>,
+    /// Extraction workers (default: every core).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    workers: Option<u32>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write the feature extractor as ONNX: EfficientNet-Lite0 from ImageNet weights, or any
+    /// ONNX model with named taps.
+    Extractor {
+        /// PyTorch checkpoint of EfficientNet-Lite0 (legacy or zip format).
+        #[arg(long, conflicts_with = "onnx", required_unless_present = "onnx")]
+        weights: Option<PathBuf>,
+        /// An ONNX model exported elsewhere, to tap with --taps.
+        #[arg(long, requires = "taps")]
+        onnx: Option<PathBuf>,
+        /// Comma-separated tensor names to expose as the taps (with --onnx).
+        #[arg(long, value_delimiter = ',')]
+        taps: Vec<String>,
+        /// Input side in pixels (a multiple of 32).
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        /// Also output the 1000 ImageNet logits as `logits` (for verification).
+        #[arg(long)]
+        with_classifier: bool,
+        /// Feature levels of Lite0 (1: stride 8; 2: strides 8, 16; 3: strides 8, 16, 32).
+        /// Fewer levels end the network earlier: a smaller, faster extractor and head.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
+        levels: u8,
+        /// Quantize to int8 (QLinearConv), calibrated on the defect-free images of this folder.
+        #[arg(long, value_name = "FOLDER")]
+        int8_calibration: Option<PathBuf>,
+        /// Calibration images to use from the folder (spread evenly over it).
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        calibration_images: u16,
+        /// Quantize the depthwise convolutions too (default: keep them in float).
+        #[arg(long, requires = "int8_calibration")]
+        int8_depthwise: bool,
+        /// Output ONNX file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Paste the masked part of SOURCE into TARGET centred at X,Y with Poisson image editing
+    /// (OpenCV NORMAL_CLONE semantics) and write the result.
+    Blend {
+        /// Image to paste into.
+        #[arg(long)]
+        target: PathBuf,
+        /// Image to cut from.
+        #[arg(long)]
+        source: PathBuf,
+        /// Mask of the part of SOURCE to paste (> 127 is pasted), same size as SOURCE.
+        #[arg(long)]
+        mask: PathBuf,
+        /// Centre of the paste in TARGET pixels, `X,Y`.
+        #[arg(long, value_parser = parse_point)]
+        at: (i64, i64),
+        /// Output image.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a contact sheet of synthetic anomalies: for images spread over FOLDER, the image,
+    /// its first augmentation (exactly what the feature cache holds) and that with the mask's
+    /// outline in red.
+    SynthSheet {
+        /// Trainer config with a [synthesis] table.
+        #[arg(long)]
+        synthesis: PathBuf,
+        /// Folder of defect-free images.
+        #[arg(long)]
+        images: PathBuf,
+        /// Samples on the sheet.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+        count: u32,
+        /// Side the images are resized to before pasting (the extractor's input size).
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(32..=2048))]
+        size: u32,
+        /// Side of each picture on the sheet.
+        #[arg(long, default_value_t = 192, value_parser = clap::value_parser!(u32).range(32..=1024))]
+        cell: u32,
+        /// Output PNG.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run the extractor once over every image of FOLDER and its augmentations and cache the
+    /// taps (with the masks M of the augmentations) under CACHE, keyed by the extractor's hash,
+    /// the image's hash and the augmentation seed. Intact records are kept.
+    Features {
+        /// Extractor ONNX (input 1 x 3 x S x S; every output is a tap).
+        #[arg(long)]
+        extractor: PathBuf,
+        /// Folder of defect-free training images.
+        #[arg(long)]
+        images: PathBuf,
+        /// Trainer config with a [synthesis] table (omit for the images alone).
+        #[arg(long)]
+        synthesis: Option<PathBuf>,
+        /// Cache root.
+        #[arg(long)]
+        cache: PathBuf,
+        /// Worker threads (default: every core).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+        workers: Option<u32>,
+    },
+    /// Train the flows on defect-free images (features cached first), export them with the
+    /// extractor as a bundle, calibrate the score and choose the threshold on held-out images.
+    Fit {
+        #[command(flatten)]
+        train: TrainArgs,
+        /// Override `training.objective`.
+        #[arg(long, value_enum)]
+        loss: Option<Objective>,
+        /// Checkpoint written after every epoch (default: the output folder's path + `.ckpt`).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Go on from the checkpoint if there is one.
+        #[arg(long)]
+        resume: bool,
+        /// Output bundle folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Evaluate a bundle on the test split of an MVTec-layout dataset as the daemon runs it:
+    /// writes metrics.json (pixel AUROC, AUPRO, image AUROC, tile precision/recall/F1 and false
+    /// alarms per 1000 defect-free tiles at the bundle's threshold) and heatmaps.png.
+    Eval {
+        /// The bundle folder.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Dataset root (MVTec AD layout).
+        #[arg(long)]
+        data: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// At most this many test images per class.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
+    },
+    /// Train and evaluate one bundle per objective on a dataset (the paper's Table 1 and
+    /// Figure 1): OUT/bundle-LOSS, OUT/eval-LOSS, and OUT/table.md, table.csv, sweep.json,
+    /// figure.png, roc.png, pro.png. Finished objectives are picked up from their checkpoints.
+    Sweep {
+        #[command(flatten)]
+        train: TrainArgs,
+        /// Evaluation dataset root (MVTec AD layout).
+        #[arg(long)]
+        data: PathBuf,
+        /// Objectives to compare, comma-separated.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "none,boundary,cl,likelihood,fusion"
+        )]
+        losses: Vec<Objective>,
+        /// At most this many test images per class in the evaluations.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
+        /// Column title in the table (default: the data folder's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Example images in the figure.
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=8))]
+        examples: u32,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Join the sweep.json of several sweeps into one table (one column per sweep), written as
+    /// OUT.md and OUT.csv.
+    Table {
+        /// Sweep folders, comma-separated, in column order.
+        #[arg(long, value_delimiter = ',', required = true)]
+        sweeps: Vec<PathBuf>,
+        /// Output path without extension.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Cut whole images with crack masks into a k x k grid (the paper's crop protocol) and
+    /// write an MVTec AD layout: crack-free crops of the first images for training, all crops
+    /// of the next images for testing.
+    PrepareCrops {
+        /// Folder of source images.
+        #[arg(long)]
+        images: PathBuf,
+        /// Folder of masks, same file stems as the images.
+        #[arg(long)]
+        masks: PathBuf,
+        /// Cells per side.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
+        grid: u32,
+        /// Source images for training (default: the first half).
+        #[arg(long)]
+        train_images: Option<usize>,
+        /// Source images for testing (default: the rest).
+        #[arg(long)]
+        test_images: Option<usize>,
+        /// Output folder (MVTec AD layout).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+impl TrainArgs {
+    fn job(&self) -> TrainJob {
+        TrainJob {
+            config: self.config.clone(),
+            extractor: self.extractor.clone(),
+            extractor_name: self.extractor_name.clone(),
+            images: self.images.clone(),
+            cache: self.cache.clone(),
+            epochs: self.epochs,
+            device: self.device,
+            threads: self.threads,
+            workers: self.workers,
+        }
+    }
+}
+
+/// Parses `X,Y`.
+fn parse_point(text: &str) -> Result<(i64, i64), String> {
+    let bad = || format!("{text:?} is not X,Y (two integers separated by a comma)");
+    let (x, y) = text.split_once(',').ok_or_else(bad)?;
+    Ok((
+        x.trim().parse().map_err(|_| bad())?,
+        y.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+/// `n/a` or four decimals.
+fn show(v: Option<f64>) -> String {
+    v.map_or("n/a".to_string(), |v| format!("{v:.4}"))
+}
+
+fn main() -> anyhow::Result<()> {
+    // Before any thread starts: tract reads its kernel knobs once.
+    inspect_core::engine::avoid_faulty_kernels();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match Cli::parse().command {
+        Command::Blend {
+            target,
+            source,
+            mask,
+            at,
+            out,
+        } => {
+            blend_files(&target, &source, &mask, at, &out)?;
+            println!("{}", out.display());
+        }
+        Command::SynthSheet {
+            synthesis,
+            images,
+            count,
+            size,
+            cell,
+            out,
+        } => {
+            let job = SheetJob {
+                synthesis,
+                images,
+                count: count as usize,
+                size,
+                cell,
+                out,
+            };
+            let samples = synth_sheet(&job)?;
+            println!("{}: {samples} samples", job.out.display());
+        }
+        Command::Features {
+            extractor,
+            images,
+            synthesis,
+            cache,
+            workers,
+        } => {
+            let job = FeaturesJob {
+                extractor,
+                images,
+                synthesis,
+                cache,
+                workers: threads_or_cores(workers),
+            };
+            let (dir, s) = fill_feature_cache(&job)?;
+            let records: usize = s.images.iter().map(|i| i.keys.len()).sum();
+            let rate = if s.computed > 0 {
+                format!(
+                    ", {:.1} ms per computed record",
+                    1000.0 * s.seconds / s.computed as f64
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "{}: {} images, {records} records ({} cached, {} computed, {} repaired), \
+                 {} unreadable images, {} failed augmentations, {:.1} s{rate}",
+                dir.display(),
+                s.images.len(),
+                s.hits,
+                s.computed,
+                s.repaired,
+                s.unreadable,
+                s.failed_augmentations,
+                s.seconds,
+            );
+        }
+        Command::Fit {
+            train,
+            loss,
+            checkpoint,
+            resume,
+            out,
+        } => {
+            let report = fit_bundle(&train.job(), loss, checkpoint, resume, &out)?;
+            let c = &report.calibration;
+            println!(
+                "{}: {} epochs on {} images; offsets {:?}, reference {:.4}; threshold {:.4} \
+                 ({} of {} held-out images above)",
+                out.display(),
+                report.epochs.len(),
+                report.train_images.len(),
+                c.level_offsets,
+                c.reference,
+                c.threshold,
+                c.holdout_alarms,
+                c.holdout_scores.len()
+            );
+        }
+        Command::Eval {
+            bundle,
+            data,
+            out,
+            limit,
+        } => {
+            let r = evaluate(&bundle, &data, &out, limit.map(|l| l as usize), true)?.report;
+            println!(
+                "{}: {} images ({} defect-free): pixel AUROC {}, AUPRO {}, image AUROC {}; at \
+                 threshold {:.4}: tile precision {:.3}, recall {:.3}, F1 {:.3}, {:.1} false alarms \
+                 per 1000 defect-free tiles; {:.1} ms per image",
+                out.display(),
+                r.images,
+                r.good,
+                show(r.pixel_auroc),
+                show(r.aupro),
+                show(r.image_auroc),
+                r.threshold,
+                r.tile_precision,
+                r.tile_recall,
+                r.tile_f1,
+                r.false_alarms_per_1000,
+                1000.0 * r.seconds_per_image
+            );
+        }
+        Command::Sweep {
+            train,
+            data,
+            losses,
+            limit,
+            name,
+            examples,
+            out,
+        } => {
+            let column = run_sweep(&SweepJob {
+                train: train.job(),
+                data,
+                losses,
+                limit: limit.map(|l| l as usize),
+                name,
+                examples: examples as usize,
+                out: out.clone(),
+            })?;
+            print!("{}", table_markdown(std::slice::from_ref(&column)));
+            println!(
+                "{}: table.md, table.csv, figure.png, roc.png, pro.png",
+                out.display()
+            );
+        }
+        Command::Table { sweeps, out } => {
+            let columns = join_sweeps(&sweeps, &out)?;
+            print!("{}", table_markdown(&columns));
+        }
+        Command::PrepareCrops {
+            images,
+            masks,
+            grid,
+            train_images,
+            test_images,
+            out,
+        } => {
+            let (p, s) = prepare_split(&images, &masks, grid, train_images, test_images, &out)?;
+            println!(
+                "{}: {} training images -> {} train/good ({} cracked crops left out); \
+                 {} test images -> {} test/good, {} test/crack",
+                out.display(),
+                p.train_images,
+                s.train_good,
+                s.train_dropped,
+                p.test_images,
+                s.test_good,
+                s.test_crack
+            );
+        }
+        Command::Extractor {
+            weights,
+            onnx,
+            taps,
+            size,
+            with_classifier,
+            levels,
+            int8_calibration,
+            calibration_images,
+            int8_depthwise,
+            out,
+        } => {
+            if let Some(model) = onnx {
+                adopt(&model, &taps, &out)?;
+                println!("{}: taps {}", out.display(), taps.join(", "));
+                return Ok(());
+            }
+            let Some(weights) = weights else {
+                anyhow::bail!("--weights or --onnx is required");
+            };
+            let job = ExtractorJob {
+                weights,
+                size,
+                with_classifier,
+                levels: usize::from(levels),
+                int8: int8_calibration.map(|folder| Int8Calibration {
+                    folder,
+                    images: usize::from(calibration_images),
+                    depthwise: int8_depthwise,
+                }),
+                out,
+            };
+            let built = build_extractor(&job)?;
+            println!(
+                "{}: EfficientNet-Lite0 at {size}x{size}, {}, {} tensors read, taps {}",
+                job.out.display(),
+                built.precision,
+                built.tensors,
+                built.taps.join(", ")
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! Dataset layouts and the paper's crop protocol, on images the test makes.
+#![cfg(feature = "train")]
+
+mod common;
+
+use std::path::Path;
+
+use common::Scratch;
+use image::{GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
+use inspect_train::dataset::crops::{prepare_crops, CropProtocol};
+use inspect_train::dataset::{load_image, load_mask, Dataset};
+
+/// A 90x60 image whose mask holds a crack in cell (row 0, col 2) of a 3x3 grid when `cracked`.
+fn write_pair(images: &Path, masks: &Path, name: &str, cracked: bool) {
+    RgbImage::from_fn(90, 60, |x, y| Rgb([(x * 2) as u8, (y * 3) as u8, 90]))
+        .save(images.join(format!("{name}.jpg")))
+        .unwrap();
+    let mut mask = GrayImage::new(90, 60);
+    if cracked {
+        for x in 62..80 {
+            mask.put_pixel(x, 10, Luma([200]));
+        }
+    }
+    mask.save(masks.join(format!("{name}.png"))).unwrap();
+}
+
+#[test]
+fn crop_protocol_splits_by_image_and_by_crack() {
+    let dir = Scratch::new("crops");
+    let (images, masks, out) = (dir.path("images"), dir.path("masks"), dir.path("out"));
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&masks).unwrap();
+    for (name, cracked) in [("a", true), ("b", false), ("c", true), ("d", true)] {
+        write_pair(&images, &masks, name, cracked);
+    }
+    let protocol = CropProtocol {
+        grid: 3,
+        train_images: 2,
+        test_images: 2,
+    };
+    let summary = prepare_crops(&images, &masks, &protocol, &out).unwrap();
+    // a, b train: 9 + 9 crops, one cracked (a's r0c2) left out. c, d test: 2 cracked crops.
+    assert_eq!(summary.train_good, 17);
+    assert_eq!(summary.train_dropped, 1);
+    assert_eq!(summary.test_good, 16);
+    assert_eq!(summary.test_crack, 2);
+
+    let data = Dataset::mvtec(&out).unwrap();
+    assert_eq!(data.train.len(), 17);
+    assert!(!data.train.iter().any(|s| s.image.ends_with("a_r0c2.png")));
+    let cracked: Vec<_> = data.test.iter().filter(|s| s.class == "crack").collect();
+    assert_eq!(cracked.len(), 2);
+    assert!(cracked[0].image.ends_with("c_r0c2.png"));
+    let crop = load_image(&cracked[0].image).unwrap();
+    assert_eq!(crop.dimensions(), (30, 20));
+    let mask = load_mask(
+        cracked[0].mask.as_ref().unwrap(),
+        &cracked[0].image,
+        crop.dimensions(),
+    )
+    .unwrap();
+    // Crack pixels x 62..80 at y = 10 land at x 2..20 of the crop, binarized to 255.
+    assert_eq!(mask.get_pixel(2, 10).0[0], 255);
+    assert_eq!(mask.get_pixel(1, 10).0[0], 0);
+    assert_eq!(mask.pixels().filter(|p| p.0[0] == 255).count(), 18);
+
+    let too_many = CropProtocol {
+        test_images: 3,
+        ..protocol
+    };
+    let err = prepare_crops(&images, &masks, &too_many, &dir.path("x"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("4 images with masks") && err.contains("3 test"),
+        "{err}"
+    );
+}
+
+#[test]
+fn layouts_report_missing_and_misfit_masks_by_name() {
+    let dir = Scratch::new("layouts");
+    let root = dir.path("mvtec");
+    for d in ["train/good", "test/good", "test/hole", "ground_truth/hole"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    // Grey, RGB and RGBA inputs are all read as RGB.
+    GrayImage::from_pixel(8, 6, Luma([77]))
+        .save(root.join("train/good/g.png"))
+        .unwrap();
+    RgbaImage::from_pixel(8, 6, Rgba([1, 2, 3, 128]))
+        .save(root.join("test/good/t.png"))
+        .unwrap();
+    RgbImage::new(8, 6)
+        .save(root.join("test/hole/h1.png"))
+        .unwrap();
+    let err = Dataset::mvtec(&root).unwrap_err().to_string();
+    assert!(
+        err.contains("h1.png") && err.contains("h1_mask.png"),
+        "{err}"
+    );
+
+    GrayImage::new(5, 5)
+        .save(root.join("ground_truth/hole/h1_mask.png"))
+        .unwrap();
+    let data = Dataset::mvtec(&root).unwrap();
+    assert_eq!((data.train.len(), data.test.len()), (1, 2));
+    assert_eq!(
+        load_image(&data.train[0].image).unwrap().get_pixel(0, 0).0,
+        [77, 77, 77]
+    );
+    let hole = data.test.iter().find(|s| s.class == "hole").unwrap();
+    let err = load_mask(hole.mask.as_ref().unwrap(), &hole.image, (8, 6))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("h1_mask.png is 5x5") && err.contains("8x6"),
+        "{err}"
+    );
+
+    let (normal, defects, masks) = (dir.path("n"), dir.path("d"), dir.path("m"));
+    for d in [&normal, &defects, &masks] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    RgbImage::new(4, 4)
+        .save(defects.join("crack7.jpg"))
+        .unwrap();
+    let err = Dataset::generic(&normal, &defects, &masks)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("crack7.jpg") && err.contains("crack7.png"),
+        "{err}"
+    );
+    assert!(Dataset::mvtec(&normal)
+        .unwrap_err()
+        .to_string()
+        .contains("train/good"));
+}

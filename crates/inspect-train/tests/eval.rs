@@ -1,0 +1,121 @@
+//! `eval` runs a bundle on an MVTec-layout test set as the daemon would and writes the metrics
+//! and the heatmap sheet: here the brightness bundle on concrete frames with dark patches.
+
+mod common;
+
+use common::{patch, Scratch};
+use image::{GrayImage, Luma};
+use inspect_core::fixtures::concrete_frame;
+use inspect_train::eval::evaluate;
+use inspect_train::metrics::{area_up_to, pixel_auroc};
+use inspect_train::sweep::figure;
+
+#[test]
+fn eval_writes_metrics_and_heatmaps_that_agree_with_the_dataset() {
+    let dir = Scratch::new("eval");
+    let bundle = common::bundle(&dir.0);
+    let root = dir.path("data");
+    for sub in [
+        "train/good",
+        "test/good",
+        "test/stain",
+        "ground_truth/stain",
+    ] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    concrete_frame(200, 150, 1, &[])
+        .save(root.join("train/good/0.png"))
+        .unwrap();
+    for i in 0..4u64 {
+        concrete_frame(200, 150, 10 + i, &[])
+            .save(root.join(format!("test/good/{i}.png")))
+            .unwrap();
+    }
+    for i in 0..5u32 {
+        let b = patch(20 + 25 * i, 30 + 10 * i, 30 + 4 * i);
+        concrete_frame(200, 150, 20 + i as u64, &[b])
+            .save(root.join(format!("test/stain/{i}.png")))
+            .unwrap();
+        GrayImage::from_fn(200, 150, |x, y| {
+            let inside = x >= b.x && x < b.x + b.width && y >= b.y && y < b.y + b.height;
+            Luma([if inside { 255 } else { 0 }])
+        })
+        .save(root.join(format!("ground_truth/stain/{i}_mask.png")))
+        .unwrap();
+    }
+    let out = dir.path("eval");
+    let evaluation = evaluate(&bundle, &root, &out, None, false).unwrap();
+    let report = &evaluation.report;
+    assert_eq!((report.images, report.good), (9, 4));
+    assert!(report.pixel_auroc.unwrap() > 0.9, "{report:?}");
+    assert!(report.aupro.unwrap() > 0.5, "{report:?}");
+    assert_eq!(
+        report.image_auroc,
+        Some(1.0),
+        "every stain outscores every clean frame"
+    );
+    assert_eq!(report.tile_recall, 1.0);
+    assert_eq!(report.false_alarms_per_1000, 0.0);
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(json["images"], 9);
+    let written = json["pixel_auroc"].as_f64().unwrap();
+    assert!((written - report.pixel_auroc.unwrap()).abs() < 1e-12);
+    let sheet = image::open(out.join("heatmaps.png")).unwrap();
+    // 5 defect rows (8 asked, 5 exist) + 2 defect-free, of 192 px with 6 px gaps; 4 columns.
+    assert_eq!(sheet.height(), 7 * (192 + 6) + 6);
+    assert_eq!(sheet.width(), 4 * 192 + 5 * 6);
+    // The curves: from (0, 0) to (1, 1), rising, and the drawn area is the metric.
+    let curves = &evaluation.curves;
+    for curve in [&curves.pixel_roc, &curves.image_roc, &curves.pro] {
+        assert_eq!(curve.first(), Some(&(0.0, 0.0)));
+        assert_eq!(curve.last(), Some(&(1.0, 1.0)));
+        assert!(curve
+            .windows(2)
+            .all(|w| w[1].0 >= w[0].0 && w[1].1 >= w[0].1));
+    }
+    let image_area = area_up_to(&curves.image_roc, 1.0);
+    assert!((image_area - 1.0).abs() < 1e-12);
+    let pixel_area = area_up_to(&curves.pixel_roc, 1.0);
+    assert!(
+        (pixel_area - report.pixel_auroc.unwrap()).abs() < 2e-3,
+        "thinned pixel ROC area {pixel_area} vs {:?}",
+        report.pixel_auroc
+    );
+    assert!((area_up_to(&curves.pro, 0.3) / 0.3 - report.aupro.unwrap()).abs() < 2e-3);
+    for chart in ["roc.png", "pro.png"] {
+        let png = image::open(out.join(chart)).unwrap().into_rgb8();
+        assert_eq!(png.dimensions(), (640, 520), "{chart}");
+        // Something beyond white, grey and black was drawn: the coloured curves.
+        let coloured = png
+            .pixels()
+            .filter(|p| {
+                let [r, g, b] = p.0;
+                r.max(g).max(b) - r.min(g).min(b) > 60
+            })
+            .count();
+        assert!(coloured > 200, "{chart}: {coloured} coloured pixels");
+    }
+    assert_eq!(evaluation.examples.len(), 7);
+    // `limit` keeps that many per class.
+    let limited = evaluate(&bundle, &root, &dir.path("eval2"), Some(2), false).unwrap();
+    assert_eq!(limited.report.images, 4);
+
+    // The sweep figure: input, ground truth and one heatmap row per objective; one column per
+    // defect example (5 exist, 4 asked); row names drawn in the left margin.
+    let figure = figure(&["none", "boundary"], &[&evaluation, &evaluation], 4).unwrap();
+    assert_eq!(
+        figure.dimensions(),
+        (130 + 4 * (160 + 4) + 4, 4 * (160 + 4) + 4)
+    );
+    let ink = (0..130)
+        .flat_map(|x| (0..figure.height()).map(move |y| (x, y)))
+        .filter(|&(x, y)| figure.get_pixel(x, y).0[0] < 100)
+        .count();
+    assert!(ink > 200, "row names missing: {ink} dark pixels");
+    let first_input = figure.get_pixel(130 + 4 + 80, 4 + 80).0;
+    assert_ne!(first_input, [255, 255, 255], "no picture in the first cell");
+    // Sanity of the pixel metric on its own.
+    assert_eq!(pixel_auroc(&[&[0.1, 0.9]], &[&[0, 1]]), Some(1.0));
+}
