@@ -13,8 +13,8 @@ use std::thread::JoinHandle;
 use image::{ImageBuffer, Rgb, RgbImage};
 use serde::Deserialize;
 
-use crate::alerts::command::Part;
 use inspect_core::settings::{Checker, ConfigError};
+use inspect_protocol::command::Part;
 
 /// Jobs waiting for the writer before new ones are skipped.
 const QUEUE: usize = 8;

@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use crate::binary::DecodeError;
 use crate::command::{cmd_name_static, ErrorCode, EvidenceChunk, Part, Rejected, Reply};
+use crate::device::DeviceMessage;
 use crate::message::{is_plain_id, Alert, Status};
-use crate::wire::DeviceMessage;
 use crate::PixelBox;
 
 #[derive(Deserialize)]

@@ -4,8 +4,9 @@
 //! [`message`] writes alerts and status reports as JSON Lines and [`binary`] as fixed binary
 //! layouts (both into fixed-capacity buffers: no allocation per alert); [`cobs`] frames binary
 //! payloads for radio links; [`command`] decodes the peer's commands and encodes replies and
-//! evidence chunks; [`evidence`] names the evidence files both ends keep; [`wire`] is the one
-//! codec both ends use: typed messages to framed bytes and back, in either [`Framing`]. Wire format:
+//! evidence chunks; [`evidence`] names the evidence files both ends keep; [`DeviceMessage`] is
+//! everything the device sends, as one type; [`wire`] is the one codec both ends use: typed
+//! messages to framed bytes and back, in either [`Framing`]. Wire format:
 //! `docs/protocol.md`. No tract, no operating-system code: this crate builds for any target.
 
 #![warn(missing_docs)]
@@ -13,6 +14,7 @@
 pub mod binary;
 pub mod cobs;
 pub mod command;
+mod device;
 pub mod evidence;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
@@ -22,6 +24,7 @@ pub mod message;
 pub mod wire;
 
 pub use command::{Command, Reply};
+pub use device::DeviceMessage;
 pub use geometry::PixelBox;
 pub use message::{Alert, DeviceId, Line, ModelId, Status, LINE_CAPACITY, PROTOCOL_VERSION};
-pub use wire::{Deframer, DeviceMessage, Framing, Unframed};
+pub use wire::{Deframer, Framing, Unframed};

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use crate::binary::{kind, DecodeError};
 use crate::cobs::{self, FrameError, Payload};
 use crate::command::{Command, ErrorCode, EvidenceChunk, Rejected, Reply};
+use crate::device::DeviceMessage;
 use crate::message::{Alert, Line, LineTooLong, Status, LINE_CAPACITY};
 
 /// How messages are framed on the link (the daemon's `alerts.framing`: `"json"` or `"cobs"`).
@@ -35,19 +36,6 @@ pub enum EncodeError {
     /// Its binary payload does not fit a COBS frame.
     #[error(transparent)]
     Frame(#[from] FrameError),
-}
-
-/// A message the device sends to its peer.
-#[derive(Clone, Debug, PartialEq)]
-pub enum DeviceMessage<'a> {
-    /// An alert.
-    Alert(Alert),
-    /// A status report.
-    Status(Status),
-    /// The answer to a command.
-    Reply(Reply),
-    /// One chunk of an evidence file.
-    Evidence(EvidenceChunk<'a>),
 }
 
 impl DeviceMessage<'_> {
@@ -106,16 +94,6 @@ impl DeviceMessage<'_> {
             kind::EVIDENCE => DeviceMessage::Evidence(EvidenceChunk::from_binary(payload)?),
             other => return Err(DecodeError::UnknownKind(other)),
         })
-    }
-
-    /// The same message owning its data (an evidence chunk borrows its bytes when decoded).
-    pub fn into_owned(self) -> DeviceMessage<'static> {
-        match self {
-            DeviceMessage::Alert(a) => DeviceMessage::Alert(a),
-            DeviceMessage::Status(s) => DeviceMessage::Status(s),
-            DeviceMessage::Reply(r) => DeviceMessage::Reply(r),
-            DeviceMessage::Evidence(c) => DeviceMessage::Evidence(c.into_owned()),
-        }
     }
 }
 

@@ -27,6 +27,8 @@ mod records;
 pub mod sweep;
 pub mod synth;
 #[cfg(feature = "train")]
+mod tensors;
+#[cfg(feature = "train")]
 pub mod train;
 #[cfg(feature = "train")]
 pub mod workflows;

@@ -88,8 +88,8 @@ pub fn boundary(logp: Tensor<1>, defect: Tensor<1>, channels: usize) -> Tensor<1
     let normal = defect.clone().neg().add_scalar(1.0);
     // The boundary comes from the normal fibers only, detached: it is a target, not a path
     // for gradients.
-    let values = crate::flow::coupling::floats(&l.clone().detach());
-    let flags = crate::flow::coupling::floats(&normal);
+    let values = crate::tensors::floats(&l.clone().detach());
+    let flags = crate::tensors::floats(&normal);
     let normal_values: Vec<f32> = values
         .iter()
         .zip(&flags)
@@ -129,9 +129,7 @@ pub fn likelihood(
     channels: usize,
     margin: f32,
 ) -> Tensor<1> {
-    let any_defect = crate::flow::coupling::floats(&defect)
-        .iter()
-        .any(|&m| m > 0.5);
+    let any_defect = crate::tensors::floats(&defect).iter().any(|&m| m > 0.5);
     let d = (logp_real - logp_aug).div_scalar(channels as f32).abs();
     let normal = defect.clone().neg().add_scalar(1.0);
     let off = masked_mean(d.clone(), normal);

@@ -3,7 +3,8 @@
 
 use std::borrow::Cow;
 
-use inspect_protocol::wire::{DeviceMessage, EncodeError, Wire};
+use inspect_protocol::wire::{EncodeError, Wire};
+use inspect_protocol::DeviceMessage;
 
 use super::super::command::{EvidenceChunk, Part, EVIDENCE_CHUNK};
 use super::worker::Worker;

@@ -9,7 +9,8 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use inspect_protocol::wire::{Deframer, DeviceMessage, EncodeError, Wire};
+use inspect_protocol::wire::{Deframer, EncodeError, Wire};
+use inspect_protocol::DeviceMessage;
 
 use super::super::command::{Command, Rejected, Reply};
 use super::super::port::{Port, Ready};

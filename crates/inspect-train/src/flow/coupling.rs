@@ -13,6 +13,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use inspect_core::random::SplitMix;
 
+use crate::tensors::floats;
+
 /// The soft clamp of the coupling's log-scale (CFlow's `clamp_alpha`).
 pub const CLAMP: f32 = 1.9;
 
@@ -179,14 +181,6 @@ fn transposed(values: &[f32], m: usize, n: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-/// A tensor's values as floats.
-pub(crate) fn floats<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
-    t.to_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap_or_default()
 }
 
 impl CouplingBlock {

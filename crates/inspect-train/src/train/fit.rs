@@ -19,12 +19,13 @@ use super::settings::TrainSettings;
 use super::TrainError;
 use crate::features::build::CachedImage;
 use crate::features::cache::{FeatureCache, FeatureRecord, RecordKey};
-use crate::flow::coupling::{floats, BlockWeights};
+use crate::flow::coupling::BlockWeights;
 use crate::flow::cpu::{self, Adam, Fibers, LevelTrainer, StepLoss};
 use crate::flow::positional::{positional_fibers, CONDITION_DIM};
 use crate::flow::{CouplingBlock, Decoder};
 use crate::losses::{nf_paper, nf_reference, objective_term, NfLoss, Objective, PairedFibers};
 use crate::records::progress_bar;
+use crate::tensors::floats;
 use inspect_core::random::SplitMix;
 
 /// Shape of one feature level.
