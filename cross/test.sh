@@ -11,7 +11,8 @@
 # the shared dependencies are resolved and compiled once.
 # --install       apt-get the toolchain first (rustc-web, the target's std, gcc cross linker, qemu).
 # --install-only  only that.
-# --build-only    build the tests without running them.
+# --build-only    build the tests without running them (exactly what the run would build, so a
+#                 later run with the same TESTS only runs them).
 # QEMU_CPU     CPU model qemu emulates. aarch64: default cortex-a72 (Raspberry Pi 4), cortex-a76 for
 #              a Pi 5. armv7: default cortex-a7 (Raspberry Pi 2, and the ARMv7 profile a 32-bit
 #              Raspberry Pi OS builds for); Debian's qemu-arm has no 32-bit cortex-a72 model.
@@ -114,12 +115,13 @@ export "CARGO_TARGET_${upper}_RUNNER=$qemu -cpu $cpu"
 export "CC_${triple//-/_}=$gcc"
 # The integration tests start the inspectd binary themselves: run it under the same qemu.
 export EDGE_INSPECTOR_RUNNER="$qemu -cpu $cpu"
-# Keep the cross build's artifacts apart from the host toolchain's.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/cross"
+# Keep the cross build's artifacts apart from the host toolchain's, and each board's apart from
+# the other's: the two can build at the same time (.ci/run does) without waiting on one lock.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/cross/$arch"
 
 echo "== $triple with $($RUSTC --version), tests under $qemu -cpu $cpu"
 if [ "$build_only" = yes ]; then
-    cargo build --target "$triple" --no-default-features "${selection[@]}"
+    cargo test --target "$triple" --no-default-features "${selection[@]}" --no-run
 else
     # Doc tests are left to the host run: rustup's rustdoc has no ARM std. `--no-default-features`
     # leaves out the trainer's flows (burn).

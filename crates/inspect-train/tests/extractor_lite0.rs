@@ -227,7 +227,7 @@ fn project_kernels_give_tracts_taps_on_the_real_extractor() {
                 "{photo} {}: max |project - tract| = {diff:.2e} (scale {scale:.2})",
                 tap.name
             );
-            // Per layer the kernels agree to 1e-5 (tests/kernels.rs); over 16 layers rounding adds up.
+            // Per layer the kernels agree to 1e-5 (crates/inspect-core/tests/kernels.rs); over 16 layers rounding adds up.
             assert!(
                 diff <= 1e-4 * scale.max(1.0),
                 "{photo} {}: {diff} vs {scale}",
