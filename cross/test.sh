@@ -115,9 +115,9 @@ export "CARGO_TARGET_${upper}_RUNNER=$qemu -cpu $cpu"
 export "CC_${triple//-/_}=$gcc"
 # The integration tests start the inspectd binary themselves: run it under the same qemu.
 export EDGE_INSPECTOR_RUNNER="$qemu -cpu $cpu"
-# Keep the cross build's artifacts apart from the host toolchain's, and each board's apart from
-# the other's: the two can build at the same time (.ci/run does) without waiting on one lock.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/cross/$arch"
+# Keep the cross build's artifacts apart from the host toolchain's (the boards share the
+# build tools compiled for the host).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/cross"
 
 echo "== $triple with $($RUSTC --version), tests under $qemu -cpu $cpu"
 if [ "$build_only" = yes ]; then
