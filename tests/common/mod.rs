@@ -6,25 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub use inspect_core::fixtures::Scratch;
-use inspect_core::fixtures::{concrete_frame, write_brightness_bundle, BrightnessModel};
+use inspect_core::fixtures::{brightness_bundle_in, concrete_frame};
+pub use inspect_core::fixtures::{square as patch, Scratch};
 use inspect_core::tiler::PixelBox;
 
 /// Writes the brightness bundle into `dir/bundle`.
 pub fn bundle(dir: &Path) -> PathBuf {
-    let path = dir.join("bundle");
-    write_brightness_bundle(&path, &BrightnessModel::default()).unwrap();
-    path
-}
-
-/// A defect box.
-pub fn patch(x: u32, y: u32, side: u32) -> PixelBox {
-    PixelBox {
-        x,
-        y,
-        width: side,
-        height: side,
-    }
+    brightness_bundle_in(dir).unwrap()
 }
 
 /// Writes a 1280x720 concrete frame with `defects` as PNG.

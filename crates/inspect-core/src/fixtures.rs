@@ -201,6 +201,23 @@ pub fn concrete_frame(width: u32, height: u32, seed: u64, defects: &[PixelBox]) 
     })
 }
 
+/// Writes the brightness bundle (default model) into `dir/bundle` and returns that path.
+pub fn brightness_bundle_in(dir: &Path) -> Result<std::path::PathBuf, FixtureError> {
+    let path = dir.join("bundle");
+    write_brightness_bundle(&path, &BrightnessModel::default())?;
+    Ok(path)
+}
+
+/// A square defect box of `side` pixels with its top-left corner at (`x`, `y`).
+pub fn square(x: u32, y: u32, side: u32) -> PixelBox {
+    PixelBox {
+        x,
+        y,
+        width: side,
+        height: side,
+    }
+}
+
 /// A fresh scratch folder for one test, removed when dropped.
 pub struct Scratch(pub std::path::PathBuf);
 

@@ -6,9 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-pub use inspect_core::fixtures::Scratch;
-use inspect_core::fixtures::{concrete_frame, write_brightness_bundle, BrightnessModel};
-use inspect_core::tiler::PixelBox;
+use inspect_core::fixtures::{brightness_bundle_in, concrete_frame};
+pub use inspect_core::fixtures::{square as patch, Scratch};
 
 /// The repository root: `tests/reference` (the reference scripts) and `tests/data` lie there.
 pub fn repo_root() -> &'static Path {
@@ -20,19 +19,7 @@ pub fn repo_root() -> &'static Path {
 
 /// Writes the brightness bundle into `dir/bundle`.
 pub fn bundle(dir: &Path) -> PathBuf {
-    let path = dir.join("bundle");
-    write_brightness_bundle(&path, &BrightnessModel::default()).unwrap();
-    path
-}
-
-/// A defect box.
-pub fn patch(x: u32, y: u32, side: u32) -> PixelBox {
-    PixelBox {
-        x,
-        y,
-        width: side,
-        height: side,
-    }
+    brightness_bundle_in(dir).unwrap()
 }
 
 /// Writes a generic-layout defect source under `dir`: `images/` with three 120x90 colour
