@@ -144,12 +144,12 @@ pub fn brightness_manifest(model: &BrightnessModel) -> Manifest {
                 stride,
             })
             .collect(),
-        score: ScoreSpec {
-            combine: Combine::Sum,
-            // The density's peak: a cell at exactly `mean` scores likelihood 1 per level.
-            level_offsets: vec![-half_ln_2pi; STRIDES.len()],
-            reference: STRIDES.len() as f32,
-        },
+        // The density's peak: a cell at exactly `mean` scores likelihood 1 per level.
+        score: ScoreSpec::new(
+            Combine::Sum,
+            vec![-half_ln_2pi; STRIDES.len()],
+            STRIDES.len() as f32,
+        ),
         threshold: ThresholdSpec {
             value: model.threshold,
             method: "manual".into(),

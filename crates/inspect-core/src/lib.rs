@@ -5,10 +5,10 @@
 //! those three as one type, so the daemon, `eval` and calibration run the same code. [`onnx`]
 //! writes ONNX models (the extractor builder, the flow export, test fixtures); [`tract_env`]
 //! holds tract's process-wide settings and imports nothing of the crate; [`settings`] is the
-//! vocabulary every config table is validated with; [`image_files`] lists the images of a
-//! folder; [`random`] is the seeded generator. `fixtures` (feature `fixtures`, for tests,
-//! benches and examples only) holds known-function models and frames. ARCHITECTURE.md says
-//! what may import what.
+//! vocabulary every config table is validated with; [`smoothing`] is the anomaly map's Gaussian
+//! filter; [`image_files`] lists the images of a folder; [`random`] is the seeded generator.
+//! `fixtures` (feature `fixtures`, for tests, benches and examples only) holds known-function
+//! models and frames. ARCHITECTURE.md says what may import what.
 
 #![warn(missing_docs)]
 
@@ -23,5 +23,6 @@ pub mod onnx;
 pub mod random;
 pub mod scorer;
 pub mod settings;
+pub mod smoothing;
 pub mod tiler;
 pub mod tract_env;

@@ -2,13 +2,15 @@
 //!
 //! For each level `l` with `C_l` channels: `p_l = exp(logp_l / C_l - offset_l)`, upsampled
 //! bilinearly (corners aligned, as CFlow's `F.interpolate(..., align_corners=True)`) to the model
-//! input size; the levels are summed (CFlow) or multiplied (the paper), and
-//! `anomaly = reference - combined`. The offsets and the reference are calibration constants from
+//! input size; the levels are summed (CFlow) or multiplied (the paper) with their weights
+//! (`w_l p_l`, `p_l^w_l`), `anomaly = reference - combined`, then optionally smoothed by a
+//! Gaussian ([`GaussianFilter`]). The offsets and the reference are calibration constants from
 //! the bundle manifest, never statistics of the frame being scored: the device sees one frame at a
-//! time. The tile score is the maximum of the anomaly map; the region is the bounding box of the
-//! pixels above the threshold.
+//! time. The tile score is the maximum of the map, or the mean of its highest `top_fraction` of
+//! pixels; when it passes the threshold, the region is the bounding box of the pixels above it.
 
 use crate::bundle::{Combine, Manifest};
+use crate::smoothing::GaussianFilter;
 use crate::tiler::PixelBox;
 
 /// Sample positions and weights of a 1-D bilinear upsampling with aligned corners.
@@ -46,6 +48,7 @@ struct Level {
     width: usize,
     inv_channels: f32,
     offset: f32,
+    weight: f32,
     rows: Axis,
     cols: Axis,
 }
@@ -62,7 +65,7 @@ pub struct Region {
 /// A scored tile.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TileScore {
-    /// Maximum anomaly over the tile.
+    /// The tile's score: the maximum of its map, or the mean of its top fraction.
     pub score: f32,
     /// Region above the threshold, if the score passes it.
     pub region: Option<Region>,
@@ -77,35 +80,54 @@ pub struct Scorer {
     reference: f32,
     threshold: f32,
     levels: Vec<Level>,
+    smoothing: Option<GaussianFilter>,
+    /// How many of the highest pixels the score averages (1 = the maximum).
+    top_count: usize,
     level_map: Vec<f32>,
     anomaly: Vec<f32>,
+    /// Scratch for selecting the highest pixels.
+    ranked: Vec<f32>,
 }
 
 impl Scorer {
     /// A scorer for the bundle's levels, alerting above `threshold`.
     pub fn new(manifest: &Manifest, threshold: f32) -> Scorer {
         let (width, height) = (manifest.input.width, manifest.input.height);
+        let score = &manifest.score;
         let levels = manifest
             .levels
             .iter()
-            .zip(&manifest.score.level_offsets)
-            .map(|(l, &offset)| Level {
+            .zip(&score.level_offsets)
+            .enumerate()
+            .map(|(i, (l, &offset))| Level {
                 width: l.width,
                 inv_channels: 1.0 / l.channels as f32,
                 offset,
+                weight: score.level_weight(i),
                 rows: Axis::new(l.height, height),
                 cols: Axis::new(l.width, width),
             })
             .collect();
+        let pixels = width * height;
+        let top_count =
+            ((score.top_fraction as f64 * pixels as f64).ceil() as usize).clamp(1, pixels);
         Scorer {
             width,
             height,
-            combine: manifest.score.combine,
-            reference: manifest.score.reference,
+            combine: score.combine,
+            reference: score.reference,
             threshold,
             levels,
+            smoothing: (score.smoothing_sigma > 0.0)
+                .then(|| GaussianFilter::new(score.smoothing_sigma, width, height)),
+            top_count,
             level_map: Vec::new(),
-            anomaly: vec![0.0; width * height],
+            anomaly: vec![0.0; pixels],
+            ranked: if top_count > 1 {
+                vec![0.0; pixels]
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -134,11 +156,19 @@ impl Scorer {
         };
         self.anomaly.fill(identity);
         for (level, map) in self.levels.iter().zip(logp) {
-            // Likelihood at feature resolution, then upsample into the combined map.
+            if level.weight == 0.0 {
+                continue;
+            }
+            // Weighted likelihood at feature resolution (a product's weight is an exponent),
+            // then upsample into the combined map.
+            let (outer, inner) = match self.combine {
+                Combine::Sum => (level.weight, 1.0),
+                Combine::Product => (1.0, level.weight),
+            };
             self.level_map.clear();
             self.level_map.extend(
                 map.iter()
-                    .map(|&v| (v * level.inv_channels - level.offset).exp()),
+                    .map(|&v| outer * (inner * (v * level.inv_channels - level.offset)).exp()),
             );
             let src = &self.level_map;
             for y in 0..h {
@@ -158,14 +188,29 @@ impl Scorer {
                 }
             }
         }
-        let mut max = f32::NEG_INFINITY;
+        for a in self.anomaly.iter_mut() {
+            *a = self.reference - *a;
+        }
+        if let Some(filter) = self.smoothing.as_mut() {
+            filter.apply(&mut self.anomaly);
+        }
+        let score = self.tile_statistic();
+        // The region is drawn only for an alert (the score passes, so some pixel does too).
+        let region = if score > self.threshold {
+            self.region_above_threshold()
+        } else {
+            None
+        };
+        TileScore { score, region }
+    }
+
+    /// The bounding box and area of the map's pixels above the threshold.
+    fn region_above_threshold(&self) -> Option<Region> {
+        let (w, h) = (self.width, self.height);
         let (mut x0, mut y0, mut x1, mut y1, mut count) = (usize::MAX, usize::MAX, 0, 0, 0usize);
         for y in 0..h {
             for x in 0..w {
-                let a = self.reference - self.anomaly[y * w + x];
-                self.anomaly[y * w + x] = a;
-                max = max.max(a);
-                if a > self.threshold {
+                if self.anomaly[y * w + x] > self.threshold {
                     count += 1;
                     x0 = x0.min(x);
                     y0 = y0.min(y);
@@ -174,7 +219,7 @@ impl Scorer {
                 }
             }
         }
-        let region = (count > 0).then(|| Region {
+        (count > 0).then(|| Region {
             bbox: PixelBox {
                 x: x0 as u32,
                 y: y0 as u32,
@@ -182,8 +227,24 @@ impl Scorer {
                 height: (y1 - y0) as u32,
             },
             area_fraction: count as f32 / (w * h) as f32,
-        });
-        TileScore { score: max, region }
+        })
+    }
+
+    /// The maximum of the map, or the mean of its `top_count` highest pixels.
+    fn tile_statistic(&mut self) -> f32 {
+        if self.top_count <= 1 {
+            return self
+                .anomaly
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &a| m.max(a));
+        }
+        self.ranked.copy_from_slice(&self.anomaly);
+        let k = self.top_count;
+        // Partition so that the last k entries are the k highest.
+        let split = self.ranked.len() - k;
+        self.ranked.select_nth_unstable_by(split, f32::total_cmp);
+        let top = &self.ranked[split..];
+        (top.iter().map(|&v| f64::from(v)).sum::<f64>() / k as f64) as f32
     }
 }
 
@@ -219,15 +280,15 @@ mod tests {
                     stride,
                 })
                 .collect(),
-            score: ScoreSpec {
+            score: ScoreSpec::new(
                 combine,
-                level_offsets: vec![0.0; levels.len()],
-                reference: if combine == Combine::Sum {
+                vec![0.0; levels.len()],
+                if combine == Combine::Sum {
                     levels.len() as f32
                 } else {
                     1.0
                 },
-            },
+            ),
             threshold: ThresholdSpec {
                 value: 0.5,
                 method: "manual".into(),
@@ -287,5 +348,69 @@ mod tests {
         let t = s.score(&[&l0, &l1]);
         assert!(s.anomaly_map().iter().all(|a| (a - 0.5).abs() < 1e-5));
         assert!(t.region.is_none());
+    }
+
+    #[test]
+    fn level_weights_scale_a_sum_and_raise_a_product() {
+        // Two levels at one cell each, likelihoods 0.5 and 0.25.
+        let l0 = [0.5f32.ln()];
+        let l1 = [0.25f32.ln()];
+        let mut m = manifest(Combine::Sum, &[(4, 1), (4, 1)], 4);
+        m.score.reference = 0.0;
+        m.score.level_weights = vec![2.0, 0.0];
+        let t = Scorer::new(&m, 10.0).score(&[&l0, &l1]);
+        assert!((t.score + 1.0).abs() < 1e-6, "-(2 x 0.5 + 0 x 0.25): {t:?}");
+        let mut m = manifest(Combine::Product, &[(4, 1), (4, 1)], 4);
+        m.score.reference = 0.0;
+        m.score.level_weights = vec![1.0, 0.5];
+        let t = Scorer::new(&m, 10.0).score(&[&l0, &l1]);
+        assert!((t.score + 0.25).abs() < 1e-6, "-(0.5 x 0.25^0.5): {t:?}");
+    }
+
+    #[test]
+    fn top_fraction_averages_the_highest_pixels_and_decides_the_alert() {
+        // 4x4 input from a 4x4 level (stride 1): the anomaly map is 1 - p exactly.
+        let mut m = manifest(Combine::Sum, &[(1, 1)], 4);
+        m.score.reference = 1.0;
+        m.score.top_fraction = 0.25; // the top 4 of 16 pixels
+        let mut logp = [0.0f32; 16];
+        for (i, a) in [0.9f32, 0.7, 0.5, 0.3, 0.1].iter().enumerate() {
+            logp[i] = (1.0 - a).ln();
+        }
+        let mut s = Scorer::new(&m, 0.55);
+        let t = s.score(&[&logp]);
+        assert!(
+            (t.score - 0.6).abs() < 1e-5,
+            "mean of 0.9 0.7 0.5 0.3: {t:?}"
+        );
+        let r = t.region.expect("0.6 passes 0.55");
+        // The region is the pixels above the threshold: 0.9 and 0.7 (x = 0, 1 of row 0).
+        assert_eq!((r.bbox.x, r.bbox.width, r.bbox.height), (0, 2, 1));
+        // A threshold between the mean and the maximum: no alert, though one pixel is above.
+        s.set_threshold(0.8);
+        assert!(s.score(&[&logp]).region.is_none());
+    }
+
+    #[test]
+    fn smoothing_spreads_a_spike_before_the_score() {
+        let mut m = manifest(Combine::Sum, &[(1, 1)], 16);
+        m.score.reference = 1.0;
+        let mut logp = [0.0f32; 256];
+        logp[8 * 16 + 8] = 0.2f32.ln(); // anomaly 0.8 at one pixel
+        let raw = Scorer::new(&m, 0.5).score(&[&logp]);
+        m.score.smoothing_sigma = 1.0;
+        let mut s = Scorer::new(&m, 0.5);
+        let smooth = s.score(&[&logp]);
+        assert!((raw.score - 0.8).abs() < 1e-6);
+        // The centre keeps 0.8 x w0^2 with w0 = 1 / sum(exp(-x^2/2)) = 0.3989.
+        assert!(
+            (smooth.score - 0.8 * 0.398_942_3f32.powi(2)).abs() < 1e-4,
+            "{smooth:?}"
+        );
+        assert!(
+            smooth.region.is_none(),
+            "the spike alone no longer passes 0.5"
+        );
+        assert!(s.anomaly_map()[8 * 16 + 9] > 0.0);
     }
 }

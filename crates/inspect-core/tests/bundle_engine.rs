@@ -125,6 +125,50 @@ fn manifest_faults_name_the_file_and_field() {
     rewrite_manifest(&dir.0, |t| format!("surprise = 1\n{t}"));
     let err = Bundle::load(&dir.0).unwrap_err().to_string();
     assert!(err.contains("unknown field `surprise`"), "{err}");
+
+    // The map's post-processing: each key out of range names itself and what it accepts.
+    let cases = [
+        ("smoothing_sigma = 40.0", "score.smoothing_sigma", "0..=32"),
+        ("top_fraction = 1.5", "score.top_fraction", "0..=1"),
+        ("level_weights = [1.0]", "score.level_weights", "3 levels"),
+        (
+            "level_weights = [1.0, -1.0, 1.0]",
+            "score.level_weights",
+            ">= 0",
+        ),
+        (
+            "level_weights = [0.0, 0.0, 0.0]",
+            "score.level_weights",
+            "all 0",
+        ),
+    ];
+    for (line, field, accepted) in cases {
+        write_brightness_bundle(&dir.0, &BrightnessModel::default()).unwrap();
+        rewrite_manifest(&dir.0, |t| {
+            t.replace("[score]\n", &format!("[score]\n{line}\n"))
+        });
+        let err = Bundle::load(&dir.0).unwrap_err().to_string();
+        assert!(
+            err.contains(field) && err.contains(accepted),
+            "{line}: {err}"
+        );
+    }
+    write_brightness_bundle(&dir.0, &BrightnessModel::default()).unwrap();
+    rewrite_manifest(&dir.0, |t| {
+        t.replace(
+            "[score]\n",
+            "[score]\nsmoothing_sigma = 4.0\ntop_fraction = 0.01\nlevel_weights = [1.0, 0.0, 1.0]\n",
+        )
+    });
+    let score = Bundle::load(&dir.0).unwrap().manifest.score;
+    assert_eq!(
+        (
+            score.smoothing_sigma,
+            score.top_fraction,
+            score.level_weights
+        ),
+        (4.0, 0.01, vec![1.0, 0.0, 1.0])
+    );
 }
 
 #[test]

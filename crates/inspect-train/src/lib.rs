@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod dataset;
+pub mod decisions;
 pub mod eval;
 #[cfg(feature = "train")]
 pub mod export;

@@ -1,6 +1,8 @@
 //! Metrics against the references: scikit-learn's `roc_auc_score` and the MVTec AD AUPRO
 //! (numpy + scipy connected components, tests/reference/metrics_ref.py), to 1e-4, on anomaly
-//! maps made by the real engine and scorer, and on hand-made edge cases.
+//! maps made by the real engine and scorer, and on hand-made edge cases. The scorer's map
+//! smoothing and top-fraction tile score against scipy's `gaussian_filter` and numpy
+//! (tests/reference/post_processing_ref.py) on the demo bundle's maps of a real frame.
 
 mod common;
 
@@ -8,6 +10,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use inspect_core::bundle::Bundle;
+use inspect_core::detector::Detector;
 use inspect_core::engine::{Engine, ExtractorPrecision, LevelMaps};
 use inspect_core::fixtures::concrete_frame;
 use inspect_core::random::SplitMix;
@@ -232,4 +235,79 @@ fn metrics_equal_scikit_learn_and_the_mvtec_aupro() {
     // The engine's maps separate the patches well (the model is made for them).
     let [p, _, _] = ours(&cases[5]);
     assert!(p.unwrap() > 0.9, "{p:?}");
+}
+
+/// scipy's smoothing and numpy's top mean of `map` (`side x side`).
+fn post_processing_reference(map: &[f32], side: usize, sigma: f32, top: f32) -> (Vec<f32>, f64) {
+    let script = common::repo_root().join("tests/reference/post_processing_ref.py");
+    let input = serde_json::json!({
+        "width": side, "height": side, "map": map, "sigma": sigma, "top_fraction": top,
+    });
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 (run tests/setup.sh for scipy)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "post_processing_ref.py failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let smoothed = v["smoothed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    (smoothed, v["top_mean"].as_f64().unwrap())
+}
+
+#[test]
+fn smoothing_and_top_mean_equal_scipy_on_real_maps() {
+    let root = common::repo_root();
+    let bundle = Bundle::load(&root.join("demo/bundle")).unwrap();
+    let plain = bundle.manifest.score.clone();
+    let side = bundle.manifest.input.width;
+    let mut detector = Detector::new(bundle, ExtractorPrecision::F32, f32::MAX).unwrap();
+    // A cracked frame of the demo: the map has a sharp ridge along the crack.
+    let frame = image::open(root.join("demo/frames/IMG108.jpg"))
+        .unwrap()
+        .to_rgb8();
+    let levels = detector.image_level_maps(&frame).unwrap();
+    for (sigma, top) in [(4.0f32, 0.01f32), (2.0, 0.0), (1.5, 0.1)] {
+        let mut spec = plain.clone();
+        detector.set_score(spec.clone());
+        detector.score_level_maps(&levels);
+        let raw = detector.anomaly_map().to_vec();
+        spec.smoothing_sigma = sigma;
+        spec.top_fraction = top;
+        detector.set_score(spec);
+        let score = detector.score_level_maps(&levels).score;
+        let ours = detector.anomaly_map();
+        let (expected, expected_score) = post_processing_reference(&raw, side, sigma, top);
+        let range = raw.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = ours
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-5 * range,
+            "sigma {sigma}: worst difference {worst} on a map of range {range}"
+        );
+        assert!(
+            (f64::from(score) - expected_score).abs() <= 1e-5 * f64::from(range),
+            "sigma {sigma}, top {top}: score {score} against {expected_score}"
+        );
+        // The smoothing did something on this map.
+        assert!(raw
+            .iter()
+            .zip(ours)
+            .any(|(a, b)| (a - b).abs() > 1e-3 * range));
+    }
 }

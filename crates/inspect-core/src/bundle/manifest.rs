@@ -106,7 +106,8 @@ pub enum Combine {
 }
 
 /// Score definition: `p_l = exp(logp_l / C_l - offset_l)`, upsampled bilinearly to the input size,
-/// combined over levels, and `anomaly = reference - combined`.
+/// combined over levels with their weights, `anomaly = reference - combined`, smoothed; the tile
+/// score is the maximum (or the mean of the top fraction) of that map.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreSpec {
@@ -116,7 +117,54 @@ pub struct ScoreSpec {
     pub level_offsets: Vec<f32>,
     /// The combined likelihood of a perfectly normal pixel (fixed at calibration).
     pub reference: f32,
+    /// Weight of each level in the combination (sum: `w_l p_l`; product: `p_l^w_l`); empty
+    /// means 1 for every level, 0 leaves a level out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub level_weights: Vec<f32>,
+    /// Gaussian smoothing of the anomaly map before the tile is scored: standard deviation in
+    /// model-input pixels (0 = none), as scipy's `gaussian_filter` (reflect, truncate 4).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub smoothing_sigma: f32,
+    /// The tile score: the mean of this fraction of the tile's highest map pixels; 0 = the
+    /// maximum.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub top_fraction: f32,
 }
+
+impl ScoreSpec {
+    /// Summed levels with the given calibration constants, unit weights, no smoothing, the
+    /// maximum as tile score.
+    pub fn new(combine: Combine, level_offsets: Vec<f32>, reference: f32) -> ScoreSpec {
+        ScoreSpec {
+            combine,
+            level_offsets,
+            reference,
+            level_weights: Vec::new(),
+            smoothing_sigma: 0.0,
+            top_fraction: 0.0,
+        }
+    }
+
+    /// The post-processing of `other` (weights, smoothing, tile statistic) on these constants.
+    pub fn with_post_processing_of(mut self, other: &ScoreSpec) -> ScoreSpec {
+        self.level_weights = other.level_weights.clone();
+        self.smoothing_sigma = other.smoothing_sigma;
+        self.top_fraction = other.top_fraction;
+        self
+    }
+
+    /// The weight of level `level` (1 when no weights are given).
+    pub fn level_weight(&self, level: usize) -> f32 {
+        self.level_weights.get(level).copied().unwrap_or(1.0)
+    }
+}
+
+fn is_zero(v: &f32) -> bool {
+    *v == 0.0
+}
+
+/// The largest smoothing sigma a manifest may ask for, in model-input pixels.
+pub const MAX_SMOOTHING_SIGMA: f32 = 32.0;
 
 /// The alert threshold on the anomaly score.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -173,6 +221,59 @@ fn check_file_name(field: &str, name: &str) -> Result<(), ManifestError> {
 }
 
 impl Manifest {
+    /// Checks the map's post-processing: one finite weight >= 0 per level (not all 0), the
+    /// smoothing sigma and the top fraction in range.
+    fn validate_post_processing(&self) -> Result<(), ManifestError> {
+        let score = &self.score;
+        if !score.level_weights.is_empty() {
+            if score.level_weights.len() != self.levels.len() {
+                return Err(invalid(
+                    "score.level_weights",
+                    format!(
+                        "has {} values but there are {} levels (or leave it out for all 1)",
+                        score.level_weights.len(),
+                        self.levels.len()
+                    ),
+                ));
+            }
+            if let Some(bad) = score
+                .level_weights
+                .iter()
+                .find(|w| !(w.is_finite() && **w >= 0.0))
+            {
+                return Err(invalid(
+                    "score.level_weights",
+                    format!("{bad} must be a finite number >= 0"),
+                ));
+            }
+            if score.level_weights.iter().all(|w| *w == 0.0) {
+                return Err(invalid(
+                    "score.level_weights",
+                    "are all 0: at least one level must count".into(),
+                ));
+            }
+        }
+        if !(0.0..=MAX_SMOOTHING_SIGMA).contains(&score.smoothing_sigma) {
+            return Err(invalid(
+                "score.smoothing_sigma",
+                format!(
+                    "{} is outside 0..={MAX_SMOOTHING_SIGMA} (model-input pixels; 0 = no smoothing)",
+                    score.smoothing_sigma
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&score.top_fraction) {
+            return Err(invalid(
+                "score.top_fraction",
+                format!(
+                    "{} is outside 0..=1 (0 = the maximum pixel)",
+                    score.top_fraction
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks every value for consistency; errors name the field and what is accepted.
     pub fn validate(&self) -> Result<(), ManifestError> {
         if self.format_version != FORMAT_VERSION {
@@ -246,6 +347,7 @@ impl Manifest {
                 format!("{bad} is not finite"),
             ));
         }
+        self.validate_post_processing()?;
         if !self.score.reference.is_finite() {
             return Err(invalid(
                 "score.reference",

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::dataset::load_image;
+use crate::decisions::threshold_for_rate;
 use crate::export::{head_onnx, LevelHead};
 use crate::flow::BlockWeights;
 use inspect_core::bundle::{
@@ -87,18 +88,6 @@ fn manifest(parts: &BundleParts, score: ScoreSpec, threshold: ThresholdSpec) -> 
     }
 }
 
-/// The threshold that at most `rate` of `scores` exceed (alerts fire above it): the
-/// `floor(rate n) + 1`-th largest score.
-pub fn threshold_for_rate(scores: &[f32], rate: f64) -> f32 {
-    let mut sorted: Vec<f32> = scores.iter().copied().filter(|v| v.is_finite()).collect();
-    if sorted.is_empty() {
-        return f32::INFINITY;
-    }
-    sorted.sort_by(f32::total_cmp);
-    let allowed = (rate * sorted.len() as f64).floor() as usize;
-    sorted[sorted.len() - 1 - allowed.min(sorted.len() - 1)]
-}
-
 /// Writes the bundle into `dir` and calibrates it on `calibration` (defect-free training
 /// images) and `holdout` (defect-free images the flows never saw).
 pub fn write_calibrated_bundle(
@@ -125,11 +114,7 @@ pub fn write_calibrated_bundle(
     let files: [(&str, &[u8]); 2] = [("extractor.onnx", parts.extractor), ("head.onnx", &head)];
     let n = parts.levels.len();
     // Provisional constants; the engine's log p does not depend on them.
-    let provisional = ScoreSpec {
-        combine: parts.combine,
-        level_offsets: vec![0.0; n],
-        reference: 0.0,
-    };
+    let provisional = ScoreSpec::new(parts.combine, vec![0.0; n], 0.0);
     let manual = ThresholdSpec {
         value: f32::MAX,
         method: "manual".into(),
@@ -151,11 +136,7 @@ pub fn write_calibrated_bundle(
     }
     // Reference: the highest combined likelihood (with reference 0 the scorer returns
     // -combined, so the lowest anomaly).
-    let mut spec = ScoreSpec {
-        combine: parts.combine,
-        level_offsets: offsets.clone(),
-        reference: 0.0,
-    };
+    let mut spec = ScoreSpec::new(parts.combine, offsets.clone(), 0.0);
     detector.set_score(spec.clone());
     let mut reference = f32::NEG_INFINITY;
     for image in &calib {
@@ -190,22 +171,4 @@ pub fn write_calibrated_bundle(
         holdout_scores,
         holdout_alarms,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::threshold_for_rate;
-
-    #[test]
-    fn the_threshold_lets_at_most_the_rate_through() {
-        let scores: Vec<f32> = (1..=100).map(|i| i as f32).collect();
-        assert_eq!(threshold_for_rate(&scores, 0.01), 99.0, "one of 100 above");
-        assert_eq!(threshold_for_rate(&scores, 0.1), 90.0);
-        assert_eq!(
-            threshold_for_rate(&scores[..50], 0.01),
-            50.0,
-            "none of 50 above"
-        );
-        assert_eq!(threshold_for_rate(&[], 0.01), f32::INFINITY);
-    }
 }
