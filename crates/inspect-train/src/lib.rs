@@ -4,7 +4,8 @@
 //! editing ([`synth`]), the EfficientNet-Lite0 [`extractor`] built as ONNX (fp32 or int8) and
 //! its cached [`features`], CFlow-AD's conditional normalizing [`flow`]s trained ([`train`],
 //! feature `train`) with the paper's objectives ([`losses`]), evaluated through the same
-//! detector the daemon runs ([`eval`], [`metrics`], [`plots`], [`sweep`]) and [`export`]ed as
+//! detector the daemon runs ([`eval`], [`metrics`], [`plots`], [`sweep`]; tile decisions by
+//! measurement: [`decisions`], [`score_choice`]) and [`export`]ed as
 //! the bundle `inspectd` loads. [`workflows`] are the `inspect-train` subcommands as library
 //! calls: each takes a job and returns what it made. Without the `train` feature the crate is
 //! everything but the flows (light enough to test under qemu for the boards).
@@ -25,6 +26,7 @@ pub mod losses;
 pub mod metrics;
 pub mod plots;
 mod records;
+pub mod score_choice;
 pub mod sweep;
 pub mod synth;
 #[cfg(feature = "train")]

@@ -6,6 +6,9 @@ use clap::{Parser, Subcommand};
 use inspect_train::eval::evaluate;
 use inspect_train::extractor::adopt::adopt;
 use inspect_train::losses::Objective;
+use inspect_train::score_choice::{
+    compare_candidates, default_candidates, markdown_table, ComparisonJob,
+};
 use inspect_train::sweep::table_markdown;
 use inspect_train::workflows::extractor::{build_extractor, ExtractorJob, Int8Calibration};
 use inspect_train::workflows::features::{fill_feature_cache, FeaturesJob};
@@ -190,6 +193,30 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
     },
+    /// Compare ways of deciding tiles (level weights, map smoothing, tile statistic) on a test
+    /// split: tile AUROC and detection at the target false-alarm rate per candidate, and with
+    /// --holdout the threshold calibrated there and its false-alarm rate on the test split.
+    /// Writes OUT/candidates.md, candidates.json and tile_roc.png.
+    ScoreCandidates {
+        /// The bundle folder.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Dataset root (MVTec AD layout) whose test split is scored.
+        #[arg(long)]
+        data: PathBuf,
+        /// Folder of defect-free images the flows never saw, for calibrated thresholds.
+        #[arg(long)]
+        holdout: Option<PathBuf>,
+        /// Target false-alarm rate per defect-free tile (0 < rate < 1).
+        #[arg(long, default_value_t = 0.01, value_parser = parse_rate)]
+        rate: f64,
+        /// At most this many test images per class.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Train and evaluate one bundle per objective on a dataset (the paper's Table 1 and
     /// Figure 1): OUT/bundle-LOSS, OUT/eval-LOSS, and OUT/table.md, table.csv, sweep.json,
     /// figure.png, roc.png, pro.png. Finished objectives are picked up from their checkpoints.
@@ -282,6 +309,16 @@ fn parse_point(text: &str) -> Result<(i64, i64), String> {
 }
 
 /// `n/a` or four decimals.
+/// A rate strictly between 0 and 1.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if r > 0.0 && r < 1.0 => Ok(r),
+        _ => Err(format!(
+            "{text:?}: expected a rate between 0 and 1 (exclusive), e.g. 0.01"
+        )),
+    }
+}
+
 fn show(v: Option<f64>) -> String {
     v.map_or("n/a".to_string(), |v| format!("{v:.4}"))
 }
@@ -425,6 +462,33 @@ fn main() -> anyhow::Result<()> {
             print!("{}", table_markdown(std::slice::from_ref(&column)));
             println!(
                 "{}: table.md, table.csv, figure.png, roc.png, pro.png",
+                out.display()
+            );
+        }
+        Command::ScoreCandidates {
+            bundle,
+            data,
+            holdout,
+            rate,
+            limit,
+            out,
+        } => {
+            let levels = inspect_core::bundle::Bundle::load(&bundle)?
+                .manifest
+                .levels
+                .len();
+            let comparison = compare_candidates(ComparisonJob {
+                bundle: &bundle,
+                data: &data,
+                holdout: holdout.as_deref(),
+                rate,
+                limit: limit.map(|l| l as usize),
+                candidates: default_candidates(levels),
+                out: &out,
+            })?;
+            print!("{}", markdown_table(&comparison));
+            println!(
+                "{}: candidates.md, candidates.json, tile_roc.png",
                 out.display()
             );
         }

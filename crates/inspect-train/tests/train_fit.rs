@@ -59,7 +59,8 @@ fn fit_trains_exports_and_calibrates_a_bundle_the_daemon_agrees_with() {
          window = 40\nmax_extent = 0.6\naugmentations_per_image = 2\nseed = 5\n\
          [training]\nepochs = 4\nimage_batch = 4\nfiber_batch = 32\nlr = 1e-3\nblocks = 2\n\
          objective = \"fusion\"\ncontrastive_start_epoch = 1\nholdout_fraction = 0.2\n\
-         false_alarm_rate = 0.1\nschedule = \"cosine\"\nwarmup_epochs = 1\n",
+         false_alarm_rate = 0.1\nschedule = \"cosine\"\nwarmup_epochs = 1\n\
+         level_weights = [1.0, 0.5]\nsmoothing_sigma = 2.0\ntop_fraction = 0.05\n",
     )
     .unwrap();
     let settings = TrainSettings::load(&config).unwrap();
@@ -119,6 +120,15 @@ fn fit_trains_exports_and_calibrates_a_bundle_the_daemon_agrees_with() {
     assert_eq!(m.levels.len(), 2);
     assert_eq!((m.levels[0].stride, m.levels[1].stride), (8, 16));
     assert_eq!(m.threshold.method, "false-alarm-rate");
+    // The score's post-processing comes from [training] and was calibrated with.
+    assert_eq!(
+        (
+            m.score.level_weights.clone(),
+            m.score.smoothing_sigma,
+            m.score.top_fraction
+        ),
+        (vec![1.0, 0.5], 2.0, 0.05)
+    );
     let mut detector = Detector::new(bundle, ExtractorPrecision::F32, m.threshold.value).unwrap();
     for entry in report.train_images.iter().take(3) {
         let maps = detector

@@ -9,6 +9,7 @@ use crate::dataset::load_image;
 use crate::decisions::threshold_for_rate;
 use crate::export::{head_onnx, LevelHead};
 use crate::flow::BlockWeights;
+use crate::score_choice::PostProcessing;
 use inspect_core::bundle::{
     write_bundle, Bundle, Combine, ExtractorSpec, HeadSpec, InputSpec, LevelSpec, Manifest,
     ScoreSpec, ThresholdSpec, FORMAT_VERSION,
@@ -33,6 +34,8 @@ pub struct BundleParts<'a> {
     pub levels: Vec<LevelSpec>,
     /// How level likelihoods combine.
     pub combine: Combine,
+    /// Level weights, map smoothing and tile statistic of the score.
+    pub post_processing: PostProcessing,
     /// Provenance for the manifest.
     pub training: toml::Table,
 }
@@ -136,7 +139,10 @@ pub fn write_calibrated_bundle(
     }
     // Reference: the highest combined likelihood (with reference 0 the scorer returns
     // -combined, so the lowest anomaly).
-    let mut spec = ScoreSpec::new(parts.combine, offsets.clone(), 0.0);
+    let mut spec =
+        parts
+            .post_processing
+            .apply(&ScoreSpec::new(parts.combine, offsets.clone(), 0.0));
     detector.set_score(spec.clone());
     let mut reference = f32::NEG_INFINITY;
     for image in &calib {

@@ -66,6 +66,14 @@ pub enum TrainError {
     /// burn could not encode or decode an optimizer state.
     #[error("optimizer state: {0}")]
     Record(String),
+    /// `training.level_weights` does not have one weight per level.
+    #[error("training.level_weights has {given} values but the extractor has {levels} levels")]
+    LevelWeights {
+        /// Weights given.
+        given: usize,
+        /// Levels of the extractor.
+        levels: usize,
+    },
     /// The extractor's taps cannot make a bundle.
     #[error("tap {tap}: {message}")]
     Level {
@@ -203,6 +211,12 @@ pub fn run_fit(job: FitJob, on_epoch: &mut dyn FnMut(&EpochLog)) -> Result<FitRe
             stride,
         });
     }
+    if !s.level_weights.is_empty() && s.level_weights.len() != specs.len() {
+        return Err(TrainError::LevelWeights {
+            given: s.level_weights.len(),
+            levels: specs.len(),
+        });
+    }
     log::info!(
         "{} training images, {} held out; levels {}",
         train.len(),
@@ -251,6 +265,7 @@ pub fn run_fit(job: FitJob, on_epoch: &mut dyn FnMut(&EpochLog)) -> Result<FitRe
         normalization: job.normalization,
         levels: specs,
         combine: s.combine,
+        post_processing: s.post_processing(),
         training: job.provenance.clone(),
     };
     // Calibration on up to 200 training images spread over the set.

@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::losses::{NfLoss, Objective};
+use crate::score_choice::PostProcessing;
 use inspect_core::bundle::Combine;
 use inspect_core::settings::{config_table, read_text, Checker, ConfigError};
 
@@ -68,6 +69,16 @@ pub struct TrainSettings {
     /// Target tile false-alarm rate on the held-out images, 0.0001-0.5.
     #[serde(default = "default_far")]
     pub false_alarm_rate: f64,
+    /// Weight of each level in the tile's map, 0-100 each, one per extractor level (empty:
+    /// all 1; 0 leaves a level out).
+    #[serde(default)]
+    pub level_weights: Vec<f32>,
+    /// Gaussian smoothing of the anomaly map: sigma in model pixels, 0-32 (0: none).
+    #[serde(default)]
+    pub smoothing_sigma: f32,
+    /// The tile score: the mean of this top fraction of the map's pixels, 0-1 (0: the maximum).
+    #[serde(default)]
+    pub top_fraction: f32,
 }
 
 fn default_epochs() -> u32 {
@@ -162,7 +173,28 @@ impl TrainSettings {
             1e-4,
             0.5,
         )?;
+        for w in &self.level_weights {
+            c.range("training.level_weights", *w, 0.0, 100.0)?;
+        }
+        if !self.level_weights.is_empty() && self.level_weights.iter().all(|w| *w == 0.0) {
+            return Err(c.fail(
+                "training.level_weights",
+                0.0,
+                "at least one level must have a weight above 0",
+            ));
+        }
+        c.range("training.smoothing_sigma", self.smoothing_sigma, 0.0, 32.0)?;
+        c.range("training.top_fraction", self.top_fraction, 0.0, 1.0)?;
         Ok(())
+    }
+
+    /// How the bundle will turn maps into tile scores.
+    pub fn post_processing(&self) -> PostProcessing {
+        PostProcessing {
+            level_weights: self.level_weights.clone(),
+            smoothing_sigma: self.smoothing_sigma,
+            top_fraction: self.top_fraction,
+        }
     }
 
     /// The learning rate of `epoch` (0-based).
@@ -252,6 +284,19 @@ mod tests {
             err.to_string().contains("1e-6 to 0.1") || err.to_string().contains("0.000001"),
             "{err}"
         );
+        let err = TrainSettings::parse("[training]\nsmoothing_sigma = 40\n", p).unwrap_err();
+        assert!(
+            err.to_string().contains("training.smoothing_sigma"),
+            "{err}"
+        );
+        let err = TrainSettings::parse("[training]\nlevel_weights = [0, 0]\n", p).unwrap_err();
+        assert!(err.to_string().contains("above 0"), "{err}");
+        let ok = TrainSettings::parse(
+            "[training]\nlevel_weights = [1, 0.5]\nsmoothing_sigma = 4\ntop_fraction = 0.01\n",
+            p,
+        )
+        .unwrap();
+        assert_eq!(ok.post_processing().level_weights, vec![1.0, 0.5]);
         let ok = TrainSettings::parse("[synthesis]\nwindow = 3\n", p).unwrap();
         assert_eq!(ok, TrainSettings::default(), "other tables are not ours");
     }

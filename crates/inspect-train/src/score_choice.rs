@@ -1,0 +1,339 @@
+//! Choosing how tiles are decided, by measurement. Each candidate post-processing of the
+//! anomaly map (level weights, Gaussian smoothing, tile statistic: the bundle's `[score]` keys)
+//! scores the per-level maps of a labelled test split, computed once by the daemon's detector,
+//! and is judged by its tile ROC: AUROC, the detection rate at a target false-alarm rate, and,
+//! given held-out defect-free images, the threshold calibrated on those and what it does on the
+//! test split (false-alarm rate with its 95% interval beside the target).
+
+use std::path::{Path, PathBuf};
+
+use crate::dataset::{list_images, load_image, Dataset};
+use crate::decisions::{threshold_for_rate, OperatingPoint};
+use crate::eval::{draw_roc, EvalError};
+use crate::metrics::{auroc, roc_curve};
+use crate::plots::Series;
+use crate::records::progress_bar;
+use inspect_core::bundle::{Bundle, Manifest, ScoreSpec};
+use inspect_core::detector::Detector;
+use inspect_core::engine::ExtractorPrecision;
+use inspect_core::scorer::Scorer;
+
+/// One way of turning a tile's level maps into its score: the `[score]` keys a bundle chooses
+/// (and the `[training]` keys that set them at calibration).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PostProcessing {
+    /// Per-level weights (empty: all 1).
+    pub level_weights: Vec<f32>,
+    /// Gaussian smoothing sigma in model pixels (0: none).
+    pub smoothing_sigma: f32,
+    /// Mean of this top fraction of pixels (0: the maximum).
+    pub top_fraction: f32,
+}
+
+impl PostProcessing {
+    /// A short name, e.g. `levels 1,0 / sigma 4 / top 1%`.
+    pub fn label(&self) -> String {
+        let levels = if self.level_weights.is_empty() {
+            "all levels".to_string()
+        } else {
+            let w: Vec<String> = self.level_weights.iter().map(|w| format!("{w}")).collect();
+            format!("levels {}", w.join(","))
+        };
+        let statistic = if self.top_fraction == 0.0 {
+            "max".to_string()
+        } else {
+            format!("top {}%", 100.0 * self.top_fraction)
+        };
+        format!("{levels} / sigma {} / {statistic}", self.smoothing_sigma)
+    }
+
+    /// `score` with this post-processing.
+    pub fn apply(&self, score: &ScoreSpec) -> ScoreSpec {
+        let mut spec = score.clone();
+        spec.level_weights = self.level_weights.clone();
+        spec.smoothing_sigma = self.smoothing_sigma;
+        spec.top_fraction = self.top_fraction;
+        spec
+    }
+
+    /// The post-processing `score` already has.
+    pub fn of(score: &ScoreSpec) -> PostProcessing {
+        PostProcessing {
+            level_weights: score.level_weights.clone(),
+            smoothing_sigma: score.smoothing_sigma,
+            top_fraction: score.top_fraction,
+        }
+    }
+}
+
+/// The grid compared by default for `levels` levels: all levels or each alone; no smoothing or
+/// sigma 4 (CFlow-AD's and anomalib's evaluation) or 8; the maximum, or the top 1% or 5% mean.
+pub fn default_candidates(levels: usize) -> Vec<PostProcessing> {
+    let mut weightings = vec![Vec::new()];
+    if levels > 1 {
+        weightings.extend((0..levels).map(|only| {
+            (0..levels)
+                .map(|l| if l == only { 1.0 } else { 0.0 })
+                .collect()
+        }));
+    }
+    let mut out = Vec::new();
+    for w in &weightings {
+        for sigma in [0.0, 4.0, 8.0] {
+            for top in [0.0, 0.01, 0.05] {
+                out.push(PostProcessing {
+                    level_weights: w.clone(),
+                    smoothing_sigma: sigma,
+                    top_fraction: top,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// How one candidate decides the test tiles.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct CandidateResult {
+    /// The candidate.
+    pub candidate: PostProcessing,
+    /// Its label.
+    pub label: String,
+    /// Tile AUROC on the test split.
+    pub tile_auroc: Option<f64>,
+    /// The threshold that lets the target rate of the test split's defect-free tiles through,
+    /// and what it detects (the ROC read at the target rate).
+    pub at_target: OperatingPoint,
+    /// The threshold calibrated on the held-out images at the target rate, applied to the test
+    /// split (absent without held-out images).
+    pub calibrated: Option<OperatingPoint>,
+    /// Tile ROC `(fpr, tpr)`.
+    #[serde(skip)]
+    pub roc: Vec<(f64, f64)>,
+}
+
+/// A comparison of candidates on one bundle and test split.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Comparison {
+    /// Target false-alarm rate per defect-free tile.
+    pub rate: f64,
+    /// Defect-free test tiles.
+    pub good: usize,
+    /// Defect test tiles.
+    pub defects: usize,
+    /// Held-out defect-free images the calibrated thresholds come from.
+    pub holdout: usize,
+    /// The bundle's own post-processing, by label.
+    pub bundle_label: String,
+    /// One result per candidate, in the order given.
+    pub results: Vec<CandidateResult>,
+}
+
+/// What to compare.
+pub struct ComparisonJob<'a> {
+    /// The bundle folder.
+    pub bundle: &'a Path,
+    /// MVTec-layout dataset whose test split is scored.
+    pub data: &'a Path,
+    /// Defect-free images never trained on, for calibrated thresholds.
+    pub holdout: Option<&'a Path>,
+    /// Target false-alarm rate per tile.
+    pub rate: f64,
+    /// At most this many test images per class.
+    pub limit: Option<usize>,
+    /// The candidates (the bundle's own is added first).
+    pub candidates: Vec<PostProcessing>,
+    /// Output folder: candidates.json, candidates.md, tile_roc.png.
+    pub out: &'a Path,
+}
+
+/// Per-level log-likelihood maps of `images` by the daemon's detector.
+fn level_maps(
+    detector: &mut Detector,
+    images: &[PathBuf],
+    what: &str,
+) -> Result<Vec<Vec<Vec<f32>>>, EvalError> {
+    let bar = progress_bar(
+        true,
+        images.len(),
+        &format!("{what} {{bar:40}} {{pos}}/{{len}} images, {{eta}} left"),
+    );
+    let mut out = Vec::with_capacity(images.len());
+    for path in images {
+        out.push(detector.image_level_maps(&load_image(path)?)?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// Tile scores of `maps` under `spec`.
+fn scores(manifest: &Manifest, spec: ScoreSpec, maps: &[Vec<Vec<f32>>]) -> Vec<f32> {
+    let mut m = manifest.clone();
+    m.score = spec;
+    let mut scorer = Scorer::new(&m, f32::MAX);
+    maps.iter()
+        .map(|levels| {
+            let refs: Vec<&[f32]> = levels.iter().map(Vec::as_slice).collect();
+            scorer.score(&refs).score
+        })
+        .collect()
+}
+
+/// Scores the test split (and held-out images) under every candidate; writes the table, the
+/// JSON and the ROC chart of the best candidates into `job.out`.
+pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalError> {
+    let bundle = Bundle::load(job.bundle)?;
+    let manifest = bundle.manifest.clone();
+    let mut detector = Detector::new(bundle, ExtractorPrecision::F32, f32::MAX)?;
+    let mut test = Dataset::mvtec(job.data)?.test;
+    if let Some(limit) = job.limit {
+        let mut per_class = std::collections::BTreeMap::<String, usize>::new();
+        test.retain(|s| {
+            let n = per_class.entry(s.class.clone()).or_default();
+            *n += 1;
+            *n <= limit
+        });
+    }
+    if test.is_empty() {
+        return Err(EvalError::Empty(job.data.to_path_buf()));
+    }
+    let labels: Vec<bool> = test.iter().map(|s| s.class != "good").collect();
+    let paths: Vec<PathBuf> = test.iter().map(|s| s.image.clone()).collect();
+    let test_maps = level_maps(&mut detector, &paths, "test")?;
+    let holdout_maps = match job.holdout {
+        Some(dir) => {
+            let images = list_images(dir)?;
+            if images.is_empty() {
+                return Err(EvalError::Empty(dir.to_path_buf()));
+            }
+            Some(level_maps(&mut detector, &images, "held-out")?)
+        }
+        None => None,
+    };
+    let own = PostProcessing::of(&manifest.score);
+    let mut candidates = vec![own.clone()];
+    candidates.extend(job.candidates.into_iter().filter(|c| *c != own));
+    let evaluate = |candidate: &PostProcessing| -> CandidateResult {
+        let spec = candidate.apply(&manifest.score);
+        let all = scores(&manifest, spec.clone(), &test_maps);
+        let (mut good, mut defect) = (Vec::new(), Vec::new());
+        for (&s, &is_defect) in all.iter().zip(&labels) {
+            if is_defect {
+                defect.push(s);
+            } else {
+                good.push(s);
+            }
+        }
+        let at_target = OperatingPoint::at(threshold_for_rate(&good, job.rate), &good, &defect);
+        let calibrated = holdout_maps.as_ref().map(|maps| {
+            let threshold = threshold_for_rate(&scores(&manifest, spec, maps), job.rate);
+            OperatingPoint::at(threshold, &good, &defect)
+        });
+        CandidateResult {
+            label: candidate.label(),
+            candidate: candidate.clone(),
+            tile_auroc: auroc(&all, &labels),
+            at_target,
+            calibrated,
+            roc: roc_curve(&all, &labels, 1e-3).unwrap_or_default(),
+        }
+    };
+    // Candidates are independent: spread them over the cores.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = candidates.len().div_ceil(threads);
+    let results: Vec<CandidateResult> = std::thread::scope(|scope| {
+        let handles: Vec<_> = candidates
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(evaluate).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a scoring thread panicked"))
+            .collect()
+    });
+    let comparison = Comparison {
+        rate: job.rate,
+        good: labels.iter().filter(|&&d| !d).count(),
+        defects: labels.iter().filter(|&&d| d).count(),
+        holdout: holdout_maps.as_ref().map_or(0, Vec::len),
+        bundle_label: own.label(),
+        results,
+    };
+    write_outputs(&comparison, job.out)?;
+    Ok(comparison)
+}
+
+fn write_error(path: &Path, message: String) -> EvalError {
+    EvalError::Write {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+fn write_outputs(comparison: &Comparison, out: &Path) -> Result<(), EvalError> {
+    std::fs::create_dir_all(out).map_err(|e| write_error(out, e.to_string()))?;
+    let json = out.join("candidates.json");
+    let text =
+        serde_json::to_string_pretty(comparison).map_err(|e| write_error(&json, e.to_string()))?;
+    std::fs::write(&json, text).map_err(|e| write_error(&json, e.to_string()))?;
+    let table = out.join("candidates.md");
+    std::fs::write(&table, markdown_table(comparison))
+        .map_err(|e| write_error(&table, e.to_string()))?;
+    // The ROC of the bundle's own candidate and the four best by detection at the target.
+    let mut ranked: Vec<&CandidateResult> = comparison.results.iter().skip(1).collect();
+    ranked.sort_by(|a, b| {
+        b.at_target
+            .true_positive_rate()
+            .total_cmp(&a.at_target.true_positive_rate())
+    });
+    let series: Vec<Series> = comparison
+        .results
+        .iter()
+        .take(1)
+        .chain(ranked.into_iter().take(4))
+        .map(|r| Series {
+            label: format!("{}: AUROC {:.3}", r.label, r.tile_auroc.unwrap_or(f64::NAN)),
+            points: r.roc.clone(),
+        })
+        .collect();
+    draw_roc(&out.join("tile_roc.png"), "Tile ROC", &series)
+}
+
+/// The comparison as a Markdown table, one row per candidate (the bundle's own first).
+pub fn markdown_table(c: &Comparison) -> String {
+    let pct = |v: f64| format!("{:.1}%", 100.0 * v);
+    let mut s = format!(
+        "{} defect-free and {} defect test tiles; target false-alarm rate {}; {} held-out \
+         defect-free images for the calibrated threshold.\n\n\
+         | post-processing | tile AUROC | TPR at {} FPR (test) | calibrated threshold: TPR | \
+         its FPR on test [95% interval] |\n|---|---|---|---|---|\n",
+        c.good,
+        c.defects,
+        pct(c.rate),
+        c.holdout,
+        pct(c.rate)
+    );
+    for (i, r) in c.results.iter().enumerate() {
+        let own = if i == 0 { " (bundle)" } else { "" };
+        let calibrated = match &r.calibrated {
+            Some(p) => {
+                let (lo, hi) = p.false_alarm_interval;
+                (
+                    format!("{:.3}", p.true_positive_rate()),
+                    format!("{} [{}, {}]", pct(p.false_alarm_rate()), pct(lo), pct(hi)),
+                )
+            }
+            None => ("n/a".into(), "n/a".into()),
+        };
+        s.push_str(&format!(
+            "| {}{own} | {} | {:.3} | {} | {} |\n",
+            r.label,
+            r.tile_auroc.map_or("n/a".into(), |v| format!("{v:.4}")),
+            r.at_target.true_positive_rate(),
+            calibrated.0,
+            calibrated.1
+        ));
+    }
+    s
+}
