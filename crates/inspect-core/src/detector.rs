@@ -71,6 +71,9 @@ impl ModelSettings {
     }
 }
 
+/// One tile's per-level log-likelihood maps (level-major, each `height_l x width_l`).
+pub type TileLevelMaps = Vec<Vec<f32>>;
+
 /// One tile of a frame, as decided.
 #[derive(Clone, Copy, Debug)]
 pub struct TileDetection<'a> {
@@ -150,32 +153,16 @@ impl Detector {
         tiling: Tiling,
         mut decide: impl FnMut(TileDetection<'_>),
     ) -> Result<usize, EngineError> {
-        let (fw, fh) = frame.dimensions();
-        let regrid = self
-            .grid
-            .as_ref()
-            .is_none_or(|(t, g)| *t != tiling || g.frame_width != fw || g.frame_height != fh);
-        if regrid {
-            let grid = TileGrid::new(fw, fh, tiling.tile_size, tiling.overlap);
-            self.grid = Some((tiling, grid));
-        }
+        self.run_frame(frame, tiling)?;
         let Some((_, grid)) = self.grid.as_ref() else {
             return Ok(0);
         };
         let input = &self.engine.bundle().manifest.input;
-        let (in_w, in_h) = (input.width, input.height);
-        let norm = input.normalization();
-        let tile_len = 3 * in_w * in_h;
-        self.input.resize(grid.tiles.len() * tile_len, 0.0);
-        for (tile, out) in grid.tiles.iter().zip(self.input.chunks_exact_mut(tile_len)) {
-            sample_tile(frame, &tile.rect, in_w, in_h, &norm, out);
-        }
-        self.engine
-            .run(&self.input, grid.tiles.len(), &mut self.maps)?;
+        let (in_w, in_h) = (input.width as u32, input.height as u32);
         for tile in &grid.tiles {
             let scored = score_tile(&mut self.scorer, &self.maps, tile.index);
             let region = scored.region.map(|r| {
-                let frame_box = model_box_to_frame(r.bbox, &tile.rect, in_w as u32, in_h as u32);
+                let frame_box = model_box_to_frame(r.bbox, &tile.rect, in_w, in_h);
                 (frame_box, r.area_fraction)
             });
             decide(TileDetection {
@@ -187,6 +174,56 @@ impl Detector {
             });
         }
         Ok(grid.tiles.len())
+    }
+
+    /// The tiles of `frame` as the daemon cuts them, each with its per-level log-likelihood
+    /// maps before scoring (to compare and calibrate scores on daemon tiles).
+    pub fn frame_level_maps(
+        &mut self,
+        frame: &RgbImage,
+        tiling: Tiling,
+    ) -> Result<Vec<(Tile, TileLevelMaps)>, EngineError> {
+        self.run_frame(frame, tiling)?;
+        let Some((_, grid)) = self.grid.as_ref() else {
+            return Ok(Vec::new());
+        };
+        Ok(grid
+            .tiles
+            .iter()
+            .map(|tile| {
+                let maps = (0..self.maps.levels.len())
+                    .map(|l| self.maps.tile(l, tile.index).to_vec())
+                    .collect();
+                (*tile, maps)
+            })
+            .collect())
+    }
+
+    /// Cuts `frame` into the grid of `tiling` (kept while frames keep their size) and runs
+    /// every tile through the engine as one batch.
+    fn run_frame(&mut self, frame: &RgbImage, tiling: Tiling) -> Result<(), EngineError> {
+        let (fw, fh) = frame.dimensions();
+        let regrid = self
+            .grid
+            .as_ref()
+            .is_none_or(|(t, g)| *t != tiling || g.frame_width != fw || g.frame_height != fh);
+        if regrid {
+            let grid = TileGrid::new(fw, fh, tiling.tile_size, tiling.overlap);
+            self.grid = Some((tiling, grid));
+        }
+        let Some((_, grid)) = self.grid.as_ref() else {
+            return Ok(());
+        };
+        let input = &self.engine.bundle().manifest.input;
+        let (in_w, in_h) = (input.width, input.height);
+        let norm = input.normalization();
+        let tile_len = 3 * in_w * in_h;
+        self.input.resize(grid.tiles.len() * tile_len, 0.0);
+        for (tile, out) in grid.tiles.iter().zip(self.input.chunks_exact_mut(tile_len)) {
+            sample_tile(frame, &tile.rect, in_w, in_h, &norm, out);
+        }
+        self.engine
+            .run(&self.input, grid.tiles.len(), &mut self.maps)
     }
 
     /// Scores a whole image resized to the model input (as the trainer sees images). Returns

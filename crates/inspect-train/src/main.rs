@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use inspect_core::detector::Tiling;
 use inspect_train::eval::evaluate;
 use inspect_train::extractor::adopt::adopt;
 use inspect_train::losses::Objective;
@@ -213,6 +214,13 @@ enum Command {
         /// At most this many test images per class.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
+        /// Cut images into tiles of this side as the daemon cuts frames (default: each image
+        /// resized whole is one tile, as `eval` does).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(32..=4096))]
+        tile_size: Option<u32>,
+        /// Pixels shared by neighbouring tiles (with --tile-size; at most half a tile).
+        #[arg(long, default_value_t = 0)]
+        overlap: u32,
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
@@ -471,18 +479,29 @@ fn main() -> anyhow::Result<()> {
             holdout,
             rate,
             limit,
+            tile_size,
+            overlap,
             out,
         } => {
             let levels = inspect_core::bundle::Bundle::load(&bundle)?
                 .manifest
                 .levels
                 .len();
+            let tiling = match tile_size {
+                Some(tile_size) if overlap <= tile_size / 2 => Some(Tiling { tile_size, overlap }),
+                Some(tile_size) => anyhow::bail!(
+                    "--overlap {overlap}: at most half the tile size ({})",
+                    tile_size / 2
+                ),
+                None => None,
+            };
             let comparison = compare_candidates(ComparisonJob {
                 bundle: &bundle,
                 data: &data,
                 holdout: holdout.as_deref(),
                 rate,
                 limit: limit.map(|l| l as usize),
+                tiling,
                 candidates: default_candidates(levels),
                 out: &out,
             })?;

@@ -7,16 +7,17 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::dataset::{list_images, load_image, Dataset};
+use crate::dataset::{list_images, load_image, load_mask, Dataset};
 use crate::decisions::{threshold_for_rate, OperatingPoint};
 use crate::eval::{draw_roc, EvalError};
 use crate::metrics::{auroc, roc_curve};
 use crate::plots::Series;
 use crate::records::progress_bar;
 use inspect_core::bundle::{Bundle, Manifest, ScoreSpec};
-use inspect_core::detector::Detector;
+use inspect_core::detector::{Detector, TileLevelMaps, Tiling};
 use inspect_core::engine::ExtractorPrecision;
 use inspect_core::scorer::Scorer;
+use inspect_core::tiler::PixelBox;
 
 /// One way of turning a tile's level maps into its score: the `[score]` keys a bundle chooses
 /// (and the `[training]` keys that set them at calibration).
@@ -121,8 +122,10 @@ pub struct Comparison {
     pub good: usize,
     /// Defect test tiles.
     pub defects: usize,
-    /// Held-out defect-free images the calibrated thresholds come from.
+    /// Held-out defect-free tiles the calibrated thresholds come from.
     pub holdout: usize,
+    /// The daemon's tiling the images were cut with (none: each image is one tile).
+    pub tiling: Option<(u32, u32)>,
     /// The bundle's own post-processing, by label.
     pub bundle_label: String,
     /// One result per candidate, in the order given.
@@ -141,26 +144,64 @@ pub struct ComparisonJob<'a> {
     pub rate: f64,
     /// At most this many test images per class.
     pub limit: Option<usize>,
+    /// Cut every image into tiles as the daemon cuts frames (each tile labelled by its part of
+    /// the mask) instead of resizing it whole into one tile.
+    pub tiling: Option<Tiling>,
     /// The candidates (the bundle's own is added first).
     pub candidates: Vec<PostProcessing>,
     /// Output folder: candidates.json, candidates.md, tile_roc.png.
     pub out: &'a Path,
 }
 
-/// Per-level log-likelihood maps of `images` by the daemon's detector.
-fn level_maps(
+/// An image to score: its file and, for labelled test images, its defect mask.
+struct Source {
+    image: PathBuf,
+    mask: Option<PathBuf>,
+}
+
+/// Per-level log-likelihood maps of every tile of `sources` by the daemon's detector, and
+/// whether the tile holds a defect: whole images resized into one tile, or cut by `tiling`
+/// as the daemon cuts frames (a tile is a defect tile when its part of the mask is).
+fn tile_maps(
     detector: &mut Detector,
-    images: &[PathBuf],
+    sources: &[Source],
+    tiling: Option<Tiling>,
     what: &str,
-) -> Result<Vec<Vec<Vec<f32>>>, EvalError> {
+) -> Result<Vec<(TileLevelMaps, bool)>, EvalError> {
     let bar = progress_bar(
         true,
-        images.len(),
+        sources.len(),
         &format!("{what} {{bar:40}} {{pos}}/{{len}} images, {{eta}} left"),
     );
-    let mut out = Vec::with_capacity(images.len());
-    for path in images {
-        out.push(detector.image_level_maps(&load_image(path)?)?);
+    let mut out = Vec::with_capacity(sources.len());
+    for source in sources {
+        let image = load_image(&source.image)?;
+        let mask = match &source.mask {
+            Some(m) => Some(load_mask(m, &source.image, image.dimensions())?),
+            None => None,
+        };
+        let defect_in = |rect: &PixelBox| {
+            mask.as_ref().is_some_and(|m| {
+                (rect.y..rect.y + rect.height)
+                    .any(|y| (rect.x..rect.x + rect.width).any(|x| m.get_pixel(x, y).0[0] > 127))
+            })
+        };
+        match tiling {
+            None => {
+                let whole = PixelBox {
+                    x: 0,
+                    y: 0,
+                    width: image.width(),
+                    height: image.height(),
+                };
+                out.push((detector.image_level_maps(&image)?, defect_in(&whole)));
+            }
+            Some(tiling) => {
+                for (tile, maps) in detector.frame_level_maps(&image, tiling)? {
+                    out.push((maps, defect_in(&tile.rect)));
+                }
+            }
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -198,16 +239,29 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
     if test.is_empty() {
         return Err(EvalError::Empty(job.data.to_path_buf()));
     }
-    let labels: Vec<bool> = test.iter().map(|s| s.class != "good").collect();
-    let paths: Vec<PathBuf> = test.iter().map(|s| s.image.clone()).collect();
-    let test_maps = level_maps(&mut detector, &paths, "test")?;
+    let sources: Vec<Source> = test
+        .iter()
+        .map(|s| Source {
+            image: s.image.clone(),
+            mask: s.mask.clone(),
+        })
+        .collect();
+    let (test_maps, labels): (Vec<_>, Vec<bool>) =
+        tile_maps(&mut detector, &sources, job.tiling, "test")?
+            .into_iter()
+            .unzip();
     let holdout_maps = match job.holdout {
         Some(dir) => {
             let images = list_images(dir)?;
             if images.is_empty() {
                 return Err(EvalError::Empty(dir.to_path_buf()));
             }
-            Some(level_maps(&mut detector, &images, "held-out")?)
+            let sources: Vec<Source> = images
+                .into_iter()
+                .map(|image| Source { image, mask: None })
+                .collect();
+            let tiles = tile_maps(&mut detector, &sources, job.tiling, "held-out")?;
+            Some(tiles.into_iter().map(|(maps, _)| maps).collect::<Vec<_>>())
         }
         None => None,
     };
@@ -257,6 +311,7 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
         good: labels.iter().filter(|&&d| !d).count(),
         defects: labels.iter().filter(|&&d| d).count(),
         holdout: holdout_maps.as_ref().map_or(0, Vec::len),
+        tiling: job.tiling.map(|t| (t.tile_size, t.overlap)),
         bundle_label: own.label(),
         results,
     };
@@ -303,9 +358,15 @@ fn write_outputs(comparison: &Comparison, out: &Path) -> Result<(), EvalError> {
 /// The comparison as a Markdown table, one row per candidate (the bundle's own first).
 pub fn markdown_table(c: &Comparison) -> String {
     let pct = |v: f64| format!("{:.1}%", 100.0 * v);
+    let tiles = match c.tiling {
+        Some((size, overlap)) => {
+            format!("tiles of {size} px, overlap {overlap}, as the daemon cuts frames")
+        }
+        None => "each image resized whole into one tile".to_string(),
+    };
     let mut s = format!(
-        "{} defect-free and {} defect test tiles; target false-alarm rate {}; {} held-out \
-         defect-free images for the calibrated threshold.\n\n\
+        "{} defect-free and {} defect test tiles ({tiles}); target false-alarm rate {}; {} \
+         held-out defect-free tiles for the calibrated threshold.\n\n\
          | post-processing | tile AUROC | TPR at {} FPR (test) | calibrated threshold: TPR | \
          its FPR on test [95% interval] |\n|---|---|---|---|---|\n",
         c.good,
