@@ -154,6 +154,7 @@ pub fn brightness_manifest(model: &BrightnessModel) -> Manifest {
             value: model.threshold,
             method: "manual".into(),
             false_alarm_rate: None,
+            estimator: None,
         },
         training: Some(training),
         metrics: None,

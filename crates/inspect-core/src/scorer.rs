@@ -293,6 +293,7 @@ mod tests {
                 value: 0.5,
                 method: "manual".into(),
                 false_alarm_rate: None,
+                estimator: None,
             },
             training: None,
             metrics: None,

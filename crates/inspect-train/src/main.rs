@@ -413,13 +413,14 @@ fn main() -> anyhow::Result<()> {
             let c = &report.calibration;
             println!(
                 "{}: {} epochs on {} images; offsets {:?}, reference {:.4}; threshold {:.4} \
-                 ({} of {} held-out images above)",
+                 ({}; {} of {} held-out images above)",
                 out.display(),
                 report.epochs.len(),
                 report.train_images.len(),
                 c.level_offsets,
                 c.reference,
                 c.threshold,
+                c.estimator.name(),
                 c.holdout_alarms,
                 c.holdout_scores.len()
             );

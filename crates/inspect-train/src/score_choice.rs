@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::dataset::{list_images, load_image, load_mask, Dataset};
-use crate::decisions::{threshold_for_rate, OperatingPoint};
+use crate::decisions::{calibrated_threshold, threshold_for_rate, Estimator, OperatingPoint};
 use crate::eval::{draw_roc, EvalError};
 use crate::metrics::{auroc, roc_curve};
 use crate::plots::Series;
@@ -105,9 +105,10 @@ pub struct CandidateResult {
     /// The threshold that lets the target rate of the test split's defect-free tiles through,
     /// and what it detects (the ROC read at the target rate).
     pub at_target: OperatingPoint,
-    /// The threshold calibrated on the held-out images at the target rate, applied to the test
-    /// split (absent without held-out images).
-    pub calibrated: Option<OperatingPoint>,
+    /// The threshold calibrated on the held-out tiles at the target rate as `fit` calibrates
+    /// (empirical quantile, or a fitted tail when they are few), applied to the test split
+    /// (absent without held-out images).
+    pub calibrated: Option<(OperatingPoint, Estimator)>,
     /// Tile ROC `(fpr, tpr)`.
     #[serde(skip)]
     pub roc: Vec<(f64, f64)>,
@@ -281,8 +282,12 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
         }
         let at_target = OperatingPoint::at(threshold_for_rate(&good, job.rate), &good, &defect);
         let calibrated = holdout_maps.as_ref().map(|maps| {
-            let threshold = threshold_for_rate(&scores(&manifest, spec, maps), job.rate);
-            OperatingPoint::at(threshold, &good, &defect)
+            let held_out = scores(&manifest, spec, maps);
+            let (threshold, estimator) = calibrated_threshold(&held_out, job.rate).unwrap_or((
+                threshold_for_rate(&held_out, job.rate),
+                Estimator::Empirical,
+            ));
+            (OperatingPoint::at(threshold, &good, &defect), estimator)
         });
         CandidateResult {
             label: candidate.label(),
@@ -378,10 +383,10 @@ pub fn markdown_table(c: &Comparison) -> String {
     for (i, r) in c.results.iter().enumerate() {
         let own = if i == 0 { " (bundle)" } else { "" };
         let calibrated = match &r.calibrated {
-            Some(p) => {
+            Some((p, estimator)) => {
                 let (lo, hi) = p.false_alarm_interval;
                 (
-                    format!("{:.3}", p.true_positive_rate()),
+                    format!("{:.3} ({})", p.true_positive_rate(), estimator.name()),
                     format!("{} [{}, {}]", pct(p.false_alarm_rate()), pct(lo), pct(hi)),
                 )
             }

@@ -177,6 +177,10 @@ pub struct ThresholdSpec {
     /// Target tile false-alarm rate on held-out normal images, when `method = "false-alarm-rate"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub false_alarm_rate: Option<f64>,
+    /// How the rate's threshold was estimated from the held-out scores: `empirical` (the
+    /// quantile) or `tail-fit` (a generalized Pareto tail, when the scores were too few).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimator: Option<String>,
 }
 
 /// A manifest value that is wrong: which field, and what is accepted.

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::dataset::load_image;
-use crate::decisions::threshold_for_rate;
+use crate::decisions::{calibrated_threshold, threshold_for_rate, Estimator};
 use crate::export::{head_onnx, LevelHead};
 use crate::flow::BlockWeights;
 use crate::score_choice::PostProcessing;
@@ -53,6 +53,8 @@ pub struct Calibration {
     pub holdout_scores: Vec<f32>,
     /// Held-out tiles above the threshold.
     pub holdout_alarms: usize,
+    /// How the threshold was estimated.
+    pub estimator: Estimator,
 }
 
 /// The per-level log-likelihood maps of `images` by the daemon's detector.
@@ -122,6 +124,7 @@ pub fn write_calibrated_bundle(
         value: f32::MAX,
         method: "manual".into(),
         false_alarm_rate: None,
+        estimator: None,
     };
     write_bundle(dir, &manifest(parts, provisional, manual), &files)?;
     let mut detector = Detector::new(Bundle::load(dir)?, ExtractorPrecision::F32, f32::MAX)?;
@@ -162,12 +165,19 @@ pub fn write_calibrated_bundle(
         .map(|image| detector.score_level_maps(image).score)
         .collect();
     holdout_scores.sort_by(f32::total_cmp);
-    let threshold = threshold_for_rate(&holdout_scores, false_alarm_rate);
+    // Few held-out tiles leave the empirical quantile at their maximum, which new tiles
+    // exceed more often than the rate: then a fitted tail places it.
+    let (threshold, estimator) =
+        calibrated_threshold(&holdout_scores, false_alarm_rate).unwrap_or((
+            threshold_for_rate(&holdout_scores, false_alarm_rate),
+            Estimator::Empirical,
+        ));
     let holdout_alarms = holdout_scores.iter().filter(|&&s| s > threshold).count();
     let final_threshold = ThresholdSpec {
         value: threshold,
         method: "false-alarm-rate".into(),
         false_alarm_rate: Some(false_alarm_rate),
+        estimator: Some(estimator.name().into()),
     };
     write_bundle(dir, &manifest(parts, spec, final_threshold), &files)?;
     Ok(Calibration {
@@ -176,5 +186,6 @@ pub fn write_calibrated_bundle(
         threshold,
         holdout_scores,
         holdout_alarms,
+        estimator,
     })
 }
