@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use image::{imageops, GrayImage, Rgb, RgbImage};
 
 use crate::dataset::{load_image, load_mask, Dataset, DatasetError};
+use crate::decisions::clopper_pearson;
 use crate::metrics::{aupro_of_curve, image_auroc, pixel_roc, pro_curve, roc_curve, thinned};
 use crate::plots::{LineChart, Series};
 use crate::records::progress_bar;
@@ -102,6 +103,11 @@ pub struct EvalReport {
     pub tile_f1: f64,
     /// Alarms per 1000 defect-free tiles at the threshold.
     pub false_alarms_per_1000: f64,
+    /// Its 95% Clopper-Pearson interval, per 1000.
+    pub false_alarms_interval_per_1000: (f64, f64),
+    /// The false-alarm rate the threshold was calibrated for, per 1000 (absent for a manual
+    /// threshold).
+    pub target_false_alarms_per_1000: Option<f64>,
     /// Seconds per image (engine + scorer).
     pub seconds_per_image: f64,
 }
@@ -215,6 +221,11 @@ pub fn evaluate(
             0.0
         },
         false_alarms_per_1000: 1000.0 * ratio(fp, good),
+        false_alarms_interval_per_1000: {
+            let (lo, hi) = clopper_pearson(fp, good, 0.95);
+            (1000.0 * lo, 1000.0 * hi)
+        },
+        target_false_alarms_per_1000: manifest.threshold.false_alarm_rate.map(|r| 1000.0 * r),
         seconds_per_image: seconds / scored.len() as f64,
     };
     std::fs::create_dir_all(out).map_err(|e| EvalError::Write {

@@ -435,7 +435,8 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "{}: {} images ({} defect-free): pixel AUROC {}, AUPRO {}, image AUROC {}; at \
                  threshold {:.4}: tile precision {:.3}, recall {:.3}, F1 {:.3}, {:.1} false alarms \
-                 per 1000 defect-free tiles; {:.1} ms per image",
+                 per 1000 defect-free tiles (95% interval {:.1}-{:.1}; calibrated for {}); \
+                 {:.1} ms per image",
                 out.display(),
                 r.images,
                 r.good,
@@ -447,6 +448,10 @@ fn main() -> anyhow::Result<()> {
                 r.tile_recall,
                 r.tile_f1,
                 r.false_alarms_per_1000,
+                r.false_alarms_interval_per_1000.0,
+                r.false_alarms_interval_per_1000.1,
+                r.target_false_alarms_per_1000
+                    .map_or("no rate (manual threshold)".into(), |t| format!("{t:.1}")),
                 1000.0 * r.seconds_per_image
             );
         }

@@ -56,6 +56,15 @@ fn eval_writes_metrics_and_heatmaps_that_agree_with_the_dataset() {
     );
     assert_eq!(report.tile_recall, 1.0);
     assert_eq!(report.false_alarms_per_1000, 0.0);
+    // 0 of 4: the exact interval reaches 1 - 0.025^(1/4) = 60% (no false alarm in 4 proves
+    // little); the fixture's threshold is manual, so there is no target.
+    let (lo, hi) = report.false_alarms_interval_per_1000;
+    assert_eq!(lo, 0.0);
+    assert!(
+        (hi - 1000.0 * (1.0 - 0.025f64.powf(0.25))).abs() < 1e-3,
+        "{hi}"
+    );
+    assert_eq!(report.target_false_alarms_per_1000, None);
 
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
