@@ -1,20 +1,22 @@
 //! `eval` runs a bundle on an MVTec-layout test set as the daemon would and writes the metrics
-//! and the heatmap sheet: here the brightness bundle on concrete frames with dark patches.
+//! and the heatmap sheet; `score-candidates` compares tile post-processings on the same set:
+//! here the brightness bundle on concrete frames with dark patches.
 
 mod common;
 
 use common::{patch, Scratch};
 use image::{GrayImage, Luma};
+use inspect_core::detector::Tiling;
 use inspect_core::fixtures::concrete_frame;
+use inspect_train::decisions::Estimator;
 use inspect_train::eval::evaluate;
 use inspect_train::metrics::{area_up_to, pixel_auroc};
+use inspect_train::score_choice::{compare_candidates, default_candidates, ComparisonJob};
 use inspect_train::sweep::figure;
 
-#[test]
-fn eval_writes_metrics_and_heatmaps_that_agree_with_the_dataset() {
-    let dir = Scratch::new("eval");
-    let bundle = common::bundle(&dir.0);
-    let root = dir.path("data");
+/// An MVTec-layout set of 200 x 150 concrete frames: 4 clean test frames and 5 with a dark
+/// stain (masks in ground_truth/stain).
+fn stain_dataset(root: &std::path::Path) {
     for sub in [
         "train/good",
         "test/good",
@@ -43,6 +45,14 @@ fn eval_writes_metrics_and_heatmaps_that_agree_with_the_dataset() {
         .save(root.join(format!("ground_truth/stain/{i}_mask.png")))
         .unwrap();
     }
+}
+
+#[test]
+fn eval_writes_metrics_and_heatmaps_that_agree_with_the_dataset() {
+    let dir = Scratch::new("eval");
+    let bundle = common::bundle(&dir.0);
+    let root = dir.path("data");
+    stain_dataset(&root);
     let out = dir.path("eval");
     let evaluation = evaluate(&bundle, &root, &out, None, false).unwrap();
     let report = &evaluation.report;
@@ -127,4 +137,83 @@ fn eval_writes_metrics_and_heatmaps_that_agree_with_the_dataset() {
     assert_ne!(first_input, [255, 255, 255], "no picture in the first cell");
     // Sanity of the pixel metric on its own.
     assert_eq!(pixel_auroc(&[&[0.1, 0.9]], &[&[0, 1]]), Some(1.0));
+}
+
+#[test]
+fn score_candidates_rank_post_processings_on_images_and_on_daemon_tiles() {
+    let dir = Scratch::new("score-candidates");
+    let bundle = common::bundle(&dir.0);
+    let root = dir.path("data");
+    stain_dataset(&root);
+    let holdout = dir.path("holdout");
+    std::fs::create_dir_all(&holdout).unwrap();
+    for i in 0..12u64 {
+        concrete_frame(200, 150, 100 + i, &[])
+            .save(holdout.join(format!("{i}.png")))
+            .unwrap();
+    }
+    let levels = inspect_core::bundle::Bundle::load(&bundle)
+        .unwrap()
+        .manifest
+        .levels
+        .len();
+    let grid = default_candidates(levels);
+    let out = dir.path("whole");
+    let whole = compare_candidates(ComparisonJob {
+        bundle: &bundle,
+        data: &root,
+        holdout: Some(&holdout),
+        rate: 0.01,
+        limit: None,
+        tiling: None,
+        candidates: grid.clone(),
+        out: &out,
+    })
+    .unwrap();
+    // The bundle's own post-processing (all levels, no smoothing, the maximum) comes first and
+    // is not repeated from the grid.
+    assert_eq!(whole.results.len(), grid.len());
+    assert_eq!(whole.results[0].label, "all levels / sigma 0 / max");
+    assert_eq!((whole.good, whole.defects, whole.holdout), (4, 5, 12));
+    let own = &whole.results[0];
+    assert_eq!(
+        own.tile_auroc,
+        Some(1.0),
+        "every stain outscores every clean frame"
+    );
+    assert_eq!(own.at_target.true_positive_rate(), 1.0);
+    // 12 held-out tiles are too few for a 1% quantile: the tail fit sets the threshold.
+    let (calibrated, estimator) = own.calibrated.unwrap();
+    assert_eq!(estimator, Estimator::TailFit);
+    assert_eq!(calibrated.good, 4);
+    for file in ["candidates.md", "candidates.json", "tile_roc.png"] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    let table = std::fs::read_to_string(out.join("candidates.md")).unwrap();
+    assert_eq!(table.matches("\n| ").count(), grid.len() + 1, "{table}");
+
+    // Cut as the daemon cuts frames: 200 x 150 in tiles of 100 is 2 x 2 tiles per frame, and
+    // a tile is a defect tile when its part of the mask holds stain pixels.
+    let tiled = compare_candidates(ComparisonJob {
+        bundle: &bundle,
+        data: &root,
+        holdout: None,
+        rate: 0.01,
+        limit: None,
+        tiling: Some(Tiling {
+            tile_size: 100,
+            overlap: 0,
+        }),
+        candidates: Vec::new(),
+        out: &dir.path("tiled"),
+    })
+    .unwrap();
+    assert_eq!(tiled.results.len(), 1);
+    assert_eq!(tiled.good + tiled.defects, 9 * 4);
+    assert!(
+        tiled.defects >= 5 && tiled.defects < 5 * 4,
+        "{} defect tiles",
+        tiled.defects
+    );
+    assert!(tiled.results[0].calibrated.is_none());
 }
