@@ -4,13 +4,15 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use inspect_core::detector::Tiling;
+use inspect_train::dataset::list_images;
 use inspect_train::eval::evaluate;
 use inspect_train::extractor::adopt::adopt;
 use inspect_train::losses::Objective;
 use inspect_train::score_choice::{
-    compare_candidates, default_candidates, markdown_table, ComparisonJob,
+    compare_candidates, default_candidates, markdown_table, ComparisonJob, PostProcessing,
 };
 use inspect_train::sweep::table_markdown;
+use inspect_train::train::calibrate::{calibrate_bundle, calibration_sample};
 use inspect_train::workflows::extractor::{build_extractor, ExtractorJob, Int8Calibration};
 use inspect_train::workflows::features::{fill_feature_cache, FeaturesJob};
 use inspect_train::workflows::fit::{fit_bundle, TrainJob};
@@ -193,6 +195,34 @@ enum Command {
         /// At most this many test images per class.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
+    },
+    /// Calibrate a bundle again, in place: the score's constants on defect-free training
+    /// images, the threshold for the target false-alarm rate on held-out defect-free images,
+    /// optionally with another tile post-processing (see score-candidates). Only the manifest
+    /// changes.
+    Calibrate {
+        /// The bundle folder.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Folder of the defect-free images the flows trained on (up to 200 are used, spread).
+        #[arg(long)]
+        images: PathBuf,
+        /// Folder of defect-free images the flows never saw.
+        #[arg(long)]
+        holdout: PathBuf,
+        /// Target false-alarm rate per defect-free tile (0 < rate < 1).
+        #[arg(long, default_value_t = 0.01, value_parser = parse_rate)]
+        rate: f64,
+        /// Level weights, comma-separated, one per level (default: the bundle's).
+        #[arg(long, value_delimiter = ',')]
+        level_weights: Option<Vec<f32>>,
+        /// Gaussian smoothing sigma of the map in model pixels, 0-32 (default: the bundle's).
+        #[arg(long)]
+        smoothing_sigma: Option<f32>,
+        /// Tile score as the mean of this top fraction of the map, 0-1; 0 = the maximum
+        /// (default: the bundle's).
+        #[arg(long)]
+        top_fraction: Option<f32>,
     },
     /// Compare ways of deciding tiles (level weights, map smoothing, tile statistic) on a test
     /// split: tile AUROC and detection at the target false-alarm rate per candidate, and with
@@ -477,6 +507,46 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "{}: table.md, table.csv, figure.png, roc.png, pro.png",
                 out.display()
+            );
+        }
+        Command::Calibrate {
+            bundle,
+            images,
+            holdout,
+            rate,
+            level_weights,
+            smoothing_sigma,
+            top_fraction,
+        } => {
+            let mut manifest = inspect_core::bundle::Bundle::load(&bundle)?.manifest;
+            let mut post = PostProcessing::of(&manifest.score);
+            if let Some(w) = level_weights {
+                post.level_weights = w;
+            }
+            if let Some(sigma) = smoothing_sigma {
+                post.smoothing_sigma = sigma;
+            }
+            if let Some(top) = top_fraction {
+                post.top_fraction = top;
+            }
+            // The manifest's own checks name a key out of range before any image is read.
+            manifest.score = post.apply(&manifest.score);
+            manifest
+                .validate()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", bundle.display()))?;
+            let calibration = calibration_sample(&list_images(&images)?);
+            let c = calibrate_bundle(&bundle, &post, &calibration, &list_images(&holdout)?, rate)?;
+            println!(
+                "{}: {}; offsets {:?}, reference {:.4}; threshold {:.4} ({}; {} of {} held-out \
+                 images above)",
+                bundle.display(),
+                post.label(),
+                c.level_offsets,
+                c.reference,
+                c.threshold,
+                c.estimator.name(),
+                c.holdout_alarms,
+                c.holdout_scores.len()
             );
         }
         Command::ScoreCandidates {

@@ -15,8 +15,10 @@ use inspect_core::onnx::{Dim, ModelBuilder, Padding};
 use inspect_core::tiler::{Normalization, PixelBox};
 use inspect_train::dataset::load_image;
 use inspect_train::losses::Objective;
+use inspect_train::score_choice::PostProcessing;
 use inspect_train::synth::bank::Synthesizer;
 use inspect_train::synth::config::SynthesisSettings;
+use inspect_train::train::calibrate::{calibrate_bundle, calibration_sample};
 use inspect_train::train::settings::TrainSettings;
 use inspect_train::train::Backend;
 use inspect_train::train::{run_fit, FitJob};
@@ -173,6 +175,31 @@ fn fit_trains_exports_and_calibrates_a_bundle_the_daemon_agrees_with() {
     );
     assert!(score.score > c.threshold, "a large stain must alarm");
     assert!(score.region.is_some());
+
+    // Calibrating the written bundle again (`inspect-train calibrate`) with another tile
+    // post-processing changes only the manifest's score and threshold; with the fit's own it
+    // gives back exactly what fit wrote.
+    let train_paths: Vec<_> = report
+        .train_images
+        .iter()
+        .map(|i| i.image.clone())
+        .collect();
+    let sample = calibration_sample(&train_paths);
+    let plain = PostProcessing {
+        level_weights: Vec::new(),
+        smoothing_sigma: 0.0,
+        top_fraction: 0.0,
+    };
+    let again = calibrate_bundle(&out, &plain, &sample, &report.holdout_images, 0.1).unwrap();
+    let m2 = Bundle::load(&out).unwrap().manifest;
+    assert_eq!(m2.score.top_fraction, 0.0);
+    assert!(m2.score.level_weights.is_empty());
+    assert_eq!(m2.threshold.value, again.threshold);
+    assert_eq!(m2.files, m.files, "the model files are untouched");
+    let fits_own = PostProcessing::of(&m.score);
+    calibrate_bundle(&out, &fits_own, &sample, &report.holdout_images, 0.1).unwrap();
+    let m3 = Bundle::load(&out).unwrap().manifest;
+    assert_eq!((m3.score, m3.threshold), (m.score, m.threshold));
 }
 
 #[test]

@@ -11,8 +11,8 @@ use crate::export::{head_onnx, LevelHead};
 use crate::flow::BlockWeights;
 use crate::score_choice::PostProcessing;
 use inspect_core::bundle::{
-    write_bundle, Bundle, Combine, ExtractorSpec, HeadSpec, InputSpec, LevelSpec, Manifest,
-    ScoreSpec, ThresholdSpec, FORMAT_VERSION,
+    write_bundle, Bundle, BundleError, Combine, ExtractorSpec, HeadSpec, InputSpec, LevelSpec,
+    Manifest, ScoreSpec, ThresholdSpec, FORMAT_VERSION,
 };
 use inspect_core::detector::Detector;
 use inspect_core::engine::ExtractorPrecision;
@@ -127,14 +127,44 @@ pub fn write_calibrated_bundle(
         estimator: None,
     };
     write_bundle(dir, &manifest(parts, provisional, manual), &files)?;
-    let mut detector = Detector::new(Bundle::load(dir)?, ExtractorPrecision::F32, f32::MAX)?;
+    calibrate_bundle(
+        dir,
+        &parts.post_processing,
+        calibration,
+        holdout,
+        false_alarm_rate,
+    )
+}
+
+/// Up to 200 images spread evenly over `images`: what calibration fixes the score's constants on.
+pub fn calibration_sample(images: &[PathBuf]) -> Vec<PathBuf> {
+    let step = images.len().div_ceil(200).max(1);
+    images.iter().step_by(step).cloned().collect()
+}
+
+/// Calibrates the bundle in `dir` in place for `post_processing`: the score's constants from
+/// `calibration` (defect-free training images), the threshold for `false_alarm_rate` from
+/// `holdout` (defect-free images the flows never saw); only the manifest is rewritten.
+pub fn calibrate_bundle(
+    dir: &Path,
+    post_processing: &PostProcessing,
+    calibration: &[PathBuf],
+    holdout: &[PathBuf],
+    false_alarm_rate: f64,
+) -> Result<Calibration, TrainError> {
+    let bundle = Bundle::load(dir)?;
+    let mut written = bundle.manifest.clone();
+    let levels = written.levels.clone();
+    let n = levels.len();
+    let combine = written.score.combine;
+    let mut detector = Detector::new(bundle, ExtractorPrecision::F32, f32::MAX)?;
 
     // Offsets: the highest per-channel log-likelihood of each level on normal images.
     let calib = level_maps(&mut detector, calibration)?;
     let mut offsets = vec![f32::NEG_INFINITY; n];
     for image in &calib {
         for (l, map) in image.iter().enumerate() {
-            let inv_c = 1.0 / parts.levels[l].channels as f32;
+            let inv_c = 1.0 / levels[l].channels as f32;
             for &v in map {
                 offsets[l] = offsets[l].max(v * inv_c);
             }
@@ -142,10 +172,7 @@ pub fn write_calibrated_bundle(
     }
     // Reference: the highest combined likelihood (with reference 0 the scorer returns
     // -combined, so the lowest anomaly).
-    let mut spec =
-        parts
-            .post_processing
-            .apply(&ScoreSpec::new(parts.combine, offsets.clone(), 0.0));
+    let mut spec = post_processing.apply(&ScoreSpec::new(combine, offsets.clone(), 0.0));
     detector.set_score(spec.clone());
     let mut reference = f32::NEG_INFINITY;
     for image in &calib {
@@ -179,7 +206,24 @@ pub fn write_calibrated_bundle(
         false_alarm_rate: Some(false_alarm_rate),
         estimator: Some(estimator.name().into()),
     };
-    write_bundle(dir, &manifest(parts, spec, final_threshold), &files)?;
+    // The model files stay as they are; the manifest takes the new constants.
+    let files: Vec<(String, Vec<u8>)> = written
+        .files
+        .keys()
+        .map(|name| {
+            let path = dir.join(name);
+            std::fs::read(&path)
+                .map(|bytes| (name.clone(), bytes))
+                .map_err(|source| TrainError::Bundle(BundleError::Io { path, source }))
+        })
+        .collect::<Result<_, _>>()?;
+    let files: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(name, bytes)| (name.as_str(), bytes.as_slice()))
+        .collect();
+    written.score = spec;
+    written.threshold = final_threshold;
+    write_bundle(dir, &written, &files)?;
     Ok(Calibration {
         level_offsets: offsets,
         reference,

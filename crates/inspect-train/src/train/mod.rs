@@ -268,13 +268,8 @@ pub fn run_fit(job: FitJob, on_epoch: &mut dyn FnMut(&EpochLog)) -> Result<FitRe
         post_processing: s.post_processing(),
         training: job.provenance.clone(),
     };
-    // Calibration on up to 200 training images spread over the set.
-    let step = train.len().div_ceil(200).max(1);
-    let calibration_images: Vec<PathBuf> = train
-        .iter()
-        .step_by(step)
-        .map(|i| i.image.clone())
-        .collect();
+    let train_paths: Vec<PathBuf> = train.iter().map(|i| i.image.clone()).collect();
+    let calibration_images = calibrate::calibration_sample(&train_paths);
     let holdout_images: Vec<PathBuf> = holdout.iter().map(|i| i.image.clone()).collect();
     let calibration = write_calibrated_bundle(
         job.out,
