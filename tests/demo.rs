@@ -125,19 +125,19 @@ fn the_daemon_flags_the_cracks_of_the_demo_frames() {
         "{} alerts, per frame {per_frame:?}, {on_crack} with a region on a crack",
         alerts.len()
     );
-    // Measured when the bundle was made (demo/README.md): 17 alerts in 4 of the 6 frames, 14
-    // on cracks, the others a paint mark (a real anomaly, not a crack) and a frame edge; the
-    // same 17 under qemu-aarch64 -cpu cortex-a72. The two frames replayed under qemu: 7 + 6
-    // alerts, all on cracks.
+    // Measured with the bundle's tile score, the mean of the top 5% of the map (chosen on
+    // 1800 frame tiles, docs/RESULTS.md; demo/README.md): 18 alerts in 3 of the 6 frames, all
+    // 18 on cracks; the two frames replayed under qemu give 8 + 9 natively. (With the maximum
+    // of the map it was 17 alerts in 4 frames, 14 on cracks: more false alarms on frame tiles.)
     let flagged = per_frame.iter().filter(|&&n| n > 0).count();
-    let expected = if emulated { 2 } else { 4 };
+    let expected = if emulated { 2 } else { 3 };
     assert!(
         flagged >= expected,
         "cracks found in only {flagged} of {} frames",
         frames.len()
     );
     assert!(
-        on_crack * 4 >= alerts.len() * 3,
+        on_crack * 10 >= alerts.len() * 9,
         "{on_crack} of {} alert regions touch a crack",
         alerts.len()
     );
