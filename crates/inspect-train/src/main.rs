@@ -223,6 +223,13 @@ enum Command {
         /// (default: the bundle's).
         #[arg(long)]
         top_fraction: Option<f32>,
+        /// Cut the held-out images into tiles of this side as the daemon cuts frames (held-out
+        /// frames; default: each held-out image is one tile).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(32..=4096))]
+        tile_size: Option<u32>,
+        /// Pixels shared by neighbouring tiles (with --tile-size; at most half a tile).
+        #[arg(long, default_value_t = 0)]
+        overlap: u32,
     },
     /// Compare ways of deciding tiles (level weights, map smoothing, tile statistic) on a test
     /// split: tile AUROC and detection at the target false-alarm rate per candidate, and with
@@ -347,6 +354,18 @@ fn parse_point(text: &str) -> Result<(i64, i64), String> {
 }
 
 /// `n/a` or four decimals.
+/// The daemon's tiling from `--tile-size` and `--overlap` (none without a tile size).
+fn tiling_of(tile_size: Option<u32>, overlap: u32) -> anyhow::Result<Option<Tiling>> {
+    match tile_size {
+        Some(tile_size) if overlap <= tile_size / 2 => Ok(Some(Tiling { tile_size, overlap })),
+        Some(tile_size) => anyhow::bail!(
+            "--overlap {overlap}: at most half the tile size ({})",
+            tile_size / 2
+        ),
+        None => Ok(None),
+    }
+}
+
 /// A rate strictly between 0 and 1.
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
@@ -517,7 +536,10 @@ fn main() -> anyhow::Result<()> {
             level_weights,
             smoothing_sigma,
             top_fraction,
+            tile_size,
+            overlap,
         } => {
+            let tiling = tiling_of(tile_size, overlap)?;
             let mut manifest = inspect_core::bundle::Bundle::load(&bundle)?.manifest;
             let mut post = PostProcessing::of(&manifest.score);
             if let Some(w) = level_weights {
@@ -535,10 +557,11 @@ fn main() -> anyhow::Result<()> {
                 .validate()
                 .map_err(|e| anyhow::anyhow!("{}: {e}", bundle.display()))?;
             let calibration = calibration_sample(&list_images(&images)?);
-            let c = calibrate_bundle(&bundle, &post, &calibration, &list_images(&holdout)?, rate)?;
+            let holdout = list_images(&holdout)?;
+            let c = calibrate_bundle(&bundle, &post, &calibration, &holdout, tiling, rate)?;
             println!(
                 "{}: {}; offsets {:?}, reference {:.4}; threshold {:.4} ({}; {} of {} held-out \
-                 images above)",
+                 tiles above)",
                 bundle.display(),
                 post.label(),
                 c.level_offsets,
@@ -563,14 +586,8 @@ fn main() -> anyhow::Result<()> {
                 .manifest
                 .levels
                 .len();
-            let tiling = match tile_size {
-                Some(tile_size) if overlap <= tile_size / 2 => Some(Tiling { tile_size, overlap }),
-                Some(tile_size) => anyhow::bail!(
-                    "--overlap {overlap}: at most half the tile size ({})",
-                    tile_size / 2
-                ),
-                None => None,
-            };
+            let tiling = tiling_of(tile_size, overlap)?;
+
             let comparison = compare_candidates(ComparisonJob {
                 bundle: &bundle,
                 data: &data,

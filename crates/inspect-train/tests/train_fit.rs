@@ -8,11 +8,11 @@ mod common;
 use burn::tensor::Device;
 use common::{defect_source, normal_images, Scratch};
 use inspect_core::bundle::Bundle;
-use inspect_core::detector::Detector;
+use inspect_core::detector::{Detector, Tiling};
 use inspect_core::engine::ExtractorPrecision;
 use inspect_core::fixtures::concrete_frame;
 use inspect_core::onnx::{Dim, ModelBuilder, Padding};
-use inspect_core::tiler::{Normalization, PixelBox};
+use inspect_core::tiler::{Normalization, PixelBox, TileGrid};
 use inspect_train::dataset::load_image;
 use inspect_train::losses::Objective;
 use inspect_train::score_choice::PostProcessing;
@@ -190,14 +190,34 @@ fn fit_trains_exports_and_calibrates_a_bundle_the_daemon_agrees_with() {
         smoothing_sigma: 0.0,
         top_fraction: 0.0,
     };
-    let again = calibrate_bundle(&out, &plain, &sample, &report.holdout_images, 0.1).unwrap();
+    let again = calibrate_bundle(&out, &plain, &sample, &report.holdout_images, None, 0.1).unwrap();
     let m2 = Bundle::load(&out).unwrap().manifest;
     assert_eq!(m2.score.top_fraction, 0.0);
     assert!(m2.score.level_weights.is_empty());
     assert_eq!(m2.threshold.value, again.threshold);
     assert_eq!(m2.files, m.files, "the model files are untouched");
     let fits_own = PostProcessing::of(&m.score);
-    calibrate_bundle(&out, &fits_own, &sample, &report.holdout_images, 0.1).unwrap();
+    // Held-out images cut as the daemon cuts frames: one score per tile.
+    let tiling = Tiling {
+        tile_size: 64,
+        overlap: 0,
+    };
+    let tiled = calibrate_bundle(
+        &out,
+        &fits_own,
+        &sample,
+        &report.holdout_images,
+        Some(tiling),
+        0.1,
+    )
+    .unwrap();
+    let first = load_image(&report.holdout_images[0]).unwrap();
+    let per_image = TileGrid::new(first.width(), first.height(), 64, 0)
+        .tiles
+        .len();
+    assert!(per_image > 1);
+    assert_eq!(tiled.holdout_scores.len(), per_image * n_holdout);
+    calibrate_bundle(&out, &fits_own, &sample, &report.holdout_images, None, 0.1).unwrap();
     let m3 = Bundle::load(&out).unwrap().manifest;
     assert_eq!((m3.score, m3.threshold), (m.score, m.threshold));
 }

@@ -14,7 +14,7 @@ use inspect_core::bundle::{
     write_bundle, Bundle, BundleError, Combine, ExtractorSpec, HeadSpec, InputSpec, LevelSpec,
     Manifest, ScoreSpec, ThresholdSpec, FORMAT_VERSION,
 };
-use inspect_core::detector::Detector;
+use inspect_core::detector::{Detector, Tiling};
 use inspect_core::engine::ExtractorPrecision;
 use inspect_core::tiler::Normalization;
 
@@ -49,7 +49,7 @@ pub struct Calibration {
     pub reference: f32,
     /// The chosen threshold.
     pub threshold: f32,
-    /// Tile scores of the held-out images, ascending.
+    /// Tile scores of the held-out images (or of their tiles), ascending.
     pub holdout_scores: Vec<f32>,
     /// Held-out tiles above the threshold.
     pub holdout_alarms: usize,
@@ -132,6 +132,7 @@ pub fn write_calibrated_bundle(
         &parts.post_processing,
         calibration,
         holdout,
+        None,
         false_alarm_rate,
     )
 }
@@ -144,12 +145,14 @@ pub fn calibration_sample(images: &[PathBuf]) -> Vec<PathBuf> {
 
 /// Calibrates the bundle in `dir` in place for `post_processing`: the score's constants from
 /// `calibration` (defect-free training images), the threshold for `false_alarm_rate` from
-/// `holdout` (defect-free images the flows never saw); only the manifest is rewritten.
+/// `holdout` (defect-free images the flows never saw; each one tile, or cut by
+/// `holdout_tiling` as the daemon cuts frames); only the manifest is rewritten.
 pub fn calibrate_bundle(
     dir: &Path,
     post_processing: &PostProcessing,
     calibration: &[PathBuf],
     holdout: &[PathBuf],
+    holdout_tiling: Option<Tiling>,
     false_alarm_rate: f64,
 ) -> Result<Calibration, TrainError> {
     let bundle = Bundle::load(dir)?;
@@ -185,12 +188,24 @@ pub fn calibrate_bundle(
     }
     spec.reference = reference;
 
-    // Threshold on held-out normal images, scored exactly as the daemon scores a tile.
+    // Threshold on held-out normal images, scored exactly as the daemon scores a tile: each
+    // image resized whole, or cut into the daemon's tiles.
     detector.set_score(spec.clone());
-    let mut holdout_scores: Vec<f32> = level_maps(&mut detector, holdout)?
-        .iter()
-        .map(|image| detector.score_level_maps(image).score)
-        .collect();
+    let mut holdout_scores = Vec::new();
+    for path in holdout {
+        let image = load_image(path)?;
+        match holdout_tiling {
+            None => {
+                let maps = detector.image_level_maps(&image)?;
+                holdout_scores.push(detector.score_level_maps(&maps).score);
+            }
+            Some(tiling) => {
+                for (_, maps) in detector.frame_level_maps(&image, tiling)? {
+                    holdout_scores.push(detector.score_level_maps(&maps).score);
+                }
+            }
+        }
+    }
     holdout_scores.sort_by(f32::total_cmp);
     // Few held-out tiles leave the empirical quantile at their maximum, which new tiles
     // exceed more often than the rate: then a fitted tail places it.
