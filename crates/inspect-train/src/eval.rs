@@ -306,13 +306,35 @@ pub fn evaluate(
 
 /// Draws ROC curves (`x`: false-positive rate) into `path`.
 pub fn draw_roc(path: &Path, title: &str, series: &[Series]) -> Result<(), EvalError> {
+    draw_roc_up_to(path, title, series, 1.0)
+}
+
+/// Draws the ROC curves up to the false-positive rate `x_max` (the low-rate end where alert
+/// thresholds live) into `path`.
+pub fn draw_roc_up_to(
+    path: &Path,
+    title: &str,
+    series: &[Series],
+    x_max: f64,
+) -> Result<(), EvalError> {
+    let clipped: Vec<Series> = series
+        .iter()
+        .map(|s| Series {
+            label: s.label.clone(),
+            points: if x_max < 1.0 {
+                clipped_at(&s.points, x_max)
+            } else {
+                s.points.clone()
+            },
+        })
+        .collect();
     LineChart {
         title,
         x_label: "false-positive rate",
         y_label: "true-positive rate",
-        x_max: 1.0,
-        diagonal: true,
-        series,
+        x_max,
+        diagonal: x_max >= 1.0,
+        series: &clipped,
     }
     .save(path, 640, 520)?;
     Ok(())

@@ -234,7 +234,8 @@ enum Command {
     /// Compare ways of deciding tiles (level weights, map smoothing, tile statistic) on a test
     /// split: tile AUROC and detection at the target false-alarm rate per candidate, and with
     /// --holdout the threshold calibrated there and its false-alarm rate on the test split.
-    /// Writes OUT/candidates.md, candidates.json and tile_roc.png.
+    /// Writes OUT/candidates.md, candidates.json, tile_roc.png and tile_roc_low.png (up to 10%
+    /// false alarms).
     ScoreCandidates {
         /// The bundle folder.
         #[arg(long)]
@@ -600,7 +601,7 @@ fn main() -> anyhow::Result<()> {
             })?;
             print!("{}", markdown_table(&comparison));
             println!(
-                "{}: candidates.md, candidates.json, tile_roc.png",
+                "{}: candidates.md, candidates.json, tile_roc.png, tile_roc_low.png",
                 out.display()
             );
         }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::dataset::{list_images, load_image, load_mask, Dataset};
 use crate::decisions::{calibrated_threshold, threshold_for_rate, Estimator, OperatingPoint};
-use crate::eval::{draw_roc, EvalError};
+use crate::eval::{draw_roc, draw_roc_up_to, EvalError};
 use crate::metrics::{auroc, roc_curve};
 use crate::plots::Series;
 use crate::records::progress_bar;
@@ -150,7 +150,7 @@ pub struct ComparisonJob<'a> {
     pub tiling: Option<Tiling>,
     /// The candidates (the bundle's own is added first).
     pub candidates: Vec<PostProcessing>,
-    /// Output folder: candidates.json, candidates.md, tile_roc.png.
+    /// Output folder: candidates.json, candidates.md, tile_roc.png, tile_roc_low.png.
     pub out: &'a Path,
 }
 
@@ -357,7 +357,13 @@ fn write_outputs(comparison: &Comparison, out: &Path) -> Result<(), EvalError> {
             points: r.roc.clone(),
         })
         .collect();
-    draw_roc(&out.join("tile_roc.png"), "Tile ROC", &series)
+    draw_roc(&out.join("tile_roc.png"), "Tile ROC", &series)?;
+    draw_roc_up_to(
+        &out.join("tile_roc_low.png"),
+        "Tile ROC up to 10% false alarms",
+        &series,
+        0.1,
+    )
 }
 
 /// The comparison as a Markdown table, one row per candidate (the bundle's own first).

@@ -186,7 +186,12 @@ fn score_candidates_rank_post_processings_on_images_and_on_daemon_tiles() {
     let (calibrated, estimator) = own.calibrated.unwrap();
     assert_eq!(estimator, Estimator::TailFit);
     assert_eq!(calibrated.good, 4);
-    for file in ["candidates.md", "candidates.json", "tile_roc.png"] {
+    for file in [
+        "candidates.md",
+        "candidates.json",
+        "tile_roc.png",
+        "tile_roc_low.png",
+    ] {
         assert!(out.join(file).is_file(), "{file}");
     }
     let table = std::fs::read_to_string(out.join("candidates.md")).unwrap();
