@@ -199,6 +199,32 @@ impl Detector {
             .collect())
     }
 
+    /// The level maps of `image` as tiles with their rectangles in image pixels: the image
+    /// resized whole into one tile (as `eval` scores it), or cut by `tiling` as the daemon cuts
+    /// frames.
+    pub fn tiles_level_maps(
+        &mut self,
+        image: &RgbImage,
+        tiling: Option<Tiling>,
+    ) -> Result<Vec<(PixelBox, TileLevelMaps)>, EngineError> {
+        match tiling {
+            None => {
+                let whole = PixelBox {
+                    x: 0,
+                    y: 0,
+                    width: image.width(),
+                    height: image.height(),
+                };
+                Ok(vec![(whole, self.image_level_maps(image)?)])
+            }
+            Some(tiling) => Ok(self
+                .frame_level_maps(image, tiling)?
+                .into_iter()
+                .map(|(tile, maps)| (tile.rect, maps))
+                .collect()),
+        }
+    }
+
     /// Cuts `frame` into the grid of `tiling` (kept while frames keep their size) and runs
     /// every tile through the engine as one batch.
     fn run_frame(&mut self, frame: &RgbImage, tiling: Tiling) -> Result<(), EngineError> {

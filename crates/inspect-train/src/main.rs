@@ -223,13 +223,9 @@ enum Command {
         /// (default: the bundle's).
         #[arg(long)]
         top_fraction: Option<f32>,
-        /// Cut the held-out images into tiles of this side as the daemon cuts frames (held-out
-        /// frames; default: each held-out image is one tile).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(32..=4096))]
-        tile_size: Option<u32>,
-        /// Pixels shared by neighbouring tiles (with --tile-size; at most half a tile).
-        #[arg(long, default_value_t = 0)]
-        overlap: u32,
+        /// How held-out frames are cut (default: each held-out image is one tile).
+        #[command(flatten)]
+        tiling: TilingArgs,
     },
     /// Compare ways of deciding tiles (level weights, map smoothing, tile statistic) on a test
     /// split: tile AUROC and detection at the target false-alarm rate per candidate, and with
@@ -252,13 +248,10 @@ enum Command {
         /// At most this many test images per class.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
-        /// Cut images into tiles of this side as the daemon cuts frames (default: each image
-        /// resized whole is one tile, as `eval` does).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(32..=4096))]
-        tile_size: Option<u32>,
-        /// Pixels shared by neighbouring tiles (with --tile-size; at most half a tile).
-        #[arg(long, default_value_t = 0)]
-        overlap: u32,
+        /// How test images are cut (default: each image resized whole is one tile, as `eval`
+        /// does).
+        #[command(flatten)]
+        tiling: TilingArgs,
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
@@ -355,15 +348,32 @@ fn parse_point(text: &str) -> Result<(i64, i64), String> {
 }
 
 /// `n/a` or four decimals.
-/// The daemon's tiling from `--tile-size` and `--overlap` (none without a tile size).
-fn tiling_of(tile_size: Option<u32>, overlap: u32) -> anyhow::Result<Option<Tiling>> {
-    match tile_size {
-        Some(tile_size) if overlap <= tile_size / 2 => Ok(Some(Tiling { tile_size, overlap })),
-        Some(tile_size) => anyhow::bail!(
-            "--overlap {overlap}: at most half the tile size ({})",
-            tile_size / 2
-        ),
-        None => Ok(None),
+/// Images cut into tiles as the daemon cuts frames.
+#[derive(clap::Args, Debug)]
+struct TilingArgs {
+    /// Cut images into tiles of this side as the daemon cuts frames.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(32..=4096))]
+    tile_size: Option<u32>,
+    /// Pixels shared by neighbouring tiles (with --tile-size; at most half a tile).
+    #[arg(long, default_value_t = 0)]
+    overlap: u32,
+}
+
+impl TilingArgs {
+    /// The daemon's tiling (none without a tile size).
+    fn tiling(&self) -> anyhow::Result<Option<Tiling>> {
+        match self.tile_size {
+            Some(tile_size) if self.overlap <= tile_size / 2 => Ok(Some(Tiling {
+                tile_size,
+                overlap: self.overlap,
+            })),
+            Some(tile_size) => anyhow::bail!(
+                "--overlap {}: at most half the tile size ({})",
+                self.overlap,
+                tile_size / 2
+            ),
+            None => Ok(None),
+        }
     }
 }
 
@@ -537,10 +547,9 @@ fn main() -> anyhow::Result<()> {
             level_weights,
             smoothing_sigma,
             top_fraction,
-            tile_size,
-            overlap,
+            tiling,
         } => {
-            let tiling = tiling_of(tile_size, overlap)?;
+            let tiling = tiling.tiling()?;
             let mut manifest = inspect_core::bundle::Bundle::load(&bundle)?.manifest;
             let mut post = PostProcessing::of(&manifest.score);
             if let Some(w) = level_weights {
@@ -579,15 +588,14 @@ fn main() -> anyhow::Result<()> {
             holdout,
             rate,
             limit,
-            tile_size,
-            overlap,
+            tiling,
             out,
         } => {
             let levels = inspect_core::bundle::Bundle::load(&bundle)?
                 .manifest
                 .levels
                 .len();
-            let tiling = tiling_of(tile_size, overlap)?;
+            let tiling = tiling.tiling()?;
 
             let comparison = compare_candidates(ComparisonJob {
                 bundle: &bundle,

@@ -187,21 +187,8 @@ fn tile_maps(
                     .any(|y| (rect.x..rect.x + rect.width).any(|x| m.get_pixel(x, y).0[0] > 127))
             })
         };
-        match tiling {
-            None => {
-                let whole = PixelBox {
-                    x: 0,
-                    y: 0,
-                    width: image.width(),
-                    height: image.height(),
-                };
-                out.push((detector.image_level_maps(&image)?, defect_in(&whole)));
-            }
-            Some(tiling) => {
-                for (tile, maps) in detector.frame_level_maps(&image, tiling)? {
-                    out.push((maps, defect_in(&tile.rect)));
-                }
-            }
+        for (rect, maps) in detector.tiles_level_maps(&image, tiling)? {
+            out.push((maps, defect_in(&rect)));
         }
         bar.inc(1);
     }

@@ -193,17 +193,8 @@ pub fn calibrate_bundle(
     detector.set_score(spec.clone());
     let mut holdout_scores = Vec::new();
     for path in holdout {
-        let image = load_image(path)?;
-        match holdout_tiling {
-            None => {
-                let maps = detector.image_level_maps(&image)?;
-                holdout_scores.push(detector.score_level_maps(&maps).score);
-            }
-            Some(tiling) => {
-                for (_, maps) in detector.frame_level_maps(&image, tiling)? {
-                    holdout_scores.push(detector.score_level_maps(&maps).score);
-                }
-            }
+        for (_, maps) in detector.tiles_level_maps(&load_image(path)?, holdout_tiling)? {
+            holdout_scores.push(detector.score_level_maps(&maps).score);
         }
     }
     holdout_scores.sort_by(f32::total_cmp);
