@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use image::{imageops, GrayImage, Rgb, RgbImage};
 
-use crate::dataset::{load_image, load_mask, Dataset, DatasetError};
+use crate::dataset::{load_image, load_mask, Dataset, DatasetError, Sample};
 use crate::decisions::clopper_pearson;
 use crate::metrics::{aupro_of_curve, image_auroc, pixel_roc, pro_curve, roc_curve, thinned};
 use crate::plots::{LineChart, Series};
@@ -120,6 +120,24 @@ struct Scored {
     score: f32,
 }
 
+/// The test split of the MVTec-layout dataset at `data`, at most `limit` images per class (the
+/// first ones), never empty.
+pub(crate) fn test_samples(data: &Path, limit: Option<usize>) -> Result<Vec<Sample>, EvalError> {
+    let mut samples = Dataset::mvtec(data)?.test;
+    if let Some(limit) = limit {
+        let mut per_class = std::collections::BTreeMap::<String, usize>::new();
+        samples.retain(|s| {
+            let n = per_class.entry(s.class.clone()).or_default();
+            *n += 1;
+            *n <= limit
+        });
+    }
+    if samples.is_empty() {
+        return Err(EvalError::Empty(data.to_path_buf()));
+    }
+    Ok(samples)
+}
+
 /// Evaluates the bundle at `bundle` on the MVTec-layout dataset at `data` (its test split),
 /// writing `metrics.json`, `heatmaps.png`, `roc.png` and `pro.png` into `out`. `limit` caps
 /// the images per class.
@@ -134,22 +152,7 @@ pub fn evaluate(
     let manifest = bundle.manifest.clone();
     let side = manifest.input.width;
     let mut detector = Detector::new(bundle, ExtractorPrecision::F32, manifest.threshold.value)?;
-    let mut samples = Dataset::mvtec(data)?.test;
-    if let Some(limit) = limit {
-        let mut kept = Vec::new();
-        let mut per_class = std::collections::BTreeMap::<String, usize>::new();
-        for s in samples {
-            let n = per_class.entry(s.class.clone()).or_default();
-            if *n < limit {
-                *n += 1;
-                kept.push(s);
-            }
-        }
-        samples = kept;
-    }
-    if samples.is_empty() {
-        return Err(EvalError::Empty(data.to_path_buf()));
-    }
+    let samples = test_samples(data, limit)?;
     let bar = progress_bar(
         progress,
         samples.len(),

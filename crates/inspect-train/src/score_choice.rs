@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::dataset::{list_images, load_image, load_mask, Dataset};
+use crate::dataset::{list_images, load_image, load_mask};
 use crate::decisions::{calibrated_threshold, threshold_for_rate, Estimator, OperatingPoint};
-use crate::eval::{draw_roc, draw_roc_up_to, EvalError};
+use crate::eval::{draw_roc, draw_roc_up_to, test_samples, EvalError};
 use crate::metrics::{auroc, roc_curve};
 use crate::plots::Series;
 use crate::records::progress_bar;
@@ -215,18 +215,7 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
     let bundle = Bundle::load(job.bundle)?;
     let manifest = bundle.manifest.clone();
     let mut detector = Detector::new(bundle, ExtractorPrecision::F32, f32::MAX)?;
-    let mut test = Dataset::mvtec(job.data)?.test;
-    if let Some(limit) = job.limit {
-        let mut per_class = std::collections::BTreeMap::<String, usize>::new();
-        test.retain(|s| {
-            let n = per_class.entry(s.class.clone()).or_default();
-            *n += 1;
-            *n <= limit
-        });
-    }
-    if test.is_empty() {
-        return Err(EvalError::Empty(job.data.to_path_buf()));
-    }
+    let test = test_samples(job.data, job.limit)?;
     let sources: Vec<Source> = test
         .iter()
         .map(|s| Source {
