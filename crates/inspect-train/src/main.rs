@@ -12,7 +12,7 @@ use inspect_train::score_choice::{
     compare_candidates, default_candidates, markdown_table, ComparisonJob, PostProcessing,
 };
 use inspect_train::sweep::table_markdown;
-use inspect_train::train::calibrate::{calibrate_bundle, calibration_sample};
+use inspect_train::train::calibrate::{calibrate_bundle, calibration_sample, HeldOut};
 use inspect_train::workflows::extractor::{build_extractor, ExtractorJob, Int8Calibration};
 use inspect_train::workflows::features::{fill_feature_cache, FeaturesJob};
 use inspect_train::workflows::fit::{fit_bundle, TrainJob};
@@ -60,6 +60,17 @@ struct TrainArgs {
     /// Extraction workers (default: every core).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     workers: Option<u32>,
+    /// Folder of defect-free images the flows never train on, for the threshold (e.g. frames
+    /// of another pass; default: `training.holdout_fraction` of --images, by hash).
+    #[arg(long)]
+    holdout: Option<PathBuf>,
+    /// Cut the --holdout images into tiles of this side as the daemon cuts frames (default:
+    /// each is one tile).
+    #[arg(long, requires = "holdout", value_parser = clap::value_parser!(u32).range(32..=4096))]
+    holdout_tile_size: Option<u32>,
+    /// Pixels shared by neighbouring held-out tiles (at most half a tile).
+    #[arg(long, default_value_t = 0)]
+    holdout_overlap: u32,
 }
 
 #[derive(Subcommand, Debug)]
@@ -322,8 +333,14 @@ enum Command {
 }
 
 impl TrainArgs {
-    fn job(&self) -> TrainJob {
-        TrainJob {
+    fn job(&self) -> anyhow::Result<TrainJob> {
+        let tiling = TilingArgs {
+            tile_size: self.holdout_tile_size,
+            overlap: self.holdout_overlap,
+        }
+        .tiling()?;
+        Ok(TrainJob {
+            holdout: self.holdout.clone().map(|dir| (dir, tiling)),
             config: self.config.clone(),
             extractor: self.extractor.clone(),
             extractor_name: self.extractor_name.clone(),
@@ -333,7 +350,7 @@ impl TrainArgs {
             device: self.device,
             threads: self.threads,
             workers: self.workers,
-        }
+        })
     }
 }
 
@@ -469,7 +486,7 @@ fn main() -> anyhow::Result<()> {
             resume,
             out,
         } => {
-            let report = fit_bundle(&train.job(), loss, checkpoint, resume, &out)?;
+            let report = fit_bundle(&train.job()?, loss, checkpoint, resume, &out)?;
             let c = &report.calibration;
             println!(
                 "{}: {} epochs on {} images; offsets {:?}, reference {:.4}; threshold {:.4} \
@@ -525,7 +542,7 @@ fn main() -> anyhow::Result<()> {
             out,
         } => {
             let column = run_sweep(&SweepJob {
-                train: train.job(),
+                train: train.job()?,
                 data,
                 losses,
                 limit: limit.map(|l| l as usize),
@@ -567,8 +584,11 @@ fn main() -> anyhow::Result<()> {
                 .validate()
                 .map_err(|e| anyhow::anyhow!("{}: {e}", bundle.display()))?;
             let calibration = calibration_sample(&list_images(&images)?);
-            let holdout = list_images(&holdout)?;
-            let c = calibrate_bundle(&bundle, &post, &calibration, &holdout, tiling, rate)?;
+            let holdout = HeldOut {
+                images: list_images(&holdout)?,
+                tiling,
+            };
+            let c = calibrate_bundle(&bundle, &post, &calibration, &holdout, rate)?;
             println!(
                 "{}: {}; offsets {:?}, reference {:.4}; threshold {:.4} ({}; {} of {} held-out \
                  tiles above)",

@@ -18,7 +18,7 @@ use inspect_train::losses::Objective;
 use inspect_train::score_choice::PostProcessing;
 use inspect_train::synth::bank::Synthesizer;
 use inspect_train::synth::config::SynthesisSettings;
-use inspect_train::train::calibrate::{calibrate_bundle, calibration_sample};
+use inspect_train::train::calibrate::{calibrate_bundle, calibration_sample, HeldOut};
 use inspect_train::train::settings::TrainSettings;
 use inspect_train::train::Backend;
 use inspect_train::train::{run_fit, FitJob};
@@ -91,6 +91,7 @@ fn fit_trains_exports_and_calibrates_a_bundle_the_daemon_agrees_with() {
             provenance: toml::Table::new(),
             checkpoint: None,
             resume: false,
+            holdout: None,
         },
         &mut |log| lines.push(log.to_string()),
     )
@@ -190,7 +191,11 @@ fn fit_trains_exports_and_calibrates_a_bundle_the_daemon_agrees_with() {
         smoothing_sigma: 0.0,
         top_fraction: 0.0,
     };
-    let again = calibrate_bundle(&out, &plain, &sample, &report.holdout_images, None, 0.1).unwrap();
+    let whole = HeldOut {
+        images: report.holdout_images.clone(),
+        tiling: None,
+    };
+    let again = calibrate_bundle(&out, &plain, &sample, &whole, 0.1).unwrap();
     let m2 = Bundle::load(&out).unwrap().manifest;
     assert_eq!(m2.score.top_fraction, 0.0);
     assert!(m2.score.level_weights.is_empty());
@@ -202,22 +207,18 @@ fn fit_trains_exports_and_calibrates_a_bundle_the_daemon_agrees_with() {
         tile_size: 64,
         overlap: 0,
     };
-    let tiled = calibrate_bundle(
-        &out,
-        &fits_own,
-        &sample,
-        &report.holdout_images,
-        Some(tiling),
-        0.1,
-    )
-    .unwrap();
+    let cut = HeldOut {
+        images: report.holdout_images.clone(),
+        tiling: Some(tiling),
+    };
+    let tiled = calibrate_bundle(&out, &fits_own, &sample, &cut, 0.1).unwrap();
     let first = load_image(&report.holdout_images[0]).unwrap();
     let per_image = TileGrid::new(first.width(), first.height(), 64, 0)
         .tiles
         .len();
     assert!(per_image > 1);
     assert_eq!(tiled.holdout_scores.len(), per_image * n_holdout);
-    calibrate_bundle(&out, &fits_own, &sample, &report.holdout_images, None, 0.1).unwrap();
+    calibrate_bundle(&out, &fits_own, &sample, &whole, 0.1).unwrap();
     let m3 = Bundle::load(&out).unwrap().manifest;
     assert_eq!((m3.score, m3.threshold), (m.score, m.threshold));
 }
@@ -276,6 +277,7 @@ fn resumes_exactly(backend: Backend, other: Backend) {
                 provenance: toml::Table::new(),
                 checkpoint: Some(checkpoint),
                 resume,
+                holdout: None,
             },
             &mut |log| {
                 epochs_seen.push(log.epoch);
@@ -344,4 +346,59 @@ fn resumes_exactly(backend: Backend, other: Backend) {
     std::fs::write(&snapshot, bytes).unwrap();
     let err = inspect_train::train::checkpoint::Checkpoint::load(&snapshot).unwrap_err();
     assert!(err.to_string().contains("checksum"), "{err}");
+}
+
+#[test]
+fn fit_sets_the_threshold_on_a_held_out_folder_cut_as_the_daemon_cuts_frames() {
+    let dir = Scratch::new("train-fit-holdout");
+    let images = normal_images(&dir.path("good"), 8);
+    let frames = normal_images(&dir.path("other-pass"), 3);
+    let config = dir.path("train.toml");
+    std::fs::write(
+        &config,
+        "[training]\nepochs = 1\nwarmup_epochs = 0\nimage_batch = 4\nfiber_batch = 32\n\
+         blocks = 1\nfalse_alarm_rate = 0.1\n",
+    )
+    .unwrap();
+    let tiling = Tiling {
+        tile_size: 64,
+        overlap: 16,
+    };
+    let report = run_fit(
+        FitJob {
+            extractor: &colour_cells(),
+            extractor_name: "colour-cells".into(),
+            normalization: Normalization {
+                mean: [0.5; 3],
+                std: [0.25; 3],
+            },
+            images: images.clone(),
+            synthesizer: None,
+            cache_root: &dir.path("cache"),
+            settings: TrainSettings::load(&config).unwrap(),
+            backend: Backend::Cpu { threads: 1 },
+            workers: 1,
+            progress: false,
+            out: &dir.path("bundle"),
+            provenance: toml::Table::new(),
+            checkpoint: None,
+            resume: false,
+            holdout: Some(HeldOut {
+                images: frames.clone(),
+                tiling: Some(tiling),
+            }),
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    // Every training image trains; the threshold comes from every tile of the other pass.
+    assert_eq!(report.train_images.len(), images.len());
+    assert_eq!(report.holdout_images, frames);
+    let per_frame = TileGrid::new(160, 120, 64, 16).tiles.len();
+    assert_eq!(
+        report.calibration.holdout_scores.len(),
+        per_frame * frames.len()
+    );
+    let m = Bundle::load(&dir.path("bundle")).unwrap().manifest;
+    assert_eq!(m.threshold.value, report.calibration.threshold);
 }

@@ -40,6 +40,16 @@ pub struct BundleParts<'a> {
     pub training: toml::Table,
 }
 
+/// Defect-free images the flows never saw, which set the threshold, and how they are cut:
+/// each one tile, or into tiles as the daemon cuts frames.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HeldOut {
+    /// The images.
+    pub images: Vec<PathBuf>,
+    /// The daemon's tiling (`None`: each image resized whole is one tile).
+    pub tiling: Option<Tiling>,
+}
+
 /// Calibration results.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Calibration {
@@ -94,13 +104,13 @@ fn manifest(parts: &BundleParts, score: ScoreSpec, threshold: ThresholdSpec) -> 
 }
 
 /// Writes the bundle into `dir` and calibrates it on `calibration` (defect-free training
-/// images) and `holdout` (defect-free images the flows never saw).
+/// images) and `holdout`.
 pub fn write_calibrated_bundle(
     dir: &Path,
     parts: &BundleParts,
     decoders: &[Vec<BlockWeights>],
     calibration: &[PathBuf],
-    holdout: &[PathBuf],
+    holdout: &HeldOut,
     false_alarm_rate: f64,
 ) -> Result<Calibration, TrainError> {
     let heads: Vec<LevelHead> = parts
@@ -132,7 +142,6 @@ pub fn write_calibrated_bundle(
         &parts.post_processing,
         calibration,
         holdout,
-        None,
         false_alarm_rate,
     )
 }
@@ -145,14 +154,12 @@ pub fn calibration_sample(images: &[PathBuf]) -> Vec<PathBuf> {
 
 /// Calibrates the bundle in `dir` in place for `post_processing`: the score's constants from
 /// `calibration` (defect-free training images), the threshold for `false_alarm_rate` from
-/// `holdout` (defect-free images the flows never saw; each one tile, or cut by
-/// `holdout_tiling` as the daemon cuts frames); only the manifest is rewritten.
+/// `holdout`; only the manifest is rewritten.
 pub fn calibrate_bundle(
     dir: &Path,
     post_processing: &PostProcessing,
     calibration: &[PathBuf],
-    holdout: &[PathBuf],
-    holdout_tiling: Option<Tiling>,
+    holdout: &HeldOut,
     false_alarm_rate: f64,
 ) -> Result<Calibration, TrainError> {
     let bundle = Bundle::load(dir)?;
@@ -192,8 +199,8 @@ pub fn calibrate_bundle(
     // image resized whole, or cut into the daemon's tiles.
     detector.set_score(spec.clone());
     let mut holdout_scores = Vec::new();
-    for path in holdout {
-        for (_, maps) in detector.tiles_level_maps(&load_image(path)?, holdout_tiling)? {
+    for path in &holdout.images {
+        for (_, maps) in detector.tiles_level_maps(&load_image(path)?, holdout.tiling)? {
             holdout_scores.push(detector.score_level_maps(&maps).score);
         }
     }

@@ -14,6 +14,7 @@ use crate::features::build::{BuildError, CacheBuild, CachedImage};
 use crate::features::cache::{CacheError, FeatureCache};
 use crate::features::{ExtractError, FeatureExtractor};
 use crate::synth::bank::Synthesizer;
+pub use calibrate::HeldOut;
 use calibrate::{write_calibrated_bundle, BundleParts, Calibration};
 pub use fit::Backend;
 use fit::{EpochLog, LevelShape, Trainer};
@@ -114,6 +115,9 @@ pub struct FitJob<'a> {
     pub checkpoint: Option<&'a Path>,
     /// Go on from the checkpoint when it exists.
     pub resume: bool,
+    /// Defect-free images kept apart to set the threshold (e.g. frames of other passes, cut
+    /// as the daemon cuts them); `None`: a `holdout_fraction` of `images`, by hash.
+    pub holdout: Option<HeldOut>,
 }
 
 /// What a run did.
@@ -163,16 +167,26 @@ pub fn run_fit(job: FitJob, on_epoch: &mut dyn FnMut(&EpochLog)) -> Result<FitRe
         summary.unreadable
     );
     let s = &job.settings;
+    // With a held-out folder every image trains; else a fraction is kept apart by hash.
+    let fraction = if job.holdout.is_some() {
+        0.0
+    } else {
+        s.holdout_fraction
+    };
     let (mut holdout, mut train): (Vec<CachedImage>, Vec<CachedImage>) = summary
         .images
         .into_iter()
-        .partition(|i| held_out(i, s.holdout_fraction));
-    if holdout.is_empty() && train.len() > 1 {
+        .partition(|i| held_out(i, fraction));
+    if job.holdout.is_none() && holdout.is_empty() && train.len() > 1 {
         holdout.extend(train.pop());
     }
-    if train.is_empty() || holdout.is_empty() {
+    let holdout_count = job
+        .holdout
+        .as_ref()
+        .map_or(holdout.len(), |h| h.images.len());
+    if train.is_empty() || holdout_count == 0 {
         return Err(TrainError::TooFewImages {
-            images: train.len() + holdout.len(),
+            images: train.len() + holdout_count,
         });
     }
     let first = cache
@@ -220,7 +234,7 @@ pub fn run_fit(job: FitJob, on_epoch: &mut dyn FnMut(&EpochLog)) -> Result<FitRe
     log::info!(
         "{} training images, {} held out; levels {}",
         train.len(),
-        holdout.len(),
+        holdout_count,
         shapes
             .iter()
             .map(|l| format!("{} ({}x{}x{})", l.name, l.channels, l.height, l.width))
@@ -270,13 +284,19 @@ pub fn run_fit(job: FitJob, on_epoch: &mut dyn FnMut(&EpochLog)) -> Result<FitRe
     };
     let train_paths: Vec<PathBuf> = train.iter().map(|i| i.image.clone()).collect();
     let calibration_images = calibrate::calibration_sample(&train_paths);
-    let holdout_images: Vec<PathBuf> = holdout.iter().map(|i| i.image.clone()).collect();
+    let (holdout_images, holdout_tiling) = match &job.holdout {
+        Some(h) => (h.images.clone(), h.tiling),
+        None => (holdout.iter().map(|i| i.image.clone()).collect(), None),
+    };
     let calibration = write_calibrated_bundle(
         job.out,
         &parts,
         &decoders,
         &calibration_images,
-        &holdout_images,
+        &HeldOut {
+            images: holdout_images.clone(),
+            tiling: holdout_tiling,
+        },
         s.false_alarm_rate,
     )?;
     Ok(FitReport {

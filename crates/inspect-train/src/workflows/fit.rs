@@ -10,7 +10,8 @@ use crate::losses::Objective;
 use crate::synth::bank::Synthesizer;
 use crate::synth::config::SynthesisSettings;
 use crate::train::settings::TrainSettings;
-use crate::train::{run_fit, Backend, FitJob, FitReport};
+use crate::train::{run_fit, Backend, FitJob, FitReport, HeldOut};
+use inspect_core::detector::Tiling;
 use inspect_core::tiler::Normalization;
 
 /// Where the flows train.
@@ -84,6 +85,9 @@ pub struct TrainJob {
     pub threads: Option<u32>,
     /// Extraction workers (default: every core).
     pub workers: Option<u32>,
+    /// Folder of defect-free images kept apart for the threshold, and how they are cut (the
+    /// daemon's tiling, or whole); `None`: a `holdout_fraction` of the training images.
+    pub holdout: Option<(PathBuf, Option<Tiling>)>,
 }
 
 /// Trains a bundle into `out` with `loss` instead of the config's objective if given; the
@@ -142,6 +146,13 @@ pub fn fit_bundle(
             provenance,
             checkpoint: Some(&checkpoint),
             resume,
+            holdout: match &job.holdout {
+                Some((dir, tiling)) => Some(HeldOut {
+                    images: list_images(dir)?,
+                    tiling: *tiling,
+                }),
+                None => None,
+            },
         },
         &mut |log| log::info!("{log}"),
     )?;
