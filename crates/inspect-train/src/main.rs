@@ -487,19 +487,12 @@ fn main() -> anyhow::Result<()> {
             out,
         } => {
             let report = fit_bundle(&train.job()?, loss, checkpoint, resume, &out)?;
-            let c = &report.calibration;
             println!(
-                "{}: {} epochs on {} images; offsets {:?}, reference {:.4}; threshold {:.4} \
-                 ({}; {} of {} held-out images above)",
+                "{}: {} epochs on {} images; {}",
                 out.display(),
                 report.epochs.len(),
                 report.train_images.len(),
-                c.level_offsets,
-                c.reference,
-                c.threshold,
-                c.estimator.name(),
-                c.holdout_alarms,
-                c.holdout_scores.len()
+                report.calibration
             );
         }
         Command::Eval {
@@ -589,18 +582,7 @@ fn main() -> anyhow::Result<()> {
                 tiling,
             };
             let c = calibrate_bundle(&bundle, &post, &calibration, &holdout, rate)?;
-            println!(
-                "{}: {}; offsets {:?}, reference {:.4}; threshold {:.4} ({}; {} of {} held-out \
-                 tiles above)",
-                bundle.display(),
-                post.label(),
-                c.level_offsets,
-                c.reference,
-                c.threshold,
-                c.estimator.name(),
-                c.holdout_alarms,
-                c.holdout_scores.len()
-            );
+            println!("{}: {}; {c}", bundle.display(), post.label());
         }
         Command::ScoreCandidates {
             bundle,

@@ -26,14 +26,11 @@ struct Case {
     masks: Vec<Vec<u8>>,
 }
 
-/// (pixel AUROC, image AUROC, AUPRO) from the Python references.
-fn reference(case: &Case) -> [Option<f64>; 3] {
-    let script = common::repo_root().join("tests/reference/metrics_ref.py");
-    let input = serde_json::json!({
-        "width": case.width, "height": case.height, "maps": case.maps, "masks": case.masks,
-    });
+/// What the reference script `tests/reference/<script>` prints for `input` on its stdin.
+fn python_reference(script: &str, input: &serde_json::Value) -> serde_json::Value {
+    let path = common::repo_root().join("tests/reference").join(script);
     let mut child = Command::new("python3")
-        .arg(&script)
+        .arg(&path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -45,12 +42,16 @@ fn reference(case: &Case) -> [Option<f64>; 3] {
         .write_all(input.to_string().as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}: reference script failed",
-        case.name
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{script} failed");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// (pixel AUROC, image AUROC, AUPRO) from the Python references.
+fn reference(case: &Case) -> [Option<f64>; 3] {
+    let input = serde_json::json!({
+        "width": case.width, "height": case.height, "maps": case.maps, "masks": case.masks,
+    });
+    let v = python_reference("metrics_ref.py", &input);
     ["pixel_auroc", "image_auroc", "aupro"].map(|k| v[k].as_f64())
 }
 
@@ -239,25 +240,10 @@ fn metrics_equal_scikit_learn_and_the_mvtec_aupro() {
 
 /// scipy's smoothing and numpy's top mean of `map` (`side x side`).
 fn post_processing_reference(map: &[f32], side: usize, sigma: f32, top: f32) -> (Vec<f32>, f64) {
-    let script = common::repo_root().join("tests/reference/post_processing_ref.py");
     let input = serde_json::json!({
         "width": side, "height": side, "map": map, "sigma": sigma, "top_fraction": top,
     });
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 (run tests/setup.sh for scipy)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "post_processing_ref.py failed");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = python_reference("post_processing_ref.py", &input);
     let smoothed = v["smoothed"]
         .as_array()
         .unwrap()

@@ -40,6 +40,22 @@ pub struct BundleParts<'a> {
     pub training: toml::Table,
 }
 
+impl std::fmt::Display for Calibration {
+    /// One line: the constants, the threshold, how it was estimated and what it lets through.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "offsets {:?}, reference {:.4}; threshold {:.4} ({}; {} of {} held-out tiles above)",
+            self.level_offsets,
+            self.reference,
+            self.threshold,
+            self.estimator.name(),
+            self.holdout_alarms,
+            self.holdout_scores.len()
+        )
+    }
+}
+
 /// Defect-free images the flows never saw, which set the threshold, and how they are cut:
 /// each one tile, or into tiles as the daemon cuts frames.
 #[derive(Clone, Debug, Default, PartialEq)]
