@@ -77,6 +77,14 @@ pub fn calibrated_threshold(scores: &[f32], rate: f64) -> Option<(f32, Estimator
     Some(((u + t) as f32, Estimator::TailFit))
 }
 
+/// The threshold calibration sets from held-out `scores`: [`calibrated_threshold`], or with
+/// fewer than 10 scores (too few for a tail) their empirical quantile, which is then the
+/// maximum.
+pub fn held_out_threshold(scores: &[f32], rate: f64) -> (f32, Estimator) {
+    calibrated_threshold(scores, rate)
+        .unwrap_or((threshold_for_rate(scores, rate), Estimator::Empirical))
+}
+
 /// Scale and shape `k` (Hosking's sign: `k > 0` bounded tail, `k < 0` heavy) of a generalized
 /// Pareto distribution with location 0 fitted to `y` (ascending, >= 0) by probability-weighted
 /// moments; `None` when the moments admit no fit (all equal).

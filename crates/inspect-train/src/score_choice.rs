@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::dataset::{list_images, load_image, load_mask};
-use crate::decisions::{calibrated_threshold, threshold_for_rate, Estimator, OperatingPoint};
+use crate::decisions::{held_out_threshold, threshold_for_rate, Estimator, OperatingPoint};
 use crate::eval::{draw_roc, draw_roc_up_to, test_samples, EvalError};
 use crate::metrics::{auroc, roc_curve};
 use crate::plots::Series;
@@ -259,10 +259,7 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
         let at_target = OperatingPoint::at(threshold_for_rate(&good, job.rate), &good, &defect);
         let calibrated = holdout_maps.as_ref().map(|maps| {
             let held_out = scores(&manifest, spec, maps);
-            let (threshold, estimator) = calibrated_threshold(&held_out, job.rate).unwrap_or((
-                threshold_for_rate(&held_out, job.rate),
-                Estimator::Empirical,
-            ));
+            let (threshold, estimator) = held_out_threshold(&held_out, job.rate);
             (OperatingPoint::at(threshold, &good, &defect), estimator)
         });
         CandidateResult {

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::dataset::load_image;
-use crate::decisions::{calibrated_threshold, threshold_for_rate, Estimator};
+use crate::decisions::{held_out_threshold, Estimator};
 use crate::export::{head_onnx, LevelHead};
 use crate::flow::BlockWeights;
 use crate::score_choice::PostProcessing;
@@ -223,11 +223,7 @@ pub fn calibrate_bundle(
     holdout_scores.sort_by(f32::total_cmp);
     // Few held-out tiles leave the empirical quantile at their maximum, which new tiles
     // exceed more often than the rate: then a fitted tail places it.
-    let (threshold, estimator) =
-        calibrated_threshold(&holdout_scores, false_alarm_rate).unwrap_or((
-            threshold_for_rate(&holdout_scores, false_alarm_rate),
-            Estimator::Empirical,
-        ));
+    let (threshold, estimator) = held_out_threshold(&holdout_scores, false_alarm_rate);
     let holdout_alarms = holdout_scores.iter().filter(|&&s| s > threshold).count();
     let final_threshold = ThresholdSpec {
         value: threshold,
