@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use image::{imageops, GrayImage, Rgb, RgbImage};
 
 use crate::dataset::{load_image, load_mask, Dataset, DatasetError, Sample};
-use crate::decisions::clopper_pearson;
-use crate::metrics::{aupro_of_curve, image_auroc, pixel_roc, pro_curve, roc_curve, thinned};
+use crate::decisions::{clopper_pearson, threshold_for_rate, OperatingPoint};
+use crate::metrics::{
+    aupro_of_curve, auroc, image_auroc, pixel_roc, pro_curve, roc_curve, thinned,
+};
 use crate::plots::{LineChart, Series};
 use crate::records::progress_bar;
 use inspect_core::bundle::{Bundle, BundleError};
@@ -101,6 +103,12 @@ pub struct EvalReport {
     pub tile_recall: f64,
     /// Tile F1 at the threshold.
     pub tile_f1: f64,
+    /// Tile AUROC of the bundle's tile score (absent without both kinds of test image).
+    pub tile_auroc: Option<f64>,
+    /// The tile ROC read at the target false-alarm rate: the threshold that lets that share of
+    /// the defect-free test tiles through and what it detects (what the best threshold for
+    /// the target could do; the bundle's own threshold is the one above).
+    pub tile_at_target: OperatingPoint,
     /// Alarms per 1000 defect-free tiles at the threshold.
     pub false_alarms_per_1000: f64,
     /// Its 95% Clopper-Pearson interval, per 1000.
@@ -209,6 +217,26 @@ pub fn evaluate(
     let pixel = pixel_roc(&map_refs, &mask_refs, 1e-3);
     let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let (precision, recall) = (ratio(tp, tp + fp), ratio(tp, tp + fn_));
+    let tile_scores: Vec<f32> = scored.iter().map(|s| s.score).collect();
+    let tile_labels: Vec<bool> = scored
+        .iter()
+        .map(|s| s.mask.iter().any(|&m| m != 0))
+        .collect();
+    let (mut good_scores, mut defect_scores) = (Vec::new(), Vec::new());
+    for (&score, &defect) in tile_scores.iter().zip(&tile_labels) {
+        if defect {
+            defect_scores.push(score);
+        } else {
+            good_scores.push(score);
+        }
+    }
+    // A manual threshold has no target: read the ROC at the usual 1%.
+    let target_rate = manifest.threshold.false_alarm_rate.unwrap_or(0.01);
+    let tile_at_target = OperatingPoint::at(
+        threshold_for_rate(&good_scores, target_rate),
+        &good_scores,
+        &defect_scores,
+    );
     let report = EvalReport {
         images: scored.len(),
         good,
@@ -223,6 +251,8 @@ pub fn evaluate(
         } else {
             0.0
         },
+        tile_auroc: auroc(&tile_scores, &tile_labels),
+        tile_at_target,
         false_alarms_per_1000: 1000.0 * ratio(fp, good),
         false_alarms_interval_per_1000: {
             let (lo, hi) = clopper_pearson(fp, good, 0.95);
@@ -254,15 +284,7 @@ pub fn evaluate(
         })?;
     let curves = Curves {
         pixel_roc: pixel.map(|r| r.curve).unwrap_or_default(),
-        image_roc: roc_curve(
-            &scored.iter().map(|s| s.score).collect::<Vec<_>>(),
-            &scored
-                .iter()
-                .map(|s| s.mask.iter().any(|&m| m != 0))
-                .collect::<Vec<_>>(),
-            0.0,
-        )
-        .unwrap_or_default(),
+        image_roc: roc_curve(&tile_scores, &tile_labels, 0.0).unwrap_or_default(),
         pro: thinned(&pro, 1e-3),
     };
     let label = |name: &str, value: Option<f64>| match value {

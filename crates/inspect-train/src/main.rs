@@ -16,7 +16,7 @@ use inspect_train::train::calibrate::{calibrate_bundle, calibration_sample, Held
 use inspect_train::workflows::extractor::{build_extractor, ExtractorJob, Int8Calibration};
 use inspect_train::workflows::features::{fill_feature_cache, FeaturesJob};
 use inspect_train::workflows::fit::{fit_bundle, TrainJob};
-use inspect_train::workflows::sweep::{join_sweeps, run_sweep, SweepJob};
+use inspect_train::workflows::sweep::{join_sweeps, run_sweep, summarise_seeds, SweepJob};
 use inspect_train::workflows::synth::{blend_files, synth_sheet, SheetJob};
 use inspect_train::workflows::{crops::prepare_split, threads_or_cores, TrainDevice};
 
@@ -303,6 +303,10 @@ enum Command {
         /// Sweep folders, comma-separated, in column order.
         #[arg(long, value_delimiter = ',', required = true)]
         sweeps: Vec<PathBuf>,
+        /// The sweeps are seeds of one setup: write the mean and standard deviation per
+        /// objective and each objective against L_none (OUT.md, OUT.json, OUT.csv) instead.
+        #[arg(long)]
+        seeds: bool,
         /// Output path without extension.
         #[arg(long)]
         out: PathBuf,
@@ -506,7 +510,8 @@ fn main() -> anyhow::Result<()> {
                 "{}: {} images ({} defect-free): pixel AUROC {}, AUPRO {}, image AUROC {}; at \
                  threshold {:.4}: tile precision {:.3}, recall {:.3}, F1 {:.3}, {:.1} false alarms \
                  per 1000 defect-free tiles (95% interval {:.1}-{:.1}; calibrated for {}); \
-                 {:.1} ms per image",
+                 tile AUROC {}, recall {:.3} at the test split's own threshold for {:.1}% false \
+                 alarms; {:.1} ms per image",
                 out.display(),
                 r.images,
                 r.good,
@@ -522,6 +527,9 @@ fn main() -> anyhow::Result<()> {
                 r.false_alarms_interval_per_1000.1,
                 r.target_false_alarms_per_1000
                     .map_or("no rate (manual threshold)".into(), |t| format!("{t:.1}")),
+                show(r.tile_auroc),
+                r.tile_at_target.true_positive_rate(),
+                100.0 * r.tile_at_target.false_alarm_rate(),
                 1000.0 * r.seconds_per_image
             );
         }
@@ -615,9 +623,13 @@ fn main() -> anyhow::Result<()> {
                 out.display()
             );
         }
-        Command::Table { sweeps, out } => {
-            let columns = join_sweeps(&sweeps, &out)?;
-            print!("{}", table_markdown(&columns));
+        Command::Table { sweeps, out, seeds } => {
+            if seeds {
+                print!("{}", summarise_seeds(&sweeps, &out)?);
+            } else {
+                let columns = join_sweeps(&sweeps, &out)?;
+                print!("{}", table_markdown(&columns));
+            }
         }
         Command::PrepareCrops {
             images,

@@ -35,6 +35,12 @@ pub struct SweepEntry {
     pub tile_f1: f64,
     /// False alarms per 1000 defect-free tiles at the threshold.
     pub false_alarms_per_1000: f64,
+    /// Tile AUROC (absent in sweeps written before it was measured).
+    #[serde(default)]
+    pub tile_auroc: Option<f64>,
+    /// Tile recall at the test split's own threshold for the target false-alarm rate.
+    #[serde(default)]
+    pub tile_tpr_at_target: Option<f64>,
 }
 
 impl SweepEntry {
@@ -47,6 +53,8 @@ impl SweepEntry {
             image_auroc: report.image_auroc,
             tile_f1: report.tile_f1,
             false_alarms_per_1000: report.false_alarms_per_1000,
+            tile_auroc: report.tile_auroc,
+            tile_tpr_at_target: Some(report.tile_at_target.true_positive_rate()),
         }
     }
 }
@@ -165,24 +173,156 @@ pub fn table_markdown(columns: &[SweepColumn]) -> String {
 /// Every figure of every column, one line per (dataset, objective).
 pub fn table_csv(columns: &[SweepColumn]) -> String {
     let mut csv = String::from(
-        "dataset,objective,pixel_auroc,aupro,image_auroc,tile_f1,false_alarms_per_1000\n",
+        "dataset,objective,pixel_auroc,aupro,image_auroc,tile_f1,false_alarms_per_1000,\
+         tile_auroc,tile_tpr_at_target\n",
     );
     let show = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
     for c in columns {
         for e in &c.entries {
             csv.push_str(&format!(
-                "{},{},{},{},{},{:.6},{:.3}\n",
+                "{},{},{},{},{},{:.6},{:.3},{},{}\n",
                 c.dataset.replace(',', " "),
                 e.objective,
                 show(e.pixel_auroc),
                 show(e.aupro),
                 show(e.image_auroc),
                 e.tile_f1,
-                e.false_alarms_per_1000
+                e.false_alarms_per_1000,
+                show(e.tile_auroc),
+                show(e.tile_tpr_at_target)
             ));
         }
     }
     csv
+}
+
+/// Mean and sample standard deviation (n - 1; 0 for a single value) of `values`, `None` when
+/// there are none.
+pub fn mean_sd(values: &[f64]) -> Option<(f64, f64)> {
+    if values.is_empty() {
+        return None;
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let sd = if values.len() > 1 {
+        (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    Some((mean, sd))
+}
+
+/// One objective's figures over the seeds of several sweeps: mean and standard deviation.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct SeedSummary {
+    /// Objective (`none`, `boundary`, ...).
+    pub objective: String,
+    /// Sweeps (seeds) that trained it.
+    pub seeds: usize,
+    /// Pixel AUROC.
+    pub pixel_auroc: Option<(f64, f64)>,
+    /// AUPRO up to FPR 0.3.
+    pub aupro: Option<(f64, f64)>,
+    /// Tile AUROC.
+    pub tile_auroc: Option<(f64, f64)>,
+    /// Tile recall at the target false-alarm rate.
+    pub tile_tpr_at_target: Option<(f64, f64)>,
+}
+
+/// The summaries of every objective of the first column (in its order) over `columns`, one
+/// column per seed of the same setup.
+pub fn seed_summaries(columns: &[SweepColumn]) -> Vec<SeedSummary> {
+    let objectives: Vec<String> = columns
+        .first()
+        .map(|c| c.entries.iter().map(|e| e.objective.clone()).collect())
+        .unwrap_or_default();
+    objectives
+        .into_iter()
+        .map(|objective| {
+            let entries: Vec<&SweepEntry> = columns
+                .iter()
+                .filter_map(|c| c.entries.iter().find(|e| e.objective == objective))
+                .collect();
+            let stat = |figure: fn(&SweepEntry) -> Option<f64>| {
+                mean_sd(&entries.iter().filter_map(|e| figure(e)).collect::<Vec<_>>())
+            };
+            SeedSummary {
+                seeds: entries.len(),
+                pixel_auroc: stat(|e| e.pixel_auroc),
+                aupro: stat(|e| e.aupro),
+                tile_auroc: stat(|e| e.tile_auroc),
+                tile_tpr_at_target: stat(|e| e.tile_tpr_at_target),
+                objective,
+            }
+        })
+        .collect()
+}
+
+/// How an objective compares with `L_none` on one figure, in words: it beats (or trails) it
+/// only when the difference of the means exceeds the two standard deviations added (the
+/// one-sigma bars do not overlap), else the difference is within the seed spread.
+pub fn verdict(objective: Option<(f64, f64)>, none: Option<(f64, f64)>) -> String {
+    match (objective, none) {
+        (Some((m, s)), Some((m0, s0))) => {
+            let (difference, spread) = (100.0 * (m - m0), 100.0 * (s + s0));
+            let word = if difference > spread {
+                "beats"
+            } else if difference < -spread {
+                "trails"
+            } else {
+                "within the spread"
+            };
+            format!("{difference:+.2} (spread {spread:.2}): {word}")
+        }
+        _ => "n/a".to_string(),
+    }
+}
+
+/// What the seeds table shows, for a caption.
+pub const SEEDS_LEGEND: &str = "Mean ± sample standard deviation over the seeds, in %. \
+                                An objective beats (trails) L_none on a figure when the \
+                                difference of the means exceeds the two standard deviations \
+                                added; otherwise it is within the seed spread.";
+
+/// The seeds table (mean ± standard deviation in percent per objective and figure) and the
+/// comparison of every objective with `L_none`, as Markdown.
+pub fn seeds_markdown(summaries: &[SeedSummary]) -> String {
+    let show = |v: Option<(f64, f64)>| {
+        v.map_or("n/a".to_string(), |(m, s)| {
+            format!("{:.2} ± {:.2}", 100.0 * m, 100.0 * s)
+        })
+    };
+    let mut md = String::from(
+        "| Loss | seeds | pixel AUROC | AUPRO | tile AUROC | tile TPR at the target FPR |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for s in summaries {
+        md.push_str(&format!(
+            "| L_{} | {} | {} | {} | {} | {} |\n",
+            s.objective,
+            s.seeds,
+            show(s.pixel_auroc),
+            show(s.aupro),
+            show(s.tile_auroc),
+            show(s.tile_tpr_at_target)
+        ));
+    }
+    if let Some(none) = summaries.iter().find(|s| s.objective == "none") {
+        md.push_str(
+            "\n| Loss vs L_none (difference of means, in points) | pixel AUROC | AUPRO | tile \
+             TPR at the target FPR |\n|---|---|---|---|\n",
+        );
+        for s in summaries.iter().filter(|s| s.objective != "none") {
+            md.push_str(&format!(
+                "| L_{} | {} | {} | {} |\n",
+                s.objective,
+                verdict(s.pixel_auroc, none.pixel_auroc),
+                verdict(s.aupro, none.aupro),
+                verdict(s.tile_tpr_at_target, none.tile_tpr_at_target)
+            ));
+        }
+    }
+    md
 }
 
 /// The paper's Figure 1: one column per example defect image (up to `columns`), rows input,
@@ -255,6 +395,8 @@ mod tests {
             image_auroc: None,
             tile_f1: 0.5,
             false_alarms_per_1000: 1.0,
+            tile_auroc: None,
+            tile_tpr_at_target: None,
         }
     }
 
@@ -289,9 +431,52 @@ mod tests {
         let csv = table_csv(&columns);
         assert_eq!(csv.lines().count(), 1 + 5);
         assert!(
-            csv.contains("cracks,fusion,0.800000,,,0.500000,1.000\n"),
+            csv.contains("cracks,fusion,0.800000,,,0.500000,1.000,,\n"),
             "{csv}"
         );
+    }
+
+    #[test]
+    fn seeds_give_mean_and_spread_and_a_verdict_against_none() {
+        let seed = |none: f64, fusion: f64, boundary: f64| SweepColumn {
+            dataset: "seed".into(),
+            entries: vec![
+                entry("none", none, Some(0.5)),
+                entry("fusion", fusion, Some(0.5)),
+                entry("boundary", boundary, None),
+            ],
+        };
+        let columns = [
+            seed(0.80, 0.85, 0.79),
+            seed(0.82, 0.86, 0.83),
+            seed(0.81, 0.84, 0.81),
+        ];
+        let summaries = seed_summaries(&columns);
+        assert_eq!(summaries.len(), 3);
+        let (mean, sd) = summaries[0].pixel_auroc.unwrap();
+        assert!((mean - 0.81).abs() < 1e-12 && (sd - 0.01).abs() < 1e-12);
+        assert_eq!(summaries[2].aupro, None);
+        assert_eq!(summaries[0].seeds, 3);
+        let md = seeds_markdown(&summaries);
+        assert!(
+            md.contains("| L_none | 3 | 81.00 ± 1.00 | 50.00 ± 0.00 |"),
+            "{md}"
+        );
+        // Fusion: +4 points against spreads 1 + 1; boundary: 0 against 1 + 2.
+        assert!(
+            md.contains("| L_fusion | +4.00 (spread 2.00): beats |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| L_boundary | +0.00 (spread 3.00): within the spread | n/a |"),
+            "{md}"
+        );
+        assert_eq!(
+            verdict(Some((0.70, 0.01)), Some((0.75, 0.01))),
+            "-5.00 (spread 2.00): trails"
+        );
+        assert_eq!(mean_sd(&[]), None);
+        assert_eq!(mean_sd(&[0.3]), Some((0.3, 0.0)));
     }
 
     #[test]

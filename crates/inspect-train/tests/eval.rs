@@ -96,6 +96,13 @@ fn eval_writes_metrics_and_heatmaps_that_agree_with_the_dataset() {
     }
     let image_area = area_up_to(&curves.image_roc, 1.0);
     assert!((image_area - 1.0).abs() < 1e-12);
+    // The tile figures come from the same tile scores: the ROC's area, and read at 1% of 4
+    // clean tiles (the manual threshold has no target) the highest clean score, which every
+    // stain passes.
+    assert_eq!(report.tile_auroc, Some(image_area));
+    let at = &report.tile_at_target;
+    assert_eq!((at.good, at.defects, at.false_alarms, at.detected), (4, 5, 0, 5));
+    assert_eq!(json["tile_at_target"]["detected"], 5);
     let pixel_area = area_up_to(&curves.pixel_roc, 1.0);
     assert!(
         (pixel_area - report.pixel_auroc.unwrap()).abs() < 2e-3,

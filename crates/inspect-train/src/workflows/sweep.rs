@@ -8,7 +8,10 @@ use super::{save_image, write_file, WorkflowError};
 use crate::eval::{draw_pro, draw_roc, evaluate, Evaluation};
 use crate::losses::Objective;
 use crate::plots::Series;
-use crate::sweep::{figure, table_csv, table_markdown, SweepColumn, SweepEntry, TABLE_LEGEND};
+use crate::sweep::{
+    figure, seed_summaries, seeds_markdown, table_csv, table_markdown, SweepColumn, SweepEntry,
+    SEEDS_LEGEND, TABLE_LEGEND,
+};
 
 /// A sweep over objectives.
 #[derive(Clone, Debug)]
@@ -104,10 +107,34 @@ pub fn write_tables(columns: &[SweepColumn], out: &Path) -> Result<(), WorkflowE
 
 /// Joins the `sweep.json` of several sweep folders into one table at `out` (one column each).
 pub fn join_sweeps(sweeps: &[PathBuf], out: &Path) -> Result<Vec<SweepColumn>, WorkflowError> {
-    let columns = sweeps
-        .iter()
-        .map(|d| SweepColumn::load(&d.join("sweep.json")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let columns = load_columns(sweeps)?;
     write_tables(&columns, out)?;
     Ok(columns)
+}
+
+/// Summarises sweeps of the same setup with different seeds: mean and standard deviation per
+/// objective and figure, and each objective against `L_none`, written as `OUT.md` and
+/// `OUT.json` (plus every seed's figures in `OUT.csv`). Returns the Markdown.
+pub fn summarise_seeds(sweeps: &[PathBuf], out: &Path) -> Result<String, WorkflowError> {
+    let columns = load_columns(sweeps)?;
+    let summaries = seed_summaries(&columns);
+    let markdown = seeds_markdown(&summaries);
+    write_file(
+        &out.with_extension("md"),
+        format!("{SEEDS_LEGEND}\n\n{markdown}"),
+    )?;
+    let json = serde_json::to_string_pretty(&summaries).map_err(|e| WorkflowError::Io {
+        path: out.with_extension("json"),
+        source: std::io::Error::other(e),
+    })?;
+    write_file(&out.with_extension("json"), json)?;
+    write_file(&out.with_extension("csv"), table_csv(&columns))?;
+    Ok(markdown)
+}
+
+fn load_columns(sweeps: &[PathBuf]) -> Result<Vec<SweepColumn>, WorkflowError> {
+    Ok(sweeps
+        .iter()
+        .map(|d| SweepColumn::load(&d.join("sweep.json")))
+        .collect::<Result<Vec<_>, _>>()?)
 }
