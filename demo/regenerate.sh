@@ -17,7 +17,7 @@ mkdir -p "$WORK"
 $TRAIN prepare-crops --images "$DATA/deepcrack/images" --masks "$DATA/deepcrack/masks" \
     --out "$WORK/deepcrack-crops"
 # Lite0 up to stride 16 (2 levels), int8 as on the boards, calibrated on training crops.
-W=$(python3 tests/reference/lite0_weights.py)
+W=$(python3 tests/reference/lite_weights.py)
 $TRAIN extractor --weights "$W" --levels 2 --out "$WORK/extractor.onnx" \
     --int8-calibration "$WORK/deepcrack-crops/train/good" --calibration-images 32
 # Synthetic defects come from magnetic-tile (see the config); the config resolves its paths

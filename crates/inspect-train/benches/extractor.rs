@@ -13,7 +13,8 @@ use common::{median_ms, ort_ms, root, weights, RUNS};
 use inspect_core::engine::{optimized_plan, run_plan, set_threads};
 use inspect_core::fixtures::concrete_frame;
 use inspect_train::extractor::efficientnet::{
-    build_lite0, calibrate, calibration_images, lite0_input, BuildOptions, Precision,
+    build_lite, calibrate, calibration_images, lite_input, BuildOptions, Precision, TapPoint,
+    Variant,
 };
 use inspect_train::extractor::Checkpoint;
 use tract_onnx::prelude::*;
@@ -28,7 +29,7 @@ fn normal_images(count: usize) -> (String, Vec<Vec<f32>>) {
         return ("magnetic-tile train/good".into(), images);
     }
     let images = (0..count as u64)
-        .map(|seed| lite0_input(&concrete_frame(512, 512, seed, &[]), SIZE))
+        .map(|seed| lite_input(&concrete_frame(512, 512, seed, &[]), SIZE))
         .collect();
     ("synthetic concrete (shared data absent)".into(), images)
 }
@@ -60,13 +61,22 @@ fn main() {
     let ckpt = Checkpoint::read(&weights()).expect("checkpoint");
     let (source, images) = normal_images(48);
     let (calib, held_out) = images.split_at(32);
-    let ranges = calibrate(&ckpt, SIZE, false, calib.iter().map(|v| v.as_slice())).unwrap();
+    let ranges = calibrate(
+        &ckpt,
+        Variant::Lite0,
+        SIZE,
+        false,
+        calib.iter().map(|v| v.as_slice()),
+    )
+    .unwrap();
     let build = |precision| {
-        build_lite0(
+        build_lite(
             &ckpt,
             &BuildOptions {
                 input_size: SIZE,
                 with_classifier: false,
+                variant: Variant::Lite0,
+                tap_point: TapPoint::BlockOutput,
                 levels: 3,
                 precision,
             },

@@ -23,7 +23,9 @@ use inspect_core::fixtures::concrete_frame;
 use inspect_core::kernels::depthwise::Isa;
 use inspect_core::scorer::Scorer;
 use inspect_core::tiler::{sample_tile, Normalization, TileGrid};
-use inspect_train::extractor::efficientnet::{build_lite0, lite0_input, BuildOptions, Precision};
+use inspect_train::extractor::efficientnet::{
+    build_lite, lite_input, BuildOptions, Precision, TapPoint, Variant,
+};
 use inspect_train::extractor::Checkpoint;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::{eval, SimpleState};
@@ -86,17 +88,19 @@ fn profile(plan: &Arc<TypedSimplePlan>, inputs: &[Tensor]) -> Vec<(String, usize
 
 fn main() {
     let ckpt = Checkpoint::read(&weights()).expect("checkpoint");
-    let onnx = build_lite0(
+    let onnx = build_lite(
         &ckpt,
         &BuildOptions {
             input_size: SIZE,
             with_classifier: false,
+            variant: Variant::Lite0,
+            tap_point: TapPoint::BlockOutput,
             levels: 3,
             precision: Precision::F32,
         },
     )
     .unwrap();
-    let input = lite0_input(&concrete_frame(512, 512, 7, &[]), SIZE);
+    let input = lite_input(&concrete_frame(512, 512, 7, &[]), SIZE);
     let dir = std::env::temp_dir().join(format!("ei-kernels-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let model = dir.join("lite0.onnx");
@@ -188,7 +192,7 @@ fn demo_models(tiles: usize) {
     let m = &bundle.manifest;
     let (w, h) = (m.input.width, m.input.height);
     let frame = concrete_frame(512, 512, 3, &[]);
-    let input = lite0_input(&frame, w);
+    let input = lite_input(&frame, w);
     let shape = [1, 3, h, w];
     let raw = std::env::temp_dir().join(format!("ei-demo-input-{}.raw", std::process::id()));
     let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -7,6 +7,7 @@ use inspect_core::detector::Tiling;
 use inspect_train::dataset::list_images;
 use inspect_train::eval::evaluate;
 use inspect_train::extractor::adopt::adopt;
+use inspect_train::extractor::efficientnet::{TapPoint, Variant};
 use inspect_train::losses::Objective;
 use inspect_train::score_choice::{
     compare_candidates, default_candidates, markdown_table, ComparisonJob, PostProcessing,
@@ -75,12 +76,19 @@ struct TrainArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Write the feature extractor as ONNX: EfficientNet-Lite0 from ImageNet weights, or any
-    /// ONNX model with named taps.
+    /// Write the feature extractor as ONNX: EfficientNet-Lite0, Lite1 or Lite2 from ImageNet
+    /// weights, or any ONNX model with named taps.
     Extractor {
-        /// PyTorch checkpoint of EfficientNet-Lite0 (legacy or zip format).
+        /// PyTorch checkpoint of the EfficientNet-Lite variant (legacy or zip format).
         #[arg(long, conflicts_with = "onnx", required_unless_present = "onnx")]
         weights: Option<PathBuf>,
+        /// Which EfficientNet-Lite the weights are.
+        #[arg(long, value_enum, default_value_t = Variant::Lite0)]
+        variant: Variant,
+        /// Where the taps read their blocks: after the residual add (stride 32 from stage 6)
+        /// or before it, as CFlow-AD's code hooks them (stride 32 from stage 5).
+        #[arg(long, value_enum, default_value_t = TapPoint::BlockOutput)]
+        tap_point: TapPoint,
         /// An ONNX model exported elsewhere, to tap with --taps.
         #[arg(long, requires = "taps")]
         onnx: Option<PathBuf>,
@@ -93,7 +101,7 @@ enum Command {
         /// Also output the 1000 ImageNet logits as `logits` (for verification).
         #[arg(long)]
         with_classifier: bool,
-        /// Feature levels of Lite0 (1: stride 8; 2: strides 8, 16; 3: strides 8, 16, 32).
+        /// Feature levels (1: stride 8; 2: strides 8, 16; 3: strides 8, 16, 32).
         /// Fewer levels end the network earlier: a smaller, faster extractor and head.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
         levels: u8,
@@ -654,6 +662,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Extractor {
             weights,
+            variant,
+            tap_point,
             onnx,
             taps,
             size,
@@ -674,6 +684,8 @@ fn main() -> anyhow::Result<()> {
             };
             let job = ExtractorJob {
                 weights,
+                variant,
+                tap_point,
                 size,
                 with_classifier,
                 levels: usize::from(levels),
@@ -686,8 +698,9 @@ fn main() -> anyhow::Result<()> {
             };
             let built = build_extractor(&job)?;
             println!(
-                "{}: EfficientNet-Lite0 at {size}x{size}, {}, {} tensors read, taps {}",
+                "{}: {} at {size}x{size}, {}, {} tensors read, taps {}",
                 job.out.display(),
+                variant.name(),
                 built.precision,
                 built.tensors,
                 built.taps.join(", ")

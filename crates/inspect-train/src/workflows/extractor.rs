@@ -1,10 +1,10 @@
-//! `inspect-train extractor`: EfficientNet-Lite0 from ImageNet weights as ONNX, float or int8.
+//! `inspect-train extractor`: EfficientNet-Lite0/1/2 from ImageNet weights as ONNX, float or int8.
 
 use std::path::PathBuf;
 
 use super::{write_file, WorkflowError};
 use crate::extractor::efficientnet::{
-    build_lite0, calibrate, calibration_images, BuildOptions, Precision, LITE0_TAPS,
+    build_lite, calibrate, calibration_images, BuildOptions, Precision, TapPoint, Variant,
 };
 use crate::extractor::Checkpoint;
 
@@ -22,8 +22,12 @@ pub struct Int8Calibration {
 /// What to build.
 #[derive(Clone, Debug)]
 pub struct ExtractorJob {
-    /// PyTorch checkpoint of EfficientNet-Lite0.
+    /// PyTorch checkpoint of the EfficientNet-Lite variant.
     pub weights: PathBuf,
+    /// Which variant the weights are.
+    pub variant: Variant,
+    /// Where the taps read their blocks.
+    pub tap_point: TapPoint,
     /// Input side in pixels (a multiple of 32).
     pub size: usize,
     /// Also output the ImageNet logits (for verification).
@@ -60,6 +64,7 @@ pub fn build_extractor(job: &ExtractorJob) -> Result<ExtractorBuilt, WorkflowErr
             );
             Some(calibrate(
                 &ckpt,
+                job.variant,
                 job.size,
                 job.with_classifier,
                 images.iter().map(|i| i.as_slice()),
@@ -74,11 +79,13 @@ pub fn build_extractor(job: &ExtractorJob) -> Result<ExtractorBuilt, WorkflowErr
         },
         _ => Precision::F32,
     };
-    let bytes = build_lite0(
+    let bytes = build_lite(
         &ckpt,
         &BuildOptions {
             input_size: job.size,
             with_classifier: job.with_classifier,
+            variant: job.variant,
+            tap_point: job.tap_point,
             levels: job.levels,
             precision,
         },
@@ -93,7 +100,7 @@ pub fn build_extractor(job: &ExtractorJob) -> Result<ExtractorBuilt, WorkflowErr
             ),
         },
         tensors: ckpt.len(),
-        taps: LITE0_TAPS[..job.levels.min(LITE0_TAPS.len())]
+        taps: job.variant.taps(job.tap_point)[..job.levels.min(3)]
             .iter()
             .map(|t| format!("{} ({} ch, stride {})", t.name, t.channels, t.stride))
             .collect(),
