@@ -108,7 +108,7 @@ fn pareto_pwm(y: &[f64]) -> Option<(f64, f64)> {
 }
 
 /// A threshold applied to labelled tiles.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OperatingPoint {
     /// Tiles scoring above this alert.
     pub threshold: f32,

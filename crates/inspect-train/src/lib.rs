@@ -21,6 +21,7 @@ pub mod extractor;
 pub mod features;
 #[cfg(feature = "train")]
 pub mod flow;
+pub mod ladder;
 #[cfg(feature = "train")]
 pub mod losses;
 pub mod metrics;

@@ -2,12 +2,15 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
+
 use clap::{Parser, Subcommand};
 use inspect_core::detector::Tiling;
 use inspect_train::dataset::list_images;
 use inspect_train::eval::evaluate;
 use inspect_train::extractor::adopt::adopt;
 use inspect_train::extractor::efficientnet::{TapPoint, Variant};
+use inspect_train::ladder::{ladder_markdown, read_ladder};
 use inspect_train::losses::Objective;
 use inspect_train::score_choice::{
     compare_candidates, default_candidates, markdown_table, ComparisonJob, PostProcessing,
@@ -315,6 +318,18 @@ enum Command {
         /// objective and each objective against L_none (OUT.md, OUT.json, OUT.csv) instead.
         #[arg(long)]
         seeds: bool,
+        /// Output path without extension.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Arrange the extractor ladder (benches/extractor_ladder.sh): every
+    /// ROOT/DATASET/EXTRACTOR/eval/metrics.json as one table per dataset, with the
+    /// Pareto-optimal extractors (tile detection at the target rate against ms per tile)
+    /// marked; written as OUT.md and OUT.json.
+    Ladder {
+        /// Root of the ladder's runs.
+        #[arg(long)]
+        root: PathBuf,
         /// Output path without extension.
         #[arg(long)]
         out: PathBuf,
@@ -638,6 +653,21 @@ fn main() -> anyhow::Result<()> {
                 let columns = join_sweeps(&sweeps, &out)?;
                 print!("{}", table_markdown(&columns));
             }
+        }
+        Command::Ladder { root, out } => {
+            let rows = read_ladder(&root)?;
+            if rows.is_empty() {
+                anyhow::bail!("{}: no DATASET/EXTRACTOR/eval/metrics.json", root.display());
+            }
+            let markdown = ladder_markdown(&rows);
+            std::fs::write(out.with_extension("md"), &markdown)
+                .with_context(|| out.with_extension("md").display().to_string())?;
+            std::fs::write(
+                out.with_extension("json"),
+                serde_json::to_string_pretty(&rows)?,
+            )
+            .with_context(|| out.with_extension("json").display().to_string())?;
+            print!("{markdown}");
         }
         Command::PrepareCrops {
             images,
