@@ -215,7 +215,7 @@ impl AlertLink {
                 log::error!("the alert link thread panicked");
             }
         }
-        if let Err(e) = self.shared.journal().sync() {
+        if let Err(e) = self.shared.journal().close() {
             log::error!("{e}");
         }
     }

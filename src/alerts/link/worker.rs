@@ -233,7 +233,7 @@ impl Worker {
             let framed = self.encode(&DeviceMessage::Reply(reply));
             return self.load(framed, Sending::Other);
         }
-        let next = self.shared.journal().pending_from(self.cursor).cloned();
+        let next = self.shared.journal().sendable_from(self.cursor).cloned();
         if let Some(alert) = next {
             self.cursor = alert.seq + 1;
             let seq = alert.seq;
