@@ -61,6 +61,7 @@ impl Config {
         config.validate(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
+        config.alerts.key = config.alerts.load_key(&Checker { path })?;
         Ok(config)
     }
 
@@ -79,6 +80,9 @@ impl Config {
         }
         if let Some(port) = &mut self.alerts.port {
             resolve(port);
+        }
+        if let Some(key) = &mut self.alerts.key_file {
+            resolve(key);
         }
         if let Some(path) = &mut self.journal.path {
             resolve(path);
@@ -228,6 +232,37 @@ port = "/dev/ttyAMA0"
             assert!(msg.contains(key), "{msg}");
             assert!(msg.contains(range), "{msg}");
         }
+    }
+
+    #[test]
+    fn the_link_key_file_must_be_private_and_hold_a_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ei-config-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("link.key");
+        let with_key = format!("{GOOD}key_file = \"{}\"\nlink_id = 7\n", key.display());
+        let write = |content: &str, mode: u32| {
+            std::fs::write(&key, content).unwrap();
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write(&"ab".repeat(32), 0o600);
+        let c = parse(&with_key).unwrap();
+        assert!(c.alerts.key.is_some());
+        assert_eq!(c.alerts.link_id, 7);
+        write(&"ab".repeat(32), 0o644);
+        let msg = parse(&with_key).unwrap_err().to_string();
+        assert!(
+            msg.contains("`alerts.key_file`") && msg.contains("mode 644"),
+            "{msg}"
+        );
+        assert!(msg.contains("chmod 600"), "{msg}");
+        write("not a key", 0o600);
+        let msg = parse(&with_key).unwrap_err().to_string();
+        assert!(msg.contains("64 hexadecimal digits"), "{msg}");
+        std::fs::remove_file(&key).unwrap();
+        let msg = parse(&with_key).unwrap_err().to_string();
+        assert!(msg.contains("a readable file"), "{msg}");
+        assert!(parse(GOOD).unwrap().alerts.key.is_none());
     }
 
     #[test]

@@ -10,11 +10,13 @@
 //! camera (processed, or discarded while paused: a stuck camera or inference stops the pings),
 //! and STATUS with each status report.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::alerts::journal::JournalError;
+use crate::alerts::settings::AlertOutput;
 use crate::alerts::{Alert, AlertLink, Control, DeviceId, LinkError, ModelId, Status};
 use crate::config::Config;
 use crate::evidence::{EvidenceError, EvidenceJob, EvidenceWriter};
@@ -404,6 +406,18 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
     let alerts = &config.alerts;
     let evidence_dir = config.evidence.as_ref().map(|e| e.dir.clone());
     let settings = alerts.link_settings(device.clone(), threshold, calibrated, evidence_dir);
+    if alerts.output == AlertOutput::Serial && alerts.key.is_none() {
+        log::warn!(
+            "alerts.key_file is not set: commands are not authenticated, anyone who can write \
+             to {} can acknowledge alerts, pause inspection and move the threshold \
+             (docs/protocol.md, Signed frames)",
+            alerts
+                .port
+                .as_deref()
+                .unwrap_or(Path::new("the port"))
+                .display()
+        );
+    }
     let link = AlertLink::start(settings, journal)?;
 
     let slot = Arc::new(FrameSlot::default());

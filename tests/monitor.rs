@@ -43,6 +43,17 @@ fn null_modem(
 
 #[test]
 fn every_alert_reaches_the_monitor_log_in_order_and_is_acked() {
+    over_the_cable(false);
+}
+
+#[test]
+fn with_a_link_key_every_message_is_signed_and_every_alert_still_arrives() {
+    over_the_cable(true);
+}
+
+/// The daemon and the monitor on a null-modem cable; with `signed`, both hold the same link key
+/// (a file of mode 0600), so every alert and every ACK must pass signature checks.
+fn over_the_cable(signed: bool) {
     if std::env::var_os("EDGE_INSPECTOR_RUNNER").is_some() {
         // Under qemu-user (cross/test.sh) the monitor cannot open a serial port: serialport's
         // termios2 ioctls are not emulated ("Function not implemented"). The monitor runs on the
@@ -50,7 +61,7 @@ fn every_alert_reaches_the_monitor_log_in_order_and_is_acked() {
         eprintln!("skipped under an emulator: qemu-user cannot open a serial port for the monitor");
         return;
     }
-    let dir = Scratch::new("monitor");
+    let dir = Scratch::new(if signed { "monitor-signed" } else { "monitor" });
     let bundle = bundle(&dir.0);
     let frames = dir.path("frames");
     std::fs::create_dir_all(&frames).unwrap();
@@ -71,13 +82,27 @@ fn every_alert_reaches_the_monitor_log_in_order_and_is_acked() {
     let cable = null_modem(master_a, master_b, stop.clone());
 
     let logs = dir.path("logs");
+    let key = dir.path("link.key");
+    std::fs::write(
+        &key,
+        "3f1c9a7e5b2d4c6e8f0a1b3c5d7e9f1a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let mut args = vec![
+        "--port".to_string(),
+        slave_b.name().unwrap(),
+        "--log-dir".to_string(),
+        logs.to_str().unwrap().to_string(),
+    ];
+    if signed {
+        args.extend(["--key-file".to_string(), key.to_str().unwrap().to_string()]);
+    }
     let mut mon = binary(&workspace_binary("inspect-monitor"))
-        .args([
-            "--port",
-            &slave_b.name().unwrap(),
-            "--log-dir",
-            logs.to_str().unwrap(),
-        ])
+        .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -89,8 +114,13 @@ fn every_alert_reaches_the_monitor_log_in_order_and_is_acked() {
         &bundle,
         &frames,
         &format!(
-            "output = \"serial\"\nport = \"{}\"\nrequire_ack = true\nack_timeout_ms = 1000\ndrain_timeout_ms = 20000",
-            slave_a.name().unwrap()
+            "output = \"serial\"\nport = \"{}\"\nrequire_ack = true\nack_timeout_ms = 1000\ndrain_timeout_ms = 20000{}",
+            slave_a.name().unwrap(),
+            if signed {
+                format!("\nkey_file = \"{}\"", key.display())
+            } else {
+                String::new()
+            }
         ),
     );
     let daemon = run_inspectd(&["--config", config.to_str().unwrap()]);
@@ -142,7 +172,15 @@ fn every_alert_reaches_the_monitor_log_in_order_and_is_acked() {
     );
     let summary = out.lines().find(|l| l.starts_with("SUMMARY")).unwrap();
     assert!(
-        summary.contains(&format!("alerts={alerts}")) && summary.contains("gaps=0"),
+        summary.contains(&format!("alerts={alerts}"))
+            && summary.contains("gaps=0")
+            && summary.contains("refused=0"),
         "{summary}"
     );
+    if !signed {
+        assert!(
+            log.contains("commands are not authenticated"),
+            "the daemon warns when the link has no key: {log}"
+        );
+    }
 }

@@ -11,6 +11,7 @@ use super::Framing;
 #[cfg(target_os = "linux")]
 use super::{DeviceId, LinkSettings, LinkTarget};
 use inspect_core::settings::{Checker, ConfigError};
+use inspect_protocol::signing::LinkKey;
 
 /// Serial speeds accepted for `alerts.baud`.
 pub const BAUD_RATES: [u32; 10] = [
@@ -59,6 +60,20 @@ pub struct AlertsSettings {
     /// Seconds between status lines, 1-3600.
     #[serde(default = "default_status")]
     pub status_interval_s: u64,
+    /// File holding the link key (64 hexadecimal digits, readable by its owner only): every
+    /// message is signed, and unsigned, forged or replayed commands are refused.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// This link's id in signatures, 0-255.
+    #[serde(default = "default_link_id")]
+    pub link_id: u8,
+    /// The key read from `key_file` (after validation).
+    #[serde(skip)]
+    pub key: Option<LinkKey>,
+}
+
+fn default_link_id() -> u8 {
+    1
 }
 
 fn default_baud() -> u32 {
@@ -122,6 +137,34 @@ impl AlertsSettings {
         Ok(())
     }
 
+    /// Reads and checks `key_file`: it must be readable by its owner only and hold a key.
+    pub fn load_key(&self, c: &Checker<'_>) -> Result<Option<LinkKey>, ConfigError> {
+        let Some(path) = &self.key_file else {
+            return Ok(None);
+        };
+        let shown = path.display();
+        let bytes = std::fs::read(path)
+            .map_err(|e| c.fail("alerts.key_file", &shown, &format!("a readable file ({e})")))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| c.fail("alerts.key_file", &shown, &e.to_string()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(c.fail(
+                    "alerts.key_file",
+                    format!("{shown} (mode {:o})", mode & 0o777),
+                    "a key file readable by its owner only (chmod 600)",
+                ));
+            }
+        }
+        LinkKey::from_file_content(&bytes)
+            .map(Some)
+            .map_err(|e| c.fail("alerts.key_file", &shown, &e.to_string()))
+    }
+
     /// The link thread's settings: `threshold` in force at start; a peer may move it within
     /// `threshold_min`..`threshold_max`, by default a factor of two either way of `calibrated`.
     #[cfg(target_os = "linux")]
@@ -153,6 +196,8 @@ impl AlertsSettings {
             ),
             device,
             evidence_dir,
+            key: self.key.clone(),
+            link_id: self.link_id,
         }
     }
 }

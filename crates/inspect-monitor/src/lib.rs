@@ -9,18 +9,23 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use inspect_protocol::command::{Part, Reply};
+use inspect_protocol::signing::{Direction, LinkKey, Verifier};
 pub use inspect_protocol::Framing;
 use inspect_protocol::{Alert, Deframer, DeviceMessage, Status};
 
 /// Alerts kept for the view (the logs keep them all).
 pub const VIEW_ALERTS: usize = 500;
 
-/// Splits received bytes into the device's messages, whatever the framing.
+/// Splits received bytes into the device's messages, whatever the framing; with a link key,
+/// only messages the device signed, each newer than the last, pass.
 #[derive(Debug)]
 pub struct Decoder {
     deframer: Deframer,
+    verifier: Option<Verifier>,
     /// Messages that did not decode (torn lines, corrupted frames, unknown kinds).
     pub garbled: u64,
+    /// Messages refused by their signature: unsigned, forged or replayed.
+    pub refused: u64,
 }
 
 impl Decoder {
@@ -28,7 +33,17 @@ impl Decoder {
     pub fn new(framing: Framing) -> Decoder {
         Decoder {
             deframer: Deframer::new(framing),
+            verifier: None,
             garbled: 0,
+            refused: 0,
+        }
+    }
+
+    /// A decoder for `framing` that accepts only messages signed with `key`.
+    pub fn signed(framing: Framing, key: LinkKey) -> Decoder {
+        Decoder {
+            verifier: Some(Verifier::new(key, Direction::FromDevice, 0)),
+            ..Decoder::new(framing)
         }
     }
 
@@ -36,13 +51,24 @@ impl Decoder {
     pub fn push(&mut self, bytes: &[u8]) -> Vec<DeviceMessage<'static>> {
         let mut out = Vec::new();
         for &b in bytes {
-            match self.deframer.push(b) {
-                Some(Ok(unframed)) => match DeviceMessage::decode(unframed) {
+            let unframed = match self.deframer.push(b) {
+                Some(Ok(unframed)) => unframed,
+                Some(Err(_)) => {
+                    self.garbled += 1;
+                    continue;
+                }
+                None => continue,
+            };
+            let plain = match &mut self.verifier {
+                None => Ok(unframed),
+                Some(verifier) => verifier.verify(unframed),
+            };
+            match plain {
+                Ok(plain) => match DeviceMessage::decode(plain) {
                     Ok(message) => out.push(message.into_owned()),
                     Err(_) => self.garbled += 1,
                 },
-                Some(Err(_)) => self.garbled += 1,
-                None => {}
+                Err(_) => self.refused += 1,
             }
         }
         out
@@ -342,6 +368,42 @@ mod tests {
         let from_cobs = bin.push(&frames);
         assert_eq!(from_cobs, got, "COBS alerts read as their JSON lines");
         assert_eq!(bin.garbled, 1);
+    }
+
+    #[test]
+    fn with_a_key_only_the_devices_signed_messages_pass() {
+        use inspect_protocol::signing::Signer;
+        let key = LinkKey::from_bytes([3; 32]);
+        let mut device = Signer::new(key.clone(), 1, Direction::FromDevice);
+        let mut stranger = Signer::new(LinkKey::from_bytes([4; 32]), 1, Direction::FromDevice);
+        let time = UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let signed = |signer: &mut Signer, seq| {
+            message(seq)
+                .encode_signed(Framing::Json, "dev", time, false, signer)
+                .unwrap()
+        };
+        let mut stream = Vec::new();
+        stream.extend_from_slice(&signed(&mut device, 1));
+        stream.extend_from_slice(&signed(&mut stranger, 2));
+        stream.extend_from_slice(
+            &message(3)
+                .encode(Framing::Json, "dev", time, false)
+                .unwrap(),
+        );
+        let replay = signed(&mut device, 4);
+        stream.extend_from_slice(&replay);
+        stream.extend_from_slice(&replay);
+        let mut decoder = Decoder::signed(Framing::Json, key);
+        let got = decoder.push(&stream);
+        let seqs: Vec<u64> = got
+            .iter()
+            .filter_map(|m| match m {
+                DeviceMessage::Alert(a) => Some(a.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, [1, 4]);
+        assert_eq!((decoder.refused, decoder.garbled), (3, 0));
     }
 
     #[test]

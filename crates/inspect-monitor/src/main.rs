@@ -6,11 +6,12 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use inspect_monitor::{AlertLog, Decoder, Event, Framing, Session};
+use inspect_protocol::signing::{Direction, LinkKey, Signer};
 use inspect_protocol::Command;
 use inspect_protocol::DeviceMessage;
 
@@ -39,6 +40,13 @@ struct Cli {
     /// Plain line output even on a terminal.
     #[arg(long)]
     lines: bool,
+    /// The link key (the daemon's `alerts.key_file`): sign commands, accept only the device's
+    /// signed messages.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Link id to sign commands with, 0-255.
+    #[arg(long, default_value_t = 2)]
+    link_id: u8,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -58,6 +66,7 @@ struct Link {
     name: String,
     writer: Option<Box<dyn Write + Send>>,
     framing: Framing,
+    signer: Option<Signer>,
 }
 
 impl Link {
@@ -65,7 +74,10 @@ impl Link {
         let Some(w) = &mut self.writer else {
             return false;
         };
-        let bytes = command.encode(self.framing);
+        let bytes = match &mut self.signer {
+            Some(signer) => command.encode_signed(self.framing, signer, SystemTime::now()),
+            None => command.encode(self.framing),
+        };
         w.write_all(&bytes).and_then(|()| w.flush()).is_ok()
     }
 }
@@ -86,6 +98,7 @@ fn open(cli: &Cli, framing: Framing) -> anyhow::Result<(Link, Receiver<Input>)> 
                 name: format!("{port} @ {}", cli.baud),
                 writer: (!cli.no_ack).then_some(Box::new(writer) as Box<dyn Write + Send>),
                 framing,
+                signer: None,
             };
             return Ok((link, rx));
         }
@@ -106,6 +119,7 @@ fn open(cli: &Cli, framing: Framing) -> anyhow::Result<(Link, Receiver<Input>)> 
             name,
             writer: None,
             framing,
+            signer: None,
         },
         rx,
     ))
@@ -236,12 +250,13 @@ fn run_lines(app: &mut App, rx: &Receiver<Input>) -> anyhow::Result<()> {
     let s = &app.session;
     writeln!(
         out,
-        "SUMMARY alerts={} duplicates={} gaps={} acks={} garbled={}",
+        "SUMMARY alerts={} duplicates={} gaps={} acks={} garbled={} refused={}",
         s.received,
         s.duplicates,
         s.gaps(),
         app.acks,
-        app.decoder.garbled
+        app.decoder.garbled,
+        app.decoder.refused
     )?;
     Ok(())
 }
@@ -445,12 +460,20 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         FramingArg::Json => Framing::Json,
         FramingArg::Cobs => Framing::Cobs,
     };
-    let (link, rx) = open(cli, framing)?;
+    let (mut link, rx) = open(cli, framing)?;
+    let key = cli.key_file.as_deref().map(read_key).transpose()?;
+    link.signer = key
+        .clone()
+        .map(|k| Signer::new(k, cli.link_id, Direction::ToDevice));
+    let decoder = match key {
+        Some(key) => Decoder::signed(framing, key),
+        None => Decoder::new(framing),
+    };
     let log = AlertLog::open(&cli.log_dir)
         .with_context(|| format!("cannot write the log folder {}", cli.log_dir.display()))?;
     let mut app = App {
         session: Session::default(),
-        decoder: Decoder::new(framing),
+        decoder,
         log,
         link,
         link_state: "open".into(),
@@ -463,6 +486,25 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     } else {
         run_view(&mut app, &rx)
     }
+}
+
+/// The link key in `path` (64 hexadecimal digits; on Unix readable by its owner only).
+fn read_key(path: &std::path::Path) -> anyhow::Result<LinkKey> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read the key file {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "{}: mode {:o}: a key file must be readable by its owner only (chmod 600)",
+                path.display(),
+                mode & 0o777
+            );
+        }
+    }
+    LinkKey::from_file_content(&bytes).with_context(|| format!("{}", path.display()))
 }
 
 fn main() -> std::process::ExitCode {

@@ -21,6 +21,7 @@ pub mod fixtures;
 mod geometry;
 mod json;
 pub mod message;
+pub mod signing;
 pub mod wire;
 
 pub use command::{Command, Reply};

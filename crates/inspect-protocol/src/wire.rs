@@ -10,7 +10,8 @@ use crate::binary::{kind, DecodeError};
 use crate::cobs::{self, FrameError, Payload};
 use crate::command::{Command, ErrorCode, EvidenceChunk, Rejected, Reply};
 use crate::device::DeviceMessage;
-use crate::message::{Alert, Line, LineTooLong, Status, LINE_CAPACITY};
+use crate::message::{Alert, Line, LineTooLong, Status};
+use crate::signing::{Signer, SIGNED_LINE_CAPACITY};
 
 /// How messages are framed on the link (the daemon's `alerts.framing`: `"json"` or `"cobs"`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -23,14 +24,14 @@ pub enum Framing {
     Cobs,
 }
 
-/// The bytes of one framed message: the longest is a JSON line with a leading resync newline
-/// and its own newline (a COBS frame is shorter).
-pub type Wire = heapless::Vec<u8, { LINE_CAPACITY + 2 }>;
+/// The bytes of one framed message: the longest is a signed JSON line with a leading resync
+/// newline and its own newline (a COBS frame is shorter).
+pub type Wire = heapless::Vec<u8, { SIGNED_LINE_CAPACITY + 2 }>;
 
 /// Why a message cannot be put on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
-    /// Its JSON line would exceed [`LINE_CAPACITY`].
+    /// Its JSON line would exceed [`crate::message::LINE_CAPACITY`].
     #[error(transparent)]
     Line(#[from] LineTooLong),
     /// Its binary payload does not fit a COBS frame.
@@ -76,6 +77,30 @@ impl DeviceMessage<'_> {
         }
     }
 
+    /// [`DeviceMessage::encode`], signed by `signer` (see [`crate::signing`]).
+    pub fn encode_signed(
+        &self,
+        framing: Framing,
+        device: &str,
+        time: SystemTime,
+        resync: bool,
+        signer: &mut Signer,
+    ) -> Result<Wire, EncodeError> {
+        match framing {
+            Framing::Json => {
+                let line = self.to_line(device, time)?;
+                let signed = signer.sign_line(&line, time).ok_or(LineTooLong)?;
+                frame_line(&signed, resync)
+            }
+            Framing::Cobs => {
+                let signed = signer
+                    .sign_payload(&self.to_binary(), time)
+                    .ok_or(FrameError::TooLong)?;
+                frame_payload(&signed, resync)
+            }
+        }
+    }
+
     /// Decodes what a [`Deframer`] cut out of the stream.
     pub fn decode<'b>(unframed: Unframed<'b>) -> Result<DeviceMessage<'b>, DecodeError> {
         match unframed {
@@ -104,6 +129,21 @@ impl Command {
         let wire = match framing {
             Framing::Json => frame_line(&self.to_json(), false),
             Framing::Cobs => frame_payload(&self.to_binary(), false),
+        };
+        wire.unwrap_or_default()
+    }
+
+    /// The bytes a peer writes to send this command signed by `signer` at `time`.
+    pub fn encode_signed(&self, framing: Framing, signer: &mut Signer, time: SystemTime) -> Wire {
+        let wire = match framing {
+            Framing::Json => signer
+                .sign_line(&self.to_json(), time)
+                .ok_or(EncodeError::Line(LineTooLong))
+                .and_then(|line| frame_line(&line, false)),
+            Framing::Cobs => signer
+                .sign_payload(&self.to_binary(), time)
+                .ok_or(EncodeError::Frame(FrameError::TooLong))
+                .and_then(|payload| frame_payload(&payload, false)),
         };
         wire.unwrap_or_default()
     }
@@ -153,7 +193,7 @@ pub enum Unframed<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DeframeError {
     /// A line longer than the protocol allows (noise, or not this protocol).
-    #[error("line longer than {LINE_CAPACITY} bytes")]
+    #[error("line longer than {SIGNED_LINE_CAPACITY} bytes")]
     LineTooLong,
     /// A COBS frame that does not decode or fails its CRC.
     #[error(transparent)]
@@ -171,7 +211,7 @@ impl From<DeframeError> for Rejected {
 #[derive(Debug)]
 pub struct Deframer {
     framing: Framing,
-    line: heapless::Vec<u8, LINE_CAPACITY>,
+    line: heapless::Vec<u8, SIGNED_LINE_CAPACITY>,
     overflow: bool,
     // The last byte ended a line: clear it before taking the next byte.
     line_done: bool,
@@ -233,6 +273,7 @@ mod tests {
     use super::*;
     use crate::command::Part;
     use crate::fixtures::{id, sample_alert};
+    use crate::message::LINE_CAPACITY;
     use std::borrow::Cow;
     use std::time::{Duration, UNIX_EPOCH};
 

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use super::journal::Journal;
 use super::message::{Alert, DeviceId, Status};
 use super::Framing;
+use inspect_protocol::signing::LinkKey;
 use worker::Worker;
 
 /// Where the link writes.
@@ -66,6 +67,10 @@ pub struct LinkSettings {
     pub device: DeviceId,
     /// Folder of the evidence store (`<seq>-tile.jpg`, `<seq>-heatmap.png`), if any.
     pub evidence_dir: Option<PathBuf>,
+    /// The link key: sign what is sent, accept only signed, fresh commands.
+    pub key: Option<LinkKey>,
+    /// This link's id in signatures.
+    pub link_id: u8,
 }
 
 /// What the peer asked the daemon to do (already validated by the link).
@@ -98,6 +103,14 @@ pub struct LinkCounters {
     pub acked: AtomicU64,
     /// Commands answered with an error.
     pub rejected: AtomicU64,
+    /// Commands refused without an answer: unsigned (with a key configured).
+    pub refused_unsigned: AtomicU64,
+    /// Commands refused: bad signature tag (forged, or another key) or unreadable signature.
+    pub refused_forged: AtomicU64,
+    /// Commands refused: counter not newer than the last accepted (replayed or stale).
+    pub refused_stale: AtomicU64,
+    /// Frames that failed COBS decoding or their CRC (noise), not answered.
+    pub garbled: AtomicU64,
     /// Times the port was (re)opened.
     pub opens: AtomicU64,
 }
@@ -217,6 +230,24 @@ impl AlertLink {
         }
         if let Err(e) = self.shared.journal().close() {
             log::error!("{e}");
+        }
+        let c = &self.shared.counters;
+        let count = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let refused = [
+            &c.refused_unsigned,
+            &c.refused_forged,
+            &c.refused_stale,
+            &c.garbled,
+        ];
+        if refused.iter().any(|n| count(n) > 0) {
+            log::warn!(
+                "link: refused {} unsigned, {} forged and {} replayed or stale commands; {} \
+                 garbled frames",
+                count(&c.refused_unsigned),
+                count(&c.refused_forged),
+                count(&c.refused_stale),
+                count(&c.garbled)
+            );
         }
     }
 }

@@ -30,6 +30,8 @@ fn settings(port: PathBuf, framing: Framing, require_ack: bool) -> LinkSettings 
         threshold_range: (0.5, 2.0),
         device: id("bench"),
         evidence_dir: None,
+        key: None,
+        link_id: 1,
     }
 }
 
@@ -80,6 +82,114 @@ fn pair() -> (Peer, PathBuf, serialport::TTYPort) {
         path,
         slave,
     )
+}
+
+impl Peer {
+    /// Raw lines (without newlines) until `count` have come.
+    fn raw_lines(&mut self, count: usize) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 512];
+        while got.len() < count {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {} lines",
+                got.len()
+            );
+            if let Ok(n) = self.master.read(&mut chunk) {
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+            while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                if line.len() > 1 {
+                    got.push(line[..line.len() - 1].to_vec());
+                }
+            }
+        }
+        got
+    }
+}
+
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn with_a_key_only_signed_fresh_commands_count_and_everything_sent_is_signed() {
+    use inspect_protocol::signing::{Direction, LinkKey, Signer, Verifier};
+    use inspect_protocol::wire::Unframed;
+    use std::time::SystemTime;
+
+    let key = LinkKey::from_bytes([9; 32]);
+    let (mut peer, path, _slave) = pair();
+    let mut s = settings(path, Framing::Json, true);
+    s.key = Some(key.clone());
+    s.link_id = 4;
+    s.ack_timeout = Duration::from_secs(60);
+    let link = AlertLink::start(s, Journal::in_memory(1 << 20)).unwrap();
+    for f in 0..3 {
+        link.send_alert(&mut alert(f));
+    }
+    // What the device sends verifies with the key, as the device's, on link 4.
+    let mut from_device = Verifier::new(key.clone(), Direction::FromDevice, 0);
+    for (i, line) in peer.raw_lines(3).iter().enumerate() {
+        let plain = match from_device.verify(Unframed::Line(line)) {
+            Ok(Unframed::Line(plain)) => plain.to_vec(),
+            other => panic!("line {i}: {other:?}: {}", String::from_utf8_lossy(line)),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+        assert_eq!(v["seq"], i as u64);
+    }
+    let counters = link.counters();
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    // A stranger's unsigned ACK, an ACK under another key, a good one, and its replay.
+    peer.send(Command::Ack { seq: 0 });
+    let now = SystemTime::now();
+    let mut stranger = Signer::new(LinkKey::from_bytes([8; 32]), 4, Direction::ToDevice);
+    let forged = Command::Ack { seq: 2 }.encode_signed(Framing::Json, &mut stranger, now);
+    peer.master.write_all(&forged).unwrap();
+    let mut ours = Signer::new(key.clone(), 4, Direction::ToDevice);
+    let good = Command::Ack { seq: 1 }.encode_signed(Framing::Json, &mut ours, now);
+    peer.master.write_all(&good).unwrap();
+    peer.master.write_all(&good).unwrap();
+    // A command signed before the daemon started (over a minute ago): stale.
+    let old = now - Duration::from_secs(120);
+    let mut past = Signer::new(key.clone(), 5, Direction::ToDevice);
+    let replayed = Command::Ack { seq: 2 }.encode_signed(Framing::Json, &mut past, old);
+    peer.master.write_all(&replayed).unwrap();
+    wait_for("the refusals", || {
+        count(&counters.refused_stale) == 2
+            && count(&counters.refused_forged) == 1
+            && count(&counters.refused_unsigned) == 1
+    });
+    assert_eq!(count(&counters.acked), 1, "only the good ACK counts");
+    assert_eq!(link.unacked(), 2);
+    // An unsigned pause is neither obeyed nor answered; a signed status request is.
+    peer.send(Command::Pause);
+    let status = Command::GetStatus.encode_signed(Framing::Json, &mut ours, SystemTime::now());
+    peer.master.write_all(&status).unwrap();
+    let reply = peer.raw_lines(1).remove(0);
+    let plain = match from_device.verify(Unframed::Line(&reply)) {
+        Ok(Unframed::Line(plain)) => plain.to_vec(),
+        other => panic!("{other:?}"),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(
+        (v["type"].as_str(), v["cmd"].as_str()),
+        (Some("reply"), Some("get_status"))
+    );
+    assert_eq!(link.next_control(), Some(Control::StatusNow));
+    assert_eq!(
+        link.next_control(),
+        None,
+        "the unsigned pause was not forwarded"
+    );
+    assert_eq!(count(&counters.refused_unsigned), 2);
+    link.close(Duration::ZERO);
 }
 
 fn seqs(lines: &[serde_json::Value], kind: &str) -> Vec<u64> {

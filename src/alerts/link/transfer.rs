@@ -55,8 +55,12 @@ impl Worker {
                 &bytes[start.min(bytes.len())..(start + EVIDENCE_CHUNK).min(bytes.len())],
             ),
         };
-        let framed =
-            super::worker::encode(&self.settings, self.torn, &DeviceMessage::Evidence(chunk));
+        let framed = super::worker::encode(
+            &self.settings,
+            self.signer.as_mut(),
+            self.torn,
+            &DeviceMessage::Evidence(chunk),
+        );
         t.chunk += 1;
         if t.chunk >= count {
             t.chunk = 0;

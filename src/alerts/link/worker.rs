@@ -9,6 +9,7 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use inspect_protocol::signing::{counter_at, Direction, SignatureError, Signer, Verifier};
 use inspect_protocol::wire::{Deframer, EncodeError, Wire};
 use inspect_protocol::DeviceMessage;
 
@@ -43,6 +44,9 @@ pub(super) struct Worker {
     next_open: Instant,
     backoff: Duration,
     deframer: Deframer,
+    // With a link key: signs what is sent, checks what is received.
+    pub(super) signer: Option<Signer>,
+    verifier: Option<Verifier>,
     // The message being written and how far it got.
     wire: Wire,
     written: usize,
@@ -65,8 +69,21 @@ impl Worker {
         shared: Arc<Shared>,
         controls: SyncSender<Control>,
     ) -> Worker {
+        let signer = settings
+            .key
+            .clone()
+            .map(|key| Signer::new(key, settings.link_id, Direction::FromDevice));
+        // Commands signed more than a minute before the start are refused: a restart does not
+        // reopen the past to replays.
+        let floor = counter_at(SystemTime::now()).saturating_sub(60 * 100_000);
+        let verifier = settings
+            .key
+            .clone()
+            .map(|key| Verifier::new(key, Direction::ToDevice, floor));
         Worker {
             deframer: Deframer::new(settings.framing),
+            signer,
+            verifier,
             threshold: settings.threshold,
             settings,
             shared,
@@ -190,35 +207,56 @@ impl Worker {
     }
 
     fn read(&mut self) {
-        let Some(Output::Serial(port)) = &mut self.output else {
-            return;
-        };
         let mut buf = [0u8; 256];
-        let mut commands: heapless::Vec<Result<Command, Rejected>, 64> = heapless::Vec::new();
         let outcome = loop {
+            let Some(Output::Serial(port)) = &mut self.output else {
+                return;
+            };
             match port.read(&mut buf) {
                 Ok(Some(0)) => break Err("end of file".to_string()),
-                Ok(Some(n)) => {
-                    for &b in &buf[..n] {
-                        if let Some(unframed) = self.deframer.push(b) {
-                            let command =
-                                unframed.map_err(Rejected::from).and_then(Command::decode);
-                            // More than 64 commands in one read: the rest are dropped (a peer
-                            // flooding the link); the ACKs among them come again with re-sends.
-                            let _ = commands.push(command);
-                        }
-                    }
-                }
+                // Every command is handled as it arrives: none is dropped, however many come.
+                Ok(Some(n)) => buf[..n].iter().for_each(|&b| self.receive(b)),
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e.to_string()),
             }
         };
-        for c in commands {
-            self.handle(c);
-        }
         if let Err(why) = outcome {
             self.disconnect(&why);
         }
+    }
+
+    /// Feeds one received byte; handles the command it completes. Frames that fail COBS or CRC,
+    /// or (with a key) their signature, are counted and not answered.
+    fn receive(&mut self, byte: u8) {
+        use inspect_protocol::wire::DeframeError;
+        let counters = &self.shared.counters;
+        let command = match self.deframer.push(byte) {
+            None => return,
+            Some(Err(DeframeError::Frame(_))) => {
+                counters.garbled.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Some(Err(e)) => Err(Rejected::from(e)),
+            Some(Ok(unframed)) => match &mut self.verifier {
+                None => Command::decode(unframed),
+                Some(verifier) => match verifier.verify(unframed) {
+                    Ok(plain) => Command::decode(plain),
+                    Err(e) => {
+                        let counter = match e {
+                            SignatureError::Unsigned => &counters.refused_unsigned,
+                            SignatureError::Stale { .. } => &counters.refused_stale,
+                            SignatureError::BadTag | SignatureError::Malformed => {
+                                &counters.refused_forged
+                            }
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        log::debug!("command refused: {e}");
+                        return;
+                    }
+                },
+            },
+        };
+        self.handle(command);
     }
 
     /// Puts the next message into `wire` if it is empty; returns whether there is one to write.
@@ -256,8 +294,8 @@ impl Worker {
         false
     }
 
-    fn encode(&self, message: &DeviceMessage<'_>) -> Result<Wire, EncodeError> {
-        encode(&self.settings, self.torn, message)
+    fn encode(&mut self, message: &DeviceMessage<'_>) -> Result<Wire, EncodeError> {
+        encode(&self.settings, self.signer.as_mut(), self.torn, message)
     }
 
     fn load(&mut self, framed: Result<Wire, EncodeError>, sending: Sending) -> bool {
@@ -349,8 +387,13 @@ impl Worker {
 /// the peer drops the fragment instead of joining it to this message.
 pub(super) fn encode(
     settings: &LinkSettings,
+    signer: Option<&mut Signer>,
     torn: bool,
     message: &DeviceMessage<'_>,
 ) -> Result<Wire, EncodeError> {
-    message.encode(settings.framing, &settings.device, SystemTime::now(), torn)
+    let (framing, device, now) = (settings.framing, &settings.device, SystemTime::now());
+    match signer {
+        Some(signer) => message.encode_signed(framing, device, now, torn, signer),
+        None => message.encode(framing, device, now, torn),
+    }
 }
