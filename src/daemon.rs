@@ -192,12 +192,31 @@ fn capture_loop(
     stop: &AtomicBool,
 ) {
     let live = source.is_live();
-    // Frames delivered and skipped by sources closed earlier.
+    // Frames delivered and skipped by sources closed earlier, and frames of another size.
     let (mut number, mut skipped_before) = (0u64, 0u64);
+    // Every frame must have the camera's configured size (for files: the first frame's): one
+    // of another size would cut into another grid and make the head plan another batch.
+    let mut size = settings.frame_size();
     while !stop.load(Ordering::Relaxed) {
         let skipped = skipped_before + source.skipped();
         match source.next_frame() {
             Ok(Some(mut frame)) => {
+                let (want, got) = (
+                    *size.get_or_insert(frame.image.dimensions()),
+                    frame.image.dimensions(),
+                );
+                if got != want {
+                    skipped_before += 1;
+                    log::warn!(
+                        "{}: frame of {}x{} skipped: frames must be {}x{}",
+                        frame.origin,
+                        got.0,
+                        got.1,
+                        want.0,
+                        want.1
+                    );
+                    continue;
+                }
                 frame.number = number;
                 number += 1;
                 slot.put(frame, live, skipped_before + source.skipped(), stop);

@@ -109,6 +109,28 @@ fn missing_model_file_is_refused_naming_the_file() {
 }
 
 #[test]
+fn frames_of_another_size_are_counted_and_skipped() {
+    let (dir, _bundle, config) = setup("framesize");
+    let frames = dir.path("frames");
+    // The first frame (a.png, 1280x720) sets the size; a smaller one between two good ones.
+    inspect_core::fixtures::concrete_frame(640, 480, 3, &[])
+        .save(frames.join("b.png"))
+        .unwrap();
+    frame(&frames.join("c.png"), 2, &[]);
+    let out = run_inspectd(&["--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let last: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["frames"], 2);
+    assert_eq!(last["skipped_frames"], 1);
+    assert!(
+        stderr(&out).contains("b.png: frame of 640x480 skipped: frames must be 1280x720"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn unreadable_frames_are_skipped_and_an_all_bad_folder_is_fatal() {
     let (dir, _bundle, config) = setup("badframes");
     let frames = dir.path("frames");

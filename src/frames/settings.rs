@@ -66,6 +66,14 @@ fn yes() -> bool {
 }
 
 impl SourceSettings {
+    /// The size every frame must have, when the config says it (a camera's capture mode).
+    pub fn frame_size(&self) -> Option<(u32, u32)> {
+        match self {
+            SourceSettings::V4l2 { width, height, .. } => Some((*width, *height)),
+            _ => None,
+        }
+    }
+
     /// Checks the values of the chosen kind.
     pub fn validate(&self, c: &Checker<'_>) -> Result<(), ConfigError> {
         match self {

@@ -9,6 +9,11 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::SimpleState;
 
 use crate::bundle::{Bundle, BundleError};
+
+/// Head plans kept at once (one per batch size, least recently used dropped first): a camera has
+/// one frame size, so one batch; a few more cover evaluation tools that mix sizes.
+pub const MAX_HEAD_PLANS: usize = 4;
+
 pub use crate::tract_env::avoid_faulty_kernels;
 
 /// Errors while preparing or running the models.
@@ -177,9 +182,25 @@ impl Engine {
         3 * i.width * i.height
     }
 
+    /// The batch sizes whose head plans are kept, least recently used first.
+    pub fn cached_head_batches(&self) -> Vec<usize> {
+        self.heads.iter().map(|h| h.batch).collect()
+    }
+
     fn head_state(&mut self, batch: usize) -> Result<&mut TypedSimpleState, EngineError> {
         if let Some(i) = self.heads.iter().position(|h| h.batch == batch) {
-            return Ok(&mut self.heads[i].state);
+            // Most recently used last.
+            let head = self.heads.remove(i);
+            self.heads.push(head);
+            return Ok(&mut self.heads.last_mut().expect("just pushed").state);
+        }
+        // Bounded: a stream of odd batch sizes cannot grow memory without end.
+        if self.heads.len() >= MAX_HEAD_PLANS {
+            let evicted = self.heads.remove(0);
+            log::info!(
+                "dropping the head plan for batches of {} tiles",
+                evicted.batch
+            );
         }
         log::info!("optimizing the head for batches of {batch} tiles");
         let plan = self

@@ -4,7 +4,7 @@
 
 use inspect_core::bundle::{sha256_hex, write_bundle, Bundle, BundleError, MANIFEST_FILE};
 use inspect_core::detector::{Detector, Tiling};
-use inspect_core::engine::{Engine, ExtractorPrecision, LevelMaps};
+use inspect_core::engine::{Engine, ExtractorPrecision, LevelMaps, MAX_HEAD_PLANS};
 use inspect_core::fixtures::Scratch;
 use inspect_core::fixtures::{
     brightness_extractor, brightness_head, brightness_manifest, concrete_frame,
@@ -232,6 +232,32 @@ fn f16_extractor_matches_f32_within_half_precision() {
         assert!(worst < 0.05, "level {level}: {worst}");
         assert!(spread > 1.0, "the ramp must spread the likelihoods");
     }
+}
+
+#[test]
+fn head_plans_are_bounded_and_the_least_recently_used_goes_first() {
+    let dir = Scratch::new("engine-head-cache");
+    write_brightness_bundle(&dir.0, &BrightnessModel::default()).unwrap();
+    let n = 3 * 128 * 128;
+    let mut engine = Engine::new(Bundle::load(&dir.0).unwrap(), ExtractorPrecision::F32).unwrap();
+    let mut maps = LevelMaps::default();
+    let mut run = |tiles: usize, engine: &mut Engine| {
+        let input = vec![0.5; tiles * n];
+        engine.run(&input, tiles, &mut maps).unwrap();
+        maps.levels[0][0]
+    };
+    let first = run(1, &mut engine);
+    for tiles in [2, 3, 4] {
+        run(tiles, &mut engine);
+    }
+    assert_eq!(engine.cached_head_batches(), [1, 2, 3, 4]);
+    // Batch 1 used again, then a fifth size: batch 2, the least recently used, goes.
+    assert_eq!(run(1, &mut engine), first);
+    run(5, &mut engine);
+    assert_eq!(engine.cached_head_batches(), [3, 4, 1, 5]);
+    assert_eq!(engine.cached_head_batches().len(), MAX_HEAD_PLANS);
+    // A dropped size is planned again when it comes back, with the same result.
+    assert_eq!(run(2, &mut engine), first);
 }
 
 #[test]
