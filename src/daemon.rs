@@ -272,6 +272,8 @@ struct Inspector<'a> {
     indicators: Indicators,
     summary: Summary,
     paused: bool,
+    /// When a pause ends by itself (`alerts.pause_max_s` after it began).
+    pause_ends: Option<Instant>,
 }
 
 impl Inspector<'_> {
@@ -287,15 +289,26 @@ impl Inspector<'_> {
                     self.detector.set_threshold(t);
                 }
                 Control::Pause => {
-                    log::info!("paused by the peer");
+                    let limit = Duration::from_secs(self.config.alerts.pause_max_s);
+                    log::info!("paused by the peer (for at most {} s)", limit.as_secs());
                     self.paused = true;
+                    self.pause_ends = Some(Instant::now() + limit);
                 }
                 Control::Resume => {
                     log::info!("resumed by the peer");
                     self.paused = false;
+                    self.pause_ends = None;
                 }
                 Control::StatusNow => self.status(started, tiles_per_s, slot),
             }
+        }
+        if self.paused && self.pause_ends.is_some_and(|t| Instant::now() >= t) {
+            log::warn!(
+                "pause expired after {} s without a resume: inspecting again",
+                self.config.alerts.pause_max_s
+            );
+            self.paused = false;
+            self.pause_ends = None;
         }
     }
 
@@ -376,7 +389,7 @@ impl Inspector<'_> {
             model: self.model.clone(),
         };
         let text = format!(
-            "frames {} alerts {} tiles/s {:.1} dropped frames {} skipped {} source failures {} unacked {} lost alerts {}{}",
+            "frames {} alerts {} tiles/s {:.1} dropped frames {} skipped {} source failures {} unacked {} lost alerts {} threshold {} refused commands {}{}",
             status.frames,
             status.alerts,
             tiles_per_s,
@@ -385,6 +398,8 @@ impl Inspector<'_> {
             failures,
             unacked,
             status.dropped_alerts,
+            self.detector.threshold(),
+            self.link.refused_commands(),
             if self.paused { " (paused)" } else { "" }
         );
         self.link.send_status(status);
@@ -458,6 +473,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
         indicators,
         summary: Summary::default(),
         paused: false,
+        pause_ends: None,
     };
     notify(&[sd_notify::NotifyState::Ready]);
     let started = Instant::now();

@@ -439,7 +439,7 @@ fn the_peer_sets_the_threshold_pauses_and_fetches_evidence() {
         &dir.0,
         &tty,
         100,
-        "",
+        "pause_max_s = 10",
         &format!("[evidence]\ndir = \"{}\"", evidence.display()),
     );
     let daemon = spawn(&config);
@@ -563,7 +563,15 @@ fn the_peer_sets_the_threshold_pauses_and_fetches_evidence() {
         false
     });
     assert_eq!(alerts_while_paused, 0);
+    // No resume comes: the pause ends by itself after pause_max_s (10 s).
+    let mut resumed = false;
+    cable.read_for(Duration::from_secs(30), |_, v| {
+        resumed = v["type"] == "status" && v["paused"] == false;
+        resumed
+    });
+    assert!(resumed, "the pause outlived pause_max_s");
     signal(&daemon, libc::SIGTERM);
     let log = stderr_of(daemon);
-    assert!(log.contains("paused by the peer"), "{log}");
+    assert!(log.contains("paused by the peer (for at most 10 s)"), "{log}");
+    assert!(log.contains("pause expired after 10 s"), "{log}");
 }

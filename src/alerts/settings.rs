@@ -60,6 +60,10 @@ pub struct AlertsSettings {
     /// Seconds between status lines, 1-3600.
     #[serde(default = "default_status")]
     pub status_interval_s: u64,
+    /// A peer's pause ends by itself after this many seconds, 10-86400 (a lost `resume` must
+    /// not stop inspection for good).
+    #[serde(default = "default_pause_max")]
+    pub pause_max_s: u64,
     /// File holding the link key (64 hexadecimal digits, readable by its owner only): every
     /// message is signed, and unsigned, forged or replayed commands are refused.
     #[serde(default)]
@@ -70,6 +74,10 @@ pub struct AlertsSettings {
     /// The key read from `key_file` (after validation).
     #[serde(skip)]
     pub key: Option<LinkKey>,
+}
+
+fn default_pause_max() -> u64 {
+    600
 }
 
 fn default_link_id() -> u8 {
@@ -127,6 +135,7 @@ impl AlertsSettings {
             ));
         }
         c.range("alerts.status_interval_s", self.status_interval_s, 1, 3600)?;
+        c.range("alerts.pause_max_s", self.pause_max_s, 10, 86_400)?;
         if self.output == AlertOutput::Serial && self.port.is_none() {
             return Err(c.fail(
                 "alerts.port",

@@ -16,6 +16,14 @@ impl Worker {
     pub(super) fn handle(&mut self, command: Result<Command, Rejected>) {
         let command = match command {
             Ok(Command::Ack { seq }) => {
+                // Only an alert this connection carried can have been delivered by it.
+                if !self.sent_here.remove(&seq) {
+                    self.shared
+                        .counters
+                        .acks_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
                 match self.shared.journal().ack(seq) {
                     Ok(true) => {
                         self.shared.counters.acked.fetch_add(1, Ordering::Relaxed);
@@ -61,15 +69,22 @@ impl Worker {
             Err(r) => r.cmd,
             Ok(_) => name,
         };
+        let shared = self.shared.clone();
+        let counters = &shared.counters;
         if outcome.is_err() {
-            self.shared
-                .counters
-                .rejected
-                .fetch_add(1, Ordering::Relaxed);
+            counters.rejected.fetch_add(1, Ordering::Relaxed);
+            if !self.error_reply_allowed() {
+                counters.replies_suppressed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
         }
-        // A bounded backlog of replies: a flood of bad input cannot grow memory.
+        // A bounded backlog of replies: a flood of bad input cannot grow memory (the command
+        // itself was carried out or refused all the same; the count says how many went
+        // unanswered).
         if self.replies.len() < 32 {
             self.replies.push_back(Reply { cmd, outcome });
+        } else {
+            counters.replies_suppressed.fetch_add(1, Ordering::Relaxed);
         }
     }
 

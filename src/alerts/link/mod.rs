@@ -111,6 +111,10 @@ pub struct LinkCounters {
     pub refused_stale: AtomicU64,
     /// Frames that failed COBS decoding or their CRC (noise), not answered.
     pub garbled: AtomicU64,
+    /// ACKs for alerts this connection did not carry (not delivered by it): ignored.
+    pub acks_refused: AtomicU64,
+    /// Replies not sent: error replies past the rate limit, or a full reply queue.
+    pub replies_suppressed: AtomicU64,
     /// Times the port was (re)opened.
     pub opens: AtomicU64,
 }
@@ -202,6 +206,21 @@ impl AlertLink {
     /// Alerts lost: evicted from a full journal before delivery.
     pub fn dropped(&self) -> u64 {
         self.shared.journal().evicted()
+    }
+
+    /// Commands refused by their signature or by the connection (unsigned, forged, replayed,
+    /// ACKs of alerts not sent on it).
+    pub fn refused_commands(&self) -> u64 {
+        let c = &self.shared.counters;
+        [
+            &c.refused_unsigned,
+            &c.refused_forged,
+            &c.refused_stale,
+            &c.acks_refused,
+        ]
+        .iter()
+        .map(|n| n.load(Ordering::Relaxed))
+        .sum()
     }
 
     /// The link's counters.

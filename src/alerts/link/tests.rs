@@ -192,6 +192,65 @@ fn with_a_key_only_signed_fresh_commands_count_and_everything_sent_is_signed() {
     link.close(Duration::ZERO);
 }
 
+#[test]
+fn acks_count_only_for_alerts_this_connection_carried() {
+    let (mut peer, path, _slave) = pair();
+    let mut s = settings(path, Framing::Json, true);
+    s.ack_timeout = Duration::from_secs(60);
+    let link = AlertLink::start(s, Journal::in_memory(1 << 20)).unwrap();
+    for f in 0..3 {
+        link.send_alert(&mut alert(f));
+    }
+    peer.lines_until(|l| seqs(l, "alert").len() >= 3);
+    // A peer that ACKs everything it could guess, read or not.
+    for seq in 0..100 {
+        peer.send(Command::Ack { seq });
+    }
+    let counters = link.counters();
+    wait_for("the ACKs", || {
+        counters.acks_refused.load(Ordering::Relaxed) == 97
+    });
+    assert_eq!(counters.acked.load(Ordering::Relaxed), 3);
+    // Alerts raised after the guesses still wait for their own ACK.
+    link.send_alert(&mut alert(3));
+    link.send_alert(&mut alert(4));
+    let later = peer.lines_until(|l| seqs(l, "alert").len() >= 2);
+    assert_eq!(seqs(&later, "alert"), [3, 4]);
+    assert_eq!(link.unacked(), 2);
+    link.close(Duration::ZERO);
+}
+
+#[test]
+fn a_garbage_flood_neither_holds_alerts_back_nor_earns_an_answer_each() {
+    let (mut peer, path, _slave) = pair();
+    let link = AlertLink::start(
+        settings(path, Framing::Json, false),
+        Journal::in_memory(1 << 20),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let junk = b"garbage that is not a command\n".repeat(3000);
+    peer.master.write_all(&junk).unwrap();
+    for f in 0..50 {
+        link.send_alert(&mut alert(f));
+    }
+    let got = peer.lines_until(|l| seqs(l, "alert").len() >= 50);
+    let elapsed = start.elapsed().as_secs_f64();
+    assert_eq!(seqs(&got, "alert"), (0..50).collect::<Vec<_>>());
+    let counters = link.counters();
+    wait_for("every junk line", || {
+        counters.rejected.load(Ordering::Relaxed) == 3000
+    });
+    let errors = got.iter().filter(|v| v["type"] == "reply").count() as f64;
+    // At most the burst plus the rate over the time it took (and a turn's slack).
+    assert!(
+        errors <= 10.0 + 5.0 * (elapsed + 0.5),
+        "{errors} error replies in {elapsed:.2} s"
+    );
+    assert!(counters.replies_suppressed.load(Ordering::Relaxed) >= 2900);
+    link.close(Duration::ZERO);
+}
+
 fn seqs(lines: &[serde_json::Value], kind: &str) -> Vec<u64> {
     lines
         .iter()

@@ -2,7 +2,7 @@
 //! (replies, then alerts in sequence order, then the latest status, then evidence), write it
 //! without blocking, and send again what the peer did not acknowledge in time.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
@@ -20,6 +20,10 @@ use super::{Control, LinkSettings, LinkTarget, Shared};
 
 /// How long the link thread waits on the port per turn (bounds the latency of a new alert).
 const TURN: Duration = Duration::from_millis(10);
+/// Error replies per second at most (a peer sending garbage gets this many answers).
+const ERROR_REPLIES_PER_S: f64 = 5.0;
+/// Error replies that may go out at once.
+const ERROR_REPLY_BURST: f64 = 10.0;
 /// First and longest pause between attempts to reopen a port.
 const REOPEN_FIRST: Duration = Duration::from_millis(250);
 const REOPEN_MAX: Duration = Duration::from_secs(8);
@@ -57,6 +61,13 @@ pub(super) struct Worker {
     // Next sequence number to send, and alerts sent and not yet ACKed, oldest first.
     cursor: u64,
     in_flight: VecDeque<(u64, Instant)>,
+    // Alerts written whole on this connection: only these may be acknowledged.
+    pub(super) sent_here: BTreeSet<u64>,
+    // Replies and alerts take turns; true when a reply may go next.
+    reply_turn: bool,
+    // Error replies allowed now (refilled at ERROR_REPLIES_PER_S up to ERROR_REPLY_BURST).
+    pub(super) error_tokens: f64,
+    error_tokens_at: Instant,
     pub(super) replies: VecDeque<Reply>,
     pub(super) transfers: VecDeque<u64>,
     pub(super) transfer: Option<Transfer>,
@@ -97,6 +108,10 @@ impl Worker {
             torn: false,
             cursor: 0,
             in_flight: VecDeque::new(),
+            sent_here: BTreeSet::new(),
+            reply_turn: true,
+            error_tokens: ERROR_REPLY_BURST,
+            error_tokens_at: Instant::now(),
             replies: VecDeque::new(),
             transfers: VecDeque::new(),
             transfer: None,
@@ -162,6 +177,7 @@ impl Worker {
                 // A new connection: whatever was in flight may be lost, send it all again.
                 self.cursor = 0;
                 self.in_flight.clear();
+                self.sent_here.clear();
                 self.deframer = Deframer::new(self.settings.framing);
             }
             Err(e) => {
@@ -225,6 +241,20 @@ impl Worker {
         }
     }
 
+    /// Whether an error reply may go out now (rate-limited: garbage earns few answers).
+    pub(super) fn error_reply_allowed(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.error_tokens_at).as_secs_f64() * ERROR_REPLIES_PER_S;
+        self.error_tokens = (self.error_tokens + refill).min(ERROR_REPLY_BURST);
+        self.error_tokens_at = now;
+        if self.error_tokens >= 1.0 {
+            self.error_tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Feeds one received byte; handles the command it completes. Frames that fail COBS or CRC,
     /// or (with a key) their signature, are counted and not answered.
     fn receive(&mut self, byte: u8) {
@@ -267,12 +297,17 @@ impl Worker {
         if self.output.is_none() {
             return false;
         }
-        if let Some(reply) = self.replies.pop_front() {
-            let framed = self.encode(&DeviceMessage::Reply(reply));
-            return self.load(framed, Sending::Other);
-        }
         let next = self.shared.journal().sendable_from(self.cursor).cloned();
+        // Replies and alerts take turns: a flood of commands cannot hold alerts back.
+        if !self.replies.is_empty() && (self.reply_turn || next.is_none()) {
+            if let Some(reply) = self.replies.pop_front() {
+                self.reply_turn = false;
+                let framed = self.encode(&DeviceMessage::Reply(reply));
+                return self.load(framed, Sending::Other);
+            }
+        }
         if let Some(alert) = next {
+            self.reply_turn = true;
             self.cursor = alert.seq + 1;
             let seq = alert.seq;
             let framed = self.encode(&DeviceMessage::Alert(alert));
@@ -355,6 +390,7 @@ impl Worker {
             .counters
             .alerts_written
             .fetch_add(1, Ordering::Relaxed);
+        self.sent_here.insert(seq);
         if self.settings.require_ack {
             self.in_flight.push_back((seq, Instant::now()));
         } else if let Err(e) = self.shared.journal().ack(seq) {
