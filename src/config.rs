@@ -72,6 +72,15 @@ impl Config {
             }
         };
         resolve(&mut self.model.bundle);
+        for path in [
+            &mut self.model.fallback_bundle,
+            &mut self.model.version_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(path);
+        }
         match &mut self.source {
             SourceSettings::Folder { path, .. } | SourceSettings::Stream { path, .. } => {
                 resolve(path)

@@ -419,7 +419,7 @@ fn ids(config: &Config, bundle: &Bundle) -> (DeviceId, ModelId) {
 
 /// Loads everything the config names, then inspects frames until the source ends or `stop` is set.
 pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonError> {
-    let bundle = Bundle::load(&config.model.bundle)?;
+    let (bundle, _fallback) = config.model.load_bundle()?;
     log::info!(
         "bundle {} (model {}, extractor {}, {} levels)",
         bundle.dir.display(),

@@ -158,3 +158,77 @@ fn unreadable_frames_are_skipped_and_an_all_bad_folder_is_fatal() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_refused_bundle_falls_back_to_the_last_known_good_and_inspection_goes_on() {
+    use inspect_core::bundle::trust::{SecretKey, SIGNATURE_FILE};
+    use inspect_core::bundle::{write_manifest, Bundle, MANIFEST_FILE};
+    let (dir, primary, config) = setup("signed-bundles");
+    let fallback = inspect_core::fixtures::brightness_bundle_in(&dir.path("previous")).unwrap();
+    let secret = SecretKey::from_seed([5; 32]);
+    let sign = |bundle: &std::path::Path, version: u64| {
+        let mut manifest = Bundle::load(bundle).unwrap().manifest;
+        manifest.bundle_version = version;
+        write_manifest(bundle, &manifest).unwrap();
+        let bytes = std::fs::read(bundle.join(MANIFEST_FILE)).unwrap();
+        std::fs::write(bundle.join(SIGNATURE_FILE), secret.sign(&bytes)).unwrap();
+    };
+    sign(&primary, 3);
+    sign(&fallback, 2);
+    let version_file = dir.path("bundle.version");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[source]",
+        &format!(
+            "public_key = \"{}\"\nfallback_bundle = \"{}\"\nversion_file = \"{}\"\n[source]",
+            secret.public().to_hex(),
+            fallback.display(),
+            version_file.display()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let alerts = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("\"type\":\"alert\""))
+            .count()
+    };
+    // Signed and current: it runs, and its version is remembered.
+    let out = run_inspectd(&["--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(alerts(&out), 1);
+    assert_eq!(std::fs::read_to_string(&version_file).unwrap().trim(), "3");
+    // Changed after signing: refused, the previous bundle inspects instead.
+    let manifest = primary.join(MANIFEST_FILE);
+    let good = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        good.replace("bundle_version = 3", "bundle_version = 4"),
+    )
+    .unwrap();
+    let out = run_inspectd(&["--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(log.contains("signature does not match"), "{log}");
+    assert!(log.contains("loading the last-known-good bundle"), "{log}");
+    assert_eq!(alerts(&out), 1, "inspection went on with the fallback");
+    // An older release, properly signed: rollback refused.
+    std::fs::write(&manifest, &good).unwrap();
+    sign(&primary, 1);
+    let out = run_inspectd(&["--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("rollback refused"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&version_file).unwrap().trim(), "3");
+    // Both refused: the daemon stops with the primary's reason.
+    std::fs::remove_file(fallback.join(SIGNATURE_FILE)).unwrap();
+    let out = run_inspectd(&["--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("rollback refused"),
+        "{}",
+        stderr(&out)
+    );
+}

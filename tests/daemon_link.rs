@@ -572,6 +572,9 @@ fn the_peer_sets_the_threshold_pauses_and_fetches_evidence() {
     assert!(resumed, "the pause outlived pause_max_s");
     signal(&daemon, libc::SIGTERM);
     let log = stderr_of(daemon);
-    assert!(log.contains("paused by the peer (for at most 10 s)"), "{log}");
+    assert!(
+        log.contains("paused by the peer (for at most 10 s)"),
+        "{log}"
+    );
     assert!(log.contains("pause expired after 10 s"), "{log}");
 }

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use edge_inspector::config::Config;
-use inspect_core::bundle::Bundle;
 
 /// Finds defects in camera frames and streams alerts over a serial link.
 #[derive(Parser, Debug)]
@@ -31,8 +30,16 @@ enum Command {
 fn check_config(file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     println!("{}: configuration is valid", file.display());
-    let bundle = Bundle::load(&config.model.bundle)
+    let (bundle, fallback) = config
+        .model
+        .load_bundle()
         .with_context(|| format!("{}: model.bundle", file.display()))?;
+    if fallback {
+        println!(
+            "{}: model.bundle refused (see the log); the fallback bundle would run",
+            file.display()
+        );
+    }
     println!(
         "{}: bundle verified (model {}, {} levels, input {}x{})",
         bundle.dir.display(),

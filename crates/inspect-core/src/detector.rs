@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use image::RgbImage;
 
-use crate::bundle::{Bundle, Manifest, ScoreSpec};
+use crate::bundle::trust::{PublicKey, Trust};
+use crate::bundle::{Bundle, BundleError, Manifest, ScoreSpec};
 use crate::engine::{Engine, EngineError, ExtractorPrecision, LevelMaps};
 use crate::scorer::{Scorer, TileScore};
 use crate::settings::{Checker, ConfigError};
@@ -51,6 +52,18 @@ pub struct ModelSettings {
     /// Extractor arithmetic: `f32`, or `f16` on boards with fp16 arithmetic (Raspberry Pi 5).
     #[serde(default)]
     pub precision: ExtractorPrecision,
+    /// Public key (64 hexadecimal digits, from `inspect-train keygen`) every bundle must be
+    /// signed with; absent: bundles are checked against their hashes only.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// The last-known-good bundle, loaded when `bundle` is refused (unsigned, changed, older
+    /// or damaged), so the device keeps inspecting instead of restarting in a loop.
+    #[serde(default)]
+    pub fallback_bundle: Option<PathBuf>,
+    /// With `public_key`: the file that keeps the newest `bundle_version` accepted; an older
+    /// `bundle` is refused (no rollback).
+    #[serde(default)]
+    pub version_file: Option<PathBuf>,
 }
 
 fn one() -> usize {
@@ -62,11 +75,95 @@ impl ModelSettings {
     pub fn validate(&self, c: &Checker<'_>) -> Result<(), ConfigError> {
         c.range("model.threads", self.threads, 1, 16)?;
         c.range("model.workers", self.workers, 1, 16)?;
+        if let Some(key) = &self.public_key {
+            PublicKey::from_hex(key).map_err(|e| {
+                c.fail(
+                    "model.public_key",
+                    format!("{key:?}"),
+                    &format!("the 64 hexadecimal digits of inspect-train keygen's .pub file ({e})"),
+                )
+            })?;
+        }
+        if self.version_file.is_some() && self.public_key.is_none() {
+            return Err(c.fail(
+                "model.version_file",
+                "(set)",
+                "needs model.public_key: without signatures a version number proves nothing",
+            ));
+        }
         match self.threshold {
             Some(t) if !t.is_finite() => {
                 Err(c.fail("model.threshold", t, "expected a finite number"))
             }
             _ => Ok(()),
+        }
+    }
+}
+
+impl ModelSettings {
+    /// What bundles must satisfy: signed with `public_key`, not older than `version_file` says.
+    fn trust(&self) -> Option<Trust> {
+        let key = PublicKey::from_hex(self.public_key.as_deref()?).ok()?;
+        let min_version = self
+            .version_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        Some(Trust { key, min_version })
+    }
+
+    /// Loads `bundle` (signed and current when a public key is set) and records its version;
+    /// when it is refused, logs why and loads `fallback_bundle` (signed, any version) instead.
+    /// Returns the bundle and whether it is the fallback.
+    pub fn load_bundle(&self) -> Result<(Bundle, bool), BundleError> {
+        let trust = self.trust();
+        let refused = match Bundle::load_trusted(&self.bundle, trust.as_ref()) {
+            Ok(bundle) => {
+                self.record_version(&bundle);
+                return Ok((bundle, false));
+            }
+            Err(e) => e,
+        };
+        let Some(fallback) = &self.fallback_bundle else {
+            return Err(refused);
+        };
+        log::error!(
+            "{refused}; loading the last-known-good bundle {} instead",
+            fallback.display()
+        );
+        let any_version = trust.map(|t| Trust {
+            min_version: 0,
+            ..t
+        });
+        match Bundle::load_trusted(fallback, any_version.as_ref()) {
+            Ok(bundle) => Ok((bundle, true)),
+            Err(e) => {
+                log::error!("the fallback bundle is refused too: {e}");
+                Err(refused)
+            }
+        }
+    }
+
+    /// Keeps the newest accepted `bundle_version` in `version_file` (written whole, then
+    /// renamed, so a power cut leaves the old or the new number).
+    fn record_version(&self, bundle: &Bundle) {
+        let (Some(file), Some(trust)) = (&self.version_file, self.trust()) else {
+            return;
+        };
+        let version = bundle.manifest.bundle_version;
+        if version <= trust.min_version && file.exists() {
+            return;
+        }
+        let tmp = file.with_extension("tmp");
+        let written = std::fs::write(&tmp, format!("{version}\n"))
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, file));
+        if let Err(e) = written {
+            log::warn!(
+                "{}: cannot record bundle_version {version}: {e}",
+                file.display()
+            );
         }
     }
 }

@@ -159,6 +159,7 @@ pub fn brightness_manifest(model: &BrightnessModel) -> Manifest {
         training: Some(training),
         metrics: None,
         files: Default::default(),
+        bundle_version: 0,
     }
 }
 

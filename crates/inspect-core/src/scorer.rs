@@ -298,6 +298,7 @@ mod tests {
             training: None,
             metrics: None,
             files: Default::default(),
+            bundle_version: 0,
         }
     }
 

@@ -340,3 +340,74 @@ fn the_daemon_and_eval_paths_give_the_same_maps_bit_for_bit() {
     assert!(region.intersects(&stain));
     assert!(daemon_map.iter().any(|&a| a <= model.threshold));
 }
+
+#[test]
+fn a_trusted_key_takes_only_signed_current_bundles() {
+    use inspect_core::bundle::trust::{SecretKey, Trust, SIGNATURE_FILE};
+    use inspect_core::bundle::{write_manifest, BundleError, MANIFEST_FILE};
+    let dir = Scratch::new("bundle-trust");
+    write_brightness_bundle(&dir.0, &BrightnessModel::default()).unwrap();
+    let secret = SecretKey::from_seed([42; 32]);
+    let sign = |version: u64| {
+        let mut manifest = Bundle::load(&dir.0).unwrap().manifest;
+        manifest.bundle_version = version;
+        write_manifest(&dir.0, &manifest).unwrap();
+        let bytes = std::fs::read(dir.0.join(MANIFEST_FILE)).unwrap();
+        std::fs::write(dir.0.join(SIGNATURE_FILE), secret.sign(&bytes)).unwrap();
+    };
+    let trust = |min_version| Trust {
+        key: secret.public(),
+        min_version,
+    };
+    sign(7);
+    let bundle = Bundle::load_trusted(&dir.0, Some(&trust(7))).unwrap();
+    assert_eq!(bundle.manifest.bundle_version, 7);
+    // Older than the newest accepted: refused, naming both.
+    let err = Bundle::load_trusted(&dir.0, Some(&trust(8))).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BundleError::Rollback {
+                version: 7,
+                newest: 8,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("rollback refused"), "{err}");
+    // Signed by someone else.
+    let stranger = Trust {
+        key: SecretKey::from_seed([1; 32]).public(),
+        min_version: 0,
+    };
+    let err = Bundle::load_trusted(&dir.0, Some(&stranger)).unwrap_err();
+    assert!(matches!(err, BundleError::BadSignature { .. }), "{err}");
+    // The manifest changed after signing (a threshold moved by hand).
+    let manifest = dir.0.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("bundle_version = 7", "bundle_version = 9"),
+    )
+    .unwrap();
+    let err = Bundle::load_trusted(&dir.0, Some(&trust(0))).unwrap_err();
+    assert!(matches!(err, BundleError::BadSignature { .. }), "{err}");
+    std::fs::write(&manifest, text).unwrap();
+    // A model file swapped after signing: its hash no longer matches the signed manifest.
+    let head = dir.0.join("head.onnx");
+    let original = std::fs::read(&head).unwrap();
+    let mut changed = original.clone();
+    let last = changed.len() - 1;
+    changed[last] ^= 1;
+    std::fs::write(&head, &changed).unwrap();
+    let err = Bundle::load_trusted(&dir.0, Some(&trust(0))).unwrap_err();
+    assert!(matches!(err, BundleError::HashMismatch { .. }), "{err}");
+    std::fs::write(&head, &original).unwrap();
+    // No signature at all.
+    std::fs::remove_file(dir.0.join(SIGNATURE_FILE)).unwrap();
+    let err = Bundle::load_trusted(&dir.0, Some(&trust(0))).unwrap_err();
+    assert!(matches!(err, BundleError::Unsigned { .. }), "{err}");
+    // Without a key nothing of this is asked.
+    assert!(Bundle::load(&dir.0).is_ok());
+}

@@ -20,6 +20,7 @@ use inspect_train::train::calibrate::{calibrate_bundle, calibration_sample, Held
 use inspect_train::workflows::extractor::{build_extractor, ExtractorJob, Int8Calibration};
 use inspect_train::workflows::features::{fill_feature_cache, FeaturesJob};
 use inspect_train::workflows::fit::{fit_bundle, TrainJob};
+use inspect_train::workflows::sign::{keygen, public_key_path, sign_bundle};
 use inspect_train::workflows::sweep::{join_sweeps, run_sweep, summarise_seeds, SweepJob};
 use inspect_train::workflows::synth::{blend_files, synth_sheet, SheetJob};
 use inspect_train::workflows::{crops::prepare_split, threads_or_cores, TrainDevice};
@@ -321,6 +322,26 @@ enum Command {
         /// Output path without extension.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Make a key pair for signing bundles: OUT (the secret, 64 hex digits, mode 0600; keep it
+    /// off the devices) and OUT.pub (the public key: the daemon's `model.public_key`).
+    Keygen {
+        /// Secret key file to create (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a bundle for devices that hold the public key: sets its `bundle_version` (raise it
+    /// with every release: devices refuse older ones) and writes manifest.sig.
+    Sign {
+        /// The bundle folder.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Secret key file from `keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// Release number, 1 or more.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        version: u64,
     },
     /// Arrange the extractor ladder (benches/extractor_ladder.sh): every
     /// ROOT/DATASET/EXTRACTOR/eval/metrics.json as one table per dataset, with the
@@ -653,6 +674,22 @@ fn main() -> anyhow::Result<()> {
                 let columns = join_sweeps(&sweeps, &out)?;
                 print!("{}", table_markdown(&columns));
             }
+        }
+        Command::Keygen { out } => {
+            let public = keygen(&out)?;
+            println!(
+                "{}: secret key (keep it off the devices); {}: public key {public} (the daemon's model.public_key)",
+                out.display(),
+                public_key_path(&out).display()
+            );
+        }
+        Command::Sign {
+            bundle,
+            key,
+            version,
+        } => {
+            sign_bundle(&bundle, &key, version)?;
+            println!("{}: signed as bundle_version {version}", bundle.display());
         }
         Command::Ladder { root, out } => {
             let rows = read_ladder(&root)?;

@@ -33,6 +33,14 @@ pub struct Manifest {
     pub metrics: Option<toml::Table>,
     /// SHA-256 (lower-case hex) of every model file of the bundle, by file name.
     pub files: BTreeMap<String, String>,
+    /// Release number, set by `inspect-train sign`: a daemon with a public key refuses a bundle
+    /// older than the newest it accepted (0: unversioned).
+    #[serde(default, skip_serializing_if = "is_unversioned")]
+    pub bundle_version: u64,
+}
+
+fn is_unversioned(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Model input: size in pixels and per-channel normalization `(x / 255 - mean) / std`.

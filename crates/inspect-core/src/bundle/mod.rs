@@ -21,6 +21,9 @@ pub use manifest::{
 /// Name of the manifest inside a bundle directory.
 pub const MANIFEST_FILE: &str = "manifest.toml";
 
+pub mod trust;
+use trust::Trust;
+
 /// Length of the model id: the hex prefix of the manifest's SHA-256.
 pub const MODEL_ID_LEN: usize = 12;
 
@@ -50,6 +53,28 @@ pub enum BundleError {
         path: PathBuf,
         /// Which field and why.
         source: ManifestError,
+    },
+    /// A public key is configured and the bundle has no signature.
+    #[error("{path}: the bundle is not signed (a public key is configured: sign it with `inspect-train sign`)")]
+    Unsigned {
+        /// The signature file that is missing.
+        path: PathBuf,
+    },
+    /// The signature does not verify under the configured key.
+    #[error("{path}: the signature does not match the manifest under the configured public key (changed, or signed with another key)")]
+    BadSignature {
+        /// The signature file.
+        path: PathBuf,
+    },
+    /// The bundle is older than the newest accepted.
+    #[error("{path}: bundle_version {version} is older than {newest}, the newest this device accepted (rollback refused)")]
+    Rollback {
+        /// The manifest.
+        path: PathBuf,
+        /// Its release number.
+        version: u64,
+        /// The newest accepted.
+        newest: u64,
     },
     /// A file's content does not match the SHA-256 recorded in the manifest.
     #[error("{path}: SHA-256 is {actual} but the manifest records {expected}; the file was changed or damaged")]
@@ -125,8 +150,29 @@ pub struct Bundle {
 impl Bundle {
     /// Reads and verifies the bundle in `dir`.
     pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
+        Bundle::load_trusted(dir, None)
+    }
+
+    /// Reads and verifies the bundle in `dir`; with `trust`, it must also be signed with the
+    /// trusted key and not older than the newest accepted. Every file is read once: the bytes
+    /// whose hash is checked are the bytes parsed.
+    pub fn load_trusted(dir: &Path, trust: Option<&Trust>) -> Result<Bundle, BundleError> {
         let manifest_path = dir.join(MANIFEST_FILE);
         let manifest_bytes = read(&manifest_path)?;
+        if let Some(trust) = trust {
+            let sig_path = dir.join(trust::SIGNATURE_FILE);
+            let signature = trust::read_signature(dir)
+                .map_err(|source| BundleError::Io {
+                    path: sig_path.clone(),
+                    source,
+                })?
+                .ok_or(BundleError::Unsigned {
+                    path: sig_path.clone(),
+                })?;
+            if !trust.key.verifies(&manifest_bytes, &signature) {
+                return Err(BundleError::BadSignature { path: sig_path });
+            }
+        }
         let text =
             std::str::from_utf8(&manifest_bytes).map_err(|_| BundleError::ManifestSyntax {
                 path: manifest_path.clone(),
@@ -142,9 +188,20 @@ impl Bundle {
                 path: manifest_path.clone(),
                 source,
             })?;
+        if let Some(trust) = trust {
+            if manifest.bundle_version < trust.min_version {
+                return Err(BundleError::Rollback {
+                    path: manifest_path,
+                    version: manifest.bundle_version,
+                    newest: trust.min_version,
+                });
+            }
+        }
+        let mut contents = std::collections::BTreeMap::new();
         for (name, expected) in &manifest.files {
             let path = dir.join(name);
-            let actual = sha256_hex(&read(&path)?);
+            let bytes = read(&path)?;
+            let actual = sha256_hex(&bytes);
             if !actual.eq_ignore_ascii_case(expected) {
                 return Err(BundleError::HashMismatch {
                     path,
@@ -152,10 +209,30 @@ impl Bundle {
                     actual,
                 });
             }
+            contents.insert(name.clone(), bytes);
         }
-        let extractor = load_extractor(&dir.join(&manifest.extractor.file), &manifest)?;
+        // The models are parsed from the bytes just hashed (validation makes sure the manifest
+        // lists both files), so a file swapped after the check is never the one run.
+        let model_bytes = |name: &str| -> Result<&[u8], BundleError> {
+            contents
+                .get(name)
+                .map(Vec::as_slice)
+                .ok_or_else(|| BundleError::InvalidManifest {
+                    path: manifest_path.clone(),
+                    source: ManifestError {
+                        field: "files".into(),
+                        message: format!("has no SHA-256 for {name:?}"),
+                    },
+                })
+        };
+        let extractor_path = dir.join(&manifest.extractor.file);
+        let extractor = load_extractor(
+            &extractor_path,
+            model_bytes(&manifest.extractor.file)?,
+            &manifest,
+        )?;
         let head_path = dir.join(&manifest.head.file);
-        let head = load_head(&head_path, &manifest)?;
+        let head = load_head(&head_path, model_bytes(&manifest.head.file)?, &manifest)?;
         // Type the head once with batch 1 now, so shape faults surface at load, not mid-run.
         type_head(&head, &head_path, &manifest, 1)?;
         Ok(Bundle {
@@ -245,9 +322,13 @@ fn check_declared_input(
     })
 }
 
-fn load_extractor(path: &Path, manifest: &Manifest) -> Result<TypedModel, BundleError> {
+fn load_extractor(
+    path: &Path,
+    bytes: &[u8],
+    manifest: &Manifest,
+) -> Result<TypedModel, BundleError> {
     let taps: Vec<&str> = manifest.levels.iter().map(|l| l.tap.as_str()).collect();
-    let model = parse_with_outputs(path, &taps, "tap")?;
+    let model = parse_with_outputs(path, bytes, &taps, "tap")?;
     if model.input_outlets().map_err(model_error(path))?.len() != 1 {
         return Err(BundleError::Model {
             path: path.to_path_buf(),
@@ -270,20 +351,26 @@ fn load_extractor(path: &Path, manifest: &Manifest) -> Result<TypedModel, Bundle
     Ok(model)
 }
 
-fn load_head(path: &Path, manifest: &Manifest) -> Result<InferenceModel, BundleError> {
+fn load_head(
+    path: &Path,
+    bytes: &[u8],
+    manifest: &Manifest,
+) -> Result<InferenceModel, BundleError> {
     let outputs: Vec<&str> = manifest.levels.iter().map(|l| l.logp.as_str()).collect();
-    parse_with_outputs(path, &outputs, "logp")
+    parse_with_outputs(path, bytes, &outputs, "logp")
 }
 
-/// Parses an ONNX file and makes `outputs` (the manifest's `what` names) its outputs, in order.
+/// Parses the ONNX bytes of `path` and makes `outputs` (the manifest's `what` names) its
+/// outputs, in order.
 fn parse_with_outputs(
     path: &Path,
+    bytes: &[u8],
     outputs: &[&str],
     what: &str,
 ) -> Result<InferenceModel, BundleError> {
     crate::tract_env::avoid_faulty_kernels();
     let mut model = tract_onnx::onnx()
-        .model_for_path(path)
+        .model_for_read(&mut std::io::Cursor::new(bytes))
         .map_err(model_error(path))?;
     model
         .select_outputs_by_name(outputs)
@@ -358,6 +445,12 @@ pub fn write_bundle(
         std::fs::write(&path, bytes).map_err(|source| BundleError::Io { path, source })?;
         manifest.files.insert(name.to_string(), sha256_hex(bytes));
     }
+    write_manifest(dir, &manifest)
+}
+
+/// Validates `manifest` and writes it as the bundle's `manifest.toml` (a signature of the old
+/// manifest no longer matches: sign again).
+pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), BundleError> {
     let manifest_path = dir.join(MANIFEST_FILE);
     manifest
         .validate()

@@ -116,6 +116,7 @@ fn manifest(parts: &BundleParts, score: ScoreSpec, threshold: ThresholdSpec) -> 
         training: Some(parts.training.clone()),
         metrics: None,
         files: Default::default(),
+        bundle_version: 0,
     }
 }
 

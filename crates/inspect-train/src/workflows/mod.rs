@@ -8,6 +8,7 @@ pub mod crops;
 pub mod extractor;
 pub mod features;
 pub mod fit;
+pub mod sign;
 pub mod sweep;
 pub mod synth;
 
