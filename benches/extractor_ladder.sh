@@ -9,7 +9,8 @@
 # Environment: DATASETS (default "deepcrack-crops magnetic-tile"), EXTRACTORS (names
 # VARIANT[pre]-SIZE-PRECISION, default: all 14), WORK (default data/ladder-work), TRAIN (default:
 # cargo run of inspect-train). Resumable: finished runs are kept, training is checkpointed.
-# The ms per tile are measured while the runs evaluate: keep the machine otherwise idle.
+# The ms per tile come from a timing pass at the end (TIMING=0 skips it): keep the machine
+# otherwise idle for it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=$(realpath "${1:-../shared/data}")
@@ -52,4 +53,16 @@ for dataset in $DATASETS; do
         $TRAIN eval --bundle "$run/bundle" --data "$root" --out "$run/eval"
     done
 done
+# The timing pass: every bundle back to back on 25 test images per class, so the ms per tile
+# compare under the same conditions (TIMING=0 skips it; run it on an otherwise idle machine).
+if [ "${TIMING:-1}" = 1 ]; then
+    for run in "$WORK"/*/*/; do
+        [ -f "$run/eval/metrics.json" ] || continue
+        case $(basename "$(dirname "$run")") in
+            deepcrack-crops) root=$CROPS ;;
+            magnetic-tile) root=$DATA/magnetic-tile ;;
+        esac
+        $TRAIN eval --bundle "$run/bundle" --data "$root" --limit 25 --out "$run/timing" >/dev/null
+    done
+fi
 $TRAIN ladder --root "$WORK" --out "$WORK/ladder"

@@ -55,7 +55,8 @@ impl LadderRow {
 }
 
 /// Reads every `ROOT/DATASET/EXTRACTOR/eval/metrics.json` (datasets and extractors in name
-/// order); runs without a finished evaluation are skipped.
+/// order), with the time per tile from `timing/metrics.json` where the timing pass wrote one;
+/// runs without a finished evaluation are skipped.
 pub fn read_ladder(root: &Path) -> Result<Vec<LadderRow>, LadderError> {
     let fail = |path: &Path, message: String| LadderError {
         path: path.to_path_buf(),
@@ -85,7 +86,18 @@ pub fn read_ladder(root: &Path) -> Result<Vec<LadderRow>, LadderError> {
                 std::fs::read_to_string(&metrics).map_err(|e| fail(&metrics, e.to_string()))?;
             let report: EvalReport =
                 serde_json::from_str(&text).map_err(|e| fail(&metrics, e.to_string()))?;
-            rows.push(LadderRow::new(&name(&dataset), &name(&run), &report));
+            let mut row = LadderRow::new(&name(&dataset), &name(&run), &report);
+            // The timing pass (every extractor back to back on an idle machine) wins over
+            // the evaluation's own clock, which ran while other jobs did.
+            let timing = run.join("timing/metrics.json");
+            if timing.is_file() {
+                let text =
+                    std::fs::read_to_string(&timing).map_err(|e| fail(&timing, e.to_string()))?;
+                let timed: EvalReport =
+                    serde_json::from_str(&text).map_err(|e| fail(&timing, e.to_string()))?;
+                row.ms_per_tile = 1000.0 * timed.seconds_per_image;
+            }
+            rows.push(row);
         }
     }
     Ok(rows)
