@@ -27,7 +27,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 
@@ -129,7 +129,15 @@ impl JournalSettings {
     /// in memory only when no path is set.
     pub fn open(&self) -> Result<Journal, JournalError> {
         let Some(path) = &self.path else {
-            return Ok(Journal::in_memory(self.max_bytes));
+            let journal =
+                Journal::in_memory_from(self.max_bytes, clock_seq_base(SystemTime::now()));
+            log::warn!(
+                "no journal.path: alerts are kept in memory only (a restart forgets the \
+                 undelivered ones); numbering starts at {} from the clock so numbers do not \
+                 repeat across restarts",
+                journal.next_seq()
+            );
+            return Ok(journal);
         };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| JournalError::Io {
@@ -250,6 +258,14 @@ impl Journal {
             evicted: 0,
             write_errors: 0,
             recovery: Recovery::default(),
+        }
+    }
+
+    /// [`Journal::in_memory`] numbering from `first_seq`.
+    pub fn in_memory_from(max_bytes: u64, first_seq: u64) -> Journal {
+        Journal {
+            next_seq: first_seq,
+            ..Journal::in_memory(max_bytes)
         }
     }
 
@@ -680,6 +696,17 @@ impl Journal {
         );
         Ok(())
     }
+}
+
+/// The first sequence number of a journal without a file: the clock's seconds since 1970 times
+/// 2^20 (room for a million alerts a second), so that numbers, and the evidence files named after
+/// them, do not repeat across restarts while the clock does not go back (with a journal file the
+/// floor records guarantee it whatever the clock does). Below 2^53: exact in JavaScript.
+pub fn clock_seq_base(now: SystemTime) -> u64 {
+    let seconds = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (seconds << 20).min((1 << 53) - 1)
 }
 
 /// Syncs the folder holding `path`, so a creation or rename in it survives a power cut.

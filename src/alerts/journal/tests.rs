@@ -192,6 +192,20 @@ fn in_memory_journal_is_bounded_too() {
 }
 
 #[test]
+fn without_a_file_numbering_starts_from_the_clock_and_never_goes_back() {
+    let at = |s: u64| std::time::UNIX_EPOCH + Duration::from_secs(s);
+    let before = clock_seq_base(at(1_800_000_000));
+    let after = clock_seq_base(at(1_800_000_001));
+    // A restart a second later starts past a million alerts of the previous run.
+    assert_eq!(after - before, 1 << 20);
+    assert!(after < 1 << 53, "exact as a JSON number in any receiver");
+    let now = clock_seq_base(std::time::SystemTime::now());
+    let mut j = JournalSettings::default().open().unwrap();
+    let first = j.append(&mut alert(0)).unwrap();
+    assert!(first >= now, "{first} < {now}");
+}
+
+#[test]
 fn with_interval_syncs_an_alert_is_sent_only_once_synced() {
     let path = scratch("group-commit");
     let mut j = Journal::open(
