@@ -327,7 +327,11 @@ impl Verifier {
                 };
                 let link: u8 = link.parse().map_err(|_| SignatureError::Malformed)?;
                 let counter: u64 = counter.parse().map_err(|_| SignatureError::Malformed)?;
-                if hex.len() != 2 * TAG_LEN || counter > MAX_COUNTER {
+                // ASCII hex digits only: slicing other text by byte could split a character.
+                if hex.len() != 2 * TAG_LEN
+                    || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+                    || counter > MAX_COUNTER
+                {
                     return Err(SignatureError::Malformed);
                 }
                 let mut tag = [0u8; TAG_LEN];
@@ -426,6 +430,12 @@ mod tests {
         assert_eq!(
             verifier.verify(Unframed::Line(line.as_bytes())),
             Err(SignatureError::Unsigned)
+        );
+        // A tag of 16 bytes that are not 16 hex digits (multi-byte characters) is malformed.
+        let odd = r#"{"type":"pause","sig":"1:99:aéééééééb"}"#;
+        assert_eq!(
+            verifier.verify(Unframed::Line(odd.as_bytes())),
+            Err(SignatureError::Malformed)
         );
         assert_eq!(
             verifier.verify(Unframed::Binary(&[0x11, 1])),
