@@ -185,4 +185,52 @@ proptest! {
         prop_assert!(j.unacked() >= keep as u64);
         prop_assert!(j.next_seq() >= keep as u64);
     }
+
+    #[test]
+    fn signed_messages_verify_and_any_changed_byte_is_refused(
+        alert in alert(),
+        at in any::<prop::sample::Index>(),
+        flip in 1u8..=255,
+        cobs_framing in any::<bool>(),
+    ) {
+        use inspect_protocol::signing::{Direction, LinkKey, Signer, Verifier};
+        use inspect_protocol::wire::{Deframer, Framing};
+        use inspect_protocol::DeviceMessage;
+        let framing = if cobs_framing { Framing::Cobs } else { Framing::Json };
+        let key = LinkKey::from_bytes([11; 32]);
+        let mut signer = Signer::new(key.clone(), 1, Direction::FromDevice);
+        let time = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let message = DeviceMessage::Alert(alert);
+        let Ok(wire) = message.encode_signed(framing, "d", time, false, &mut signer) else {
+            // A message too long for its framing is refused whole, never cut.
+            return Ok(());
+        };
+        let receive = |bytes: &[u8]| -> Vec<Result<Vec<u8>, ()>> {
+            let mut verifier = Verifier::new(key.clone(), Direction::FromDevice, 0);
+            let mut deframer = Deframer::new(framing);
+            let mut out = Vec::new();
+            for &b in bytes {
+                if let Some(Ok(unframed)) = deframer.push(b) {
+                    out.push(verifier.verify(unframed).map(|plain| match plain {
+                        inspect_protocol::wire::Unframed::Line(m)
+                        | inspect_protocol::wire::Unframed::Binary(m) => m.to_vec(),
+                    }).map_err(|_| ()));
+                }
+            }
+            out
+        };
+        let got = receive(&wire);
+        prop_assert_eq!(got.len(), 1);
+        let plain = got[0].clone().unwrap();
+        let expected = match framing {
+            Framing::Json => message.to_line("d", time).unwrap().as_bytes().to_vec(),
+            Framing::Cobs => message.to_binary().to_vec(),
+        };
+        prop_assert_eq!(plain, expected);
+        // One byte changed anywhere: nothing that verifies comes out.
+        let mut changed = wire.to_vec();
+        let i = at.index(changed.len());
+        changed[i] ^= flip;
+        prop_assert!(receive(&changed).iter().all(|r| r.is_err()));
+    }
 }
