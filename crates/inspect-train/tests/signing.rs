@@ -1,5 +1,6 @@
 //! `keygen` and `sign`: a key pair whose secret only its owner can read, and a bundle signed as
 //! a release that a daemon holding the public key accepts.
+#![cfg(feature = "train")]
 
 mod common;
 
