@@ -22,6 +22,7 @@ mod geometry;
 mod json;
 pub mod message;
 pub mod signing;
+mod unframed;
 pub mod wire;
 
 pub use command::{Command, Reply};

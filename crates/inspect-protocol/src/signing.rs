@@ -18,7 +18,7 @@ use sha2::Sha256;
 
 use crate::cobs::{Payload, MAX_PAYLOAD};
 use crate::message::LINE_CAPACITY;
-use crate::wire::Unframed;
+use crate::unframed::Unframed;
 
 /// Bytes of a link key.
 pub const KEY_LEN: usize = 32;

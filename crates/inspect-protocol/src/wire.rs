@@ -12,6 +12,7 @@ use crate::command::{Command, ErrorCode, EvidenceChunk, Rejected, Reply};
 use crate::device::DeviceMessage;
 use crate::message::{Alert, Line, LineTooLong, Status};
 use crate::signing::{Signer, SIGNED_LINE_CAPACITY};
+pub use crate::unframed::Unframed;
 
 /// How messages are framed on the link (the daemon's `alerts.framing`: `"json"` or `"cobs"`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -178,15 +179,6 @@ fn frame_payload(payload: &[u8], resync: bool) -> Result<Wire, EncodeError> {
     wire.extend_from_slice(&cobs::encode(payload)?)
         .map_err(|_| EncodeError::Frame(FrameError::TooLong))?;
     Ok(wire)
-}
-
-/// One message as cut out of the byte stream, before decoding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unframed<'a> {
-    /// A JSON line, without its newline (and without a trailing carriage return).
-    Line(&'a [u8]),
-    /// A COBS payload whose CRC matched.
-    Binary(&'a [u8]),
 }
 
 /// Why the bytes between two terminators are not a message.
