@@ -120,7 +120,7 @@ impl ModelSettings {
         let trust = self.trust();
         let refused = match Bundle::load_trusted(&self.bundle, trust.as_ref()) {
             Ok(bundle) => {
-                self.record_version(&bundle);
+                self.record_version(&bundle, trust.as_ref());
                 return Ok((bundle, false));
             }
             Err(e) => e,
@@ -147,8 +147,8 @@ impl ModelSettings {
 
     /// Keeps the newest accepted `bundle_version` in `version_file` (written whole, then
     /// renamed, so a power cut leaves the old or the new number).
-    fn record_version(&self, bundle: &Bundle) {
-        let (Some(file), Some(trust)) = (&self.version_file, self.trust()) else {
+    fn record_version(&self, bundle: &Bundle, trust: Option<&Trust>) {
+        let (Some(file), Some(trust)) = (&self.version_file, trust) else {
             return;
         };
         let version = bundle.manifest.bundle_version;
