@@ -48,7 +48,7 @@ pub enum EvalError {
 }
 
 /// The curves behind the figures, thinned for drawing.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Curves {
     /// Pixel ROC `(fpr, tpr)` (empty without defect pixels).
     pub pixel_roc: Vec<(f64, f64)>,
@@ -59,9 +59,10 @@ pub struct Curves {
 }
 
 /// One test image as the model input, its mask and anomaly map (`side x side`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Example {
     /// The image as the model saw it.
+    #[serde(with = "rgb_image_serde")]
     pub input: RgbImage,
     /// Ground truth, 0 or 1 per pixel.
     pub mask: Vec<u8>,
@@ -70,7 +71,7 @@ pub struct Example {
 }
 
 /// Everything an evaluation produced.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Evaluation {
     /// The figures (also in `metrics.json`).
     pub report: EvalReport,
@@ -119,6 +120,72 @@ pub struct EvalReport {
     /// Seconds per image of the daemon's work: sampling to the model input, extractor, head and
     /// scorer (file decoding excluded).
     pub seconds_per_image: f64,
+}
+
+/// The file beside `metrics.json` that keeps a whole evaluation, so a resumed sweep draws its
+/// figures without evaluating finished bundles again.
+const EVALUATION_FILE: &str = "evaluation.json";
+
+impl Evaluation {
+    /// The evaluation an earlier run wrote into `out`, if it was written after `trained` (the
+    /// training checkpoint: a bundle trained further is evaluated again; the bundle's own
+    /// files are rewritten whenever a finished checkpoint is resumed, so they cannot tell).
+    pub fn load_fresh(trained: &Path, out: &Path) -> Option<Evaluation> {
+        let file = out.join(EVALUATION_FILE);
+        let written = std::fs::metadata(&file).and_then(|m| m.modified()).ok()?;
+        let trained = std::fs::metadata(trained)
+            .and_then(|m| m.modified())
+            .ok()?;
+        if written < trained {
+            return None;
+        }
+        let text = std::fs::read_to_string(&file).ok()?;
+        match serde_json::from_str(&text) {
+            Ok(evaluation) => Some(evaluation),
+            Err(e) => {
+                log::warn!("{}: {e}; evaluating again", file.display());
+                None
+            }
+        }
+    }
+
+    fn save(&self, out: &Path) -> Result<(), EvalError> {
+        let file = out.join(EVALUATION_FILE);
+        let write_error = |e: &dyn std::fmt::Display| EvalError::Write {
+            path: file.clone(),
+            message: e.to_string(),
+        };
+        let text = serde_json::to_string(self).map_err(|e| write_error(&e))?;
+        std::fs::write(&file, text).map_err(|e| write_error(&e))
+    }
+}
+
+/// An RGB image as its width, height and bytes.
+mod rgb_image_serde {
+    use image::RgbImage;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Stored {
+        width: u32,
+        height: u32,
+        rgb: Vec<u8>,
+    }
+
+    pub fn serialize<S: Serializer>(image: &RgbImage, s: S) -> Result<S::Ok, S::Error> {
+        Stored {
+            width: image.width(),
+            height: image.height(),
+            rgb: image.as_raw().clone(),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<RgbImage, D::Error> {
+        let stored = Stored::deserialize(d)?;
+        RgbImage::from_raw(stored.width, stored.height, stored.rgb)
+            .ok_or_else(|| serde::de::Error::custom("image bytes do not match its size"))
+    }
 }
 
 /// One scored test image, kept for the sheet.
@@ -325,12 +392,14 @@ pub fn evaluate(
             map: s.map.clone(),
         })
         .collect();
-    Ok(Evaluation {
+    let evaluation = Evaluation {
         report,
         curves,
         examples,
         side,
-    })
+    };
+    evaluation.save(out)?;
+    Ok(evaluation)
 }
 
 /// Draws ROC curves (`x`: false-positive rate) into `path`.

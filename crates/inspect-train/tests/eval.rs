@@ -9,7 +9,7 @@ use image::{GrayImage, Luma};
 use inspect_core::detector::Tiling;
 use inspect_core::fixtures::concrete_frame;
 use inspect_train::decisions::Estimator;
-use inspect_train::eval::evaluate;
+use inspect_train::eval::{evaluate, Evaluation};
 use inspect_train::metrics::{area_up_to, pixel_auroc};
 use inspect_train::score_choice::{compare_candidates, default_candidates, ComparisonJob};
 use inspect_train::sweep::figure;
@@ -127,6 +127,23 @@ fn eval_writes_metrics_and_heatmaps_that_agree_with_the_dataset() {
         assert!(coloured > 200, "{chart}: {coloured} coloured pixels");
     }
     assert_eq!(evaluation.examples.len(), 7);
+    // A resumed sweep reads the whole evaluation back instead of evaluating again, unless the
+    // model was trained after it.
+    let trained = dir.path("trained.ckpt");
+    std::fs::write(&trained, b"before").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let again = evaluate(&bundle, &root, &out, None, false).unwrap();
+    let kept = Evaluation::load_fresh(&trained, &out).expect("written after the checkpoint");
+    assert_eq!(kept.report, again.report);
+    assert_eq!(kept.curves, again.curves);
+    assert_eq!(kept.side, again.side);
+    assert_eq!(kept.examples.len(), again.examples.len());
+    for (k, a) in kept.examples.iter().zip(&again.examples) {
+        assert_eq!((&k.input, &k.mask, &k.map), (&a.input, &a.mask, &a.map));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&trained, b"trained further").unwrap();
+    assert!(Evaluation::load_fresh(&trained, &out).is_none());
     // `limit` keeps that many per class.
     let limited = evaluate(&bundle, &root, &dir.path("eval2"), Some(2), false).unwrap();
     assert_eq!(limited.report.images, 4);

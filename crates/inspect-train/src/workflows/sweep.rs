@@ -33,7 +33,7 @@ pub struct SweepJob {
 }
 
 /// Trains and evaluates one bundle per objective (finished ones are picked up from their
-/// checkpoints), then writes `sweep.json`, `table.md`, `table.csv`, `figure.png`, `roc.png`
+/// checkpoints, their evaluations from `evaluation.json` when newer), then writes `sweep.json`, `table.md`, `table.csv`, `figure.png`, `roc.png`
 /// and `pro.png` into `job.out`. Returns the table's column.
 pub fn run_sweep(job: &SweepJob) -> Result<SweepColumn, WorkflowError> {
     let out = &job.out;
@@ -44,9 +44,19 @@ pub fn run_sweep(job: &SweepJob) -> Result<SweepColumn, WorkflowError> {
         let bundle = out.join(format!("bundle-{objective}"));
         log::info!("sweep: {objective}: training {}", bundle.display());
         fit_bundle(&job.train, Some(*loss), None, true, &bundle)?;
-        log::info!("sweep: {objective}: evaluating");
         let eval_dir = out.join(format!("eval-{objective}"));
-        evaluations.push(evaluate(&bundle, &job.data, &eval_dir, job.limit, true)?);
+        let checkpoint = out.join(format!("bundle-{objective}.ckpt"));
+        let evaluation = match Evaluation::load_fresh(&checkpoint, &eval_dir) {
+            Some(done) => {
+                log::info!("sweep: {objective}: evaluated before, in {}", eval_dir.display());
+                done
+            }
+            None => {
+                log::info!("sweep: {objective}: evaluating");
+                evaluate(&bundle, &job.data, &eval_dir, job.limit, true)?
+            }
+        };
+        evaluations.push(evaluation);
         names.push(objective);
     }
     let dataset = job.name.clone().unwrap_or_else(|| {
