@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::alerts::journal::JournalError;
+use crate::alerts::journal::{JournalError, PeerThreshold};
 use crate::alerts::settings::AlertOutput;
 use crate::alerts::{Alert, AlertLink, Control, DeviceId, LinkError, ModelId, Status};
 use crate::config::Config;
@@ -274,6 +274,8 @@ struct Inspector<'a> {
     paused: bool,
     /// When a pause ends by itself (`alerts.pause_max_s` after it began).
     pause_ends: Option<Instant>,
+    /// The threshold the config (or the bundle) gives, journalled with the peer's changes.
+    configured_threshold: f32,
 }
 
 impl Inspector<'_> {
@@ -287,6 +289,11 @@ impl Inspector<'_> {
                         self.detector.threshold()
                     );
                     self.detector.set_threshold(t);
+                    self.link.record_threshold(PeerThreshold {
+                        value: t,
+                        configured: self.configured_threshold,
+                        model: self.model.clone(),
+                    });
                 }
                 Control::Pause => {
                     let limit = Duration::from_secs(self.config.alerts.pause_max_s);
@@ -340,6 +347,8 @@ impl Inspector<'_> {
                 region,
                 area_fraction,
                 model: model.clone(),
+                boot: link.boot(),
+                position: None,
             };
             let seq = link.send_alert(&mut alert);
             summary.alerts += 1;
@@ -387,6 +396,9 @@ impl Inspector<'_> {
             paused: self.paused,
             uptime_s: started.elapsed().as_secs(),
             model: self.model.clone(),
+            boot: self.link.boot(),
+            threshold: self.detector.threshold(),
+            refused_commands: self.link.refused_commands(),
         };
         let text = format!(
             "frames {} alerts {} tiles/s {:.1} dropped frames {} skipped {} source failures {} unacked {} lost alerts {} threshold {} refused commands {}{}",
@@ -439,7 +451,17 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
     let (source, interval) = config.source.open()?;
     let alerts = &config.alerts;
     let evidence_dir = config.evidence.as_ref().map(|e| e.dir.clone());
-    let settings = alerts.link_settings(device.clone(), threshold, calibrated, evidence_dir);
+    let mut settings = alerts.link_settings(device.clone(), threshold, calibrated, evidence_dir);
+    // A threshold the peer set before a restart stays, for the same model and config.
+    if let Some(t) = journal.peer_threshold(&model, threshold) {
+        let (lo, hi) = settings.threshold_range;
+        if (lo..=hi).contains(&t) {
+            log::info!("threshold {t}, set by the peer before the restart (journal)");
+            detector.set_threshold(t);
+            settings.threshold = t;
+        }
+    }
+    log::info!("boot id {:016x}", settings.boot);
     if alerts.output == AlertOutput::Serial && alerts.key.is_none() {
         log::warn!(
             "alerts.key_file is not set: commands are not authenticated, anyone who can write \
@@ -474,6 +496,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
         summary: Summary::default(),
         paused: false,
         pause_ends: None,
+        configured_threshold: threshold,
     };
     notify(&[sd_notify::NotifyState::Ready]);
     let started = Instant::now();

@@ -147,9 +147,13 @@ impl Received {
                     assert_eq!(earlier["frame"], v["frame"], "seq {seq} reused");
                     assert_eq!(earlier["tile"], v["tile"], "seq {seq} reused");
                 }
+                // A version 2 peer: the ACK names the start that raised the alert.
+                let boot = v["boot"]
+                    .as_str()
+                    .map(|b| u64::from_str_radix(b, 16).unwrap());
                 self.alerts.insert(seq, v);
                 if ack {
-                    cable.send(Command::Ack { seq });
+                    cable.send(Command::Ack { seq, boot });
                 }
             }
             Some("status") => self.last_status = Some(v),
@@ -376,14 +380,22 @@ fn sigkill_mid_stream_then_restart_resends_what_was_not_acked() {
             journal.display()
         ),
     );
-    // First life: the peer reads, ACKs only the even alerts, and the power goes.
+    // First life: the peer reads, ACKs only the even alerts, moves the threshold, and the
+    // power goes.
     let daemon = spawn(&config);
     let mut first = Received::default();
+    let mut set_to = None;
     cable.read_for(Duration::from_secs(120), |c, v| {
         let even = v["seq"].as_u64().is_some_and(|s| s % 2 == 0);
+        if set_to.is_none() && v["type"] == "alert" {
+            let lowered = (v["threshold"].as_f64().unwrap() * 0.9) as f32;
+            c.send(Command::SetThreshold { value: lowered });
+            set_to = Some(lowered);
+        }
         first.take(c, v, even);
         first.alerts.len() >= 10
     });
+    let set_to = f64::from(set_to.unwrap());
     std::thread::sleep(Duration::from_millis(300)); // let the ACKs land
     let mut daemon = daemon;
     daemon.kill().unwrap(); // SIGKILL
@@ -407,7 +419,9 @@ fn sigkill_mid_stream_then_restart_resends_what_was_not_acked() {
         .collect();
     cable.read_for(Duration::from_secs(120), |c, v| {
         second.take(c, v, true);
-        odd.iter().all(|s| second.alerts.contains_key(s)) && second.alerts.len() > odd.len() + 3
+        odd.iter().all(|s| second.alerts.contains_key(s))
+            && second.alerts.len() > odd.len() + 3
+            && second.last_status.is_some()
     });
     signal(&daemon, libc::SIGTERM);
     cable.read_for(Duration::from_secs(10), |c, v| {
@@ -435,6 +449,24 @@ fn sigkill_mid_stream_then_restart_resends_what_was_not_acked() {
     // New alerts continue the numbering.
     assert!(*second.alerts.keys().last().unwrap() > first_max);
     assert!(log.contains("0 undelivered"), "{log}");
+    // Re-sent alerts name the start that raised them; the second start has its own boot id,
+    // which its status and its new alerts carry.
+    let boot = |v: &Value| v["boot"].as_str().unwrap().to_string();
+    let first_boot = boot(&first.alerts[&odd[0]]);
+    for s in &odd {
+        assert_eq!(boot(&second.alerts[s]), first_boot, "seq {s}");
+    }
+    let status = second.last_status.as_ref().unwrap();
+    let second_boot = boot(status);
+    assert_ne!(second_boot, first_boot);
+    let newest = second.alerts.values().last().unwrap();
+    assert_eq!(boot(newest), second_boot);
+    // The threshold the peer set in the first life is in force in the second (journalled),
+    // and the status reports it.
+    assert!(log.contains("set by the peer before the restart"), "{log}");
+    let reported = status["threshold"].as_f64().unwrap();
+    assert!((reported - set_to).abs() < 1e-6, "{reported} vs {set_to}");
+    assert!((newest["threshold"].as_f64().unwrap() - set_to).abs() < 1e-6);
 }
 
 #[test]

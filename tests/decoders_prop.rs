@@ -9,6 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use edge_inspector::alerts::cobs::{self, Splitter, MAX_PAYLOAD};
 use edge_inspector::alerts::{Alert, Command, FsyncPolicy, Journal, Reply, Status};
 use inspect_core::tiler::PixelBox;
+use inspect_protocol::{Fix, Position};
 use proptest::prelude::*;
 
 fn text<const N: usize>(s: &str) -> heapless::String<N> {
@@ -24,8 +25,33 @@ fn pixel_box() -> impl Strategy<Value = PixelBox> {
     })
 }
 
+// Positions on the grid the JSON line writes (millimetres, 1e-7 degrees), both kinds and none.
+fn position() -> impl Strategy<Value = Option<Position>> {
+    let fix = prop_oneof![
+        (-10_000_000_000i64..10_000_000_000).prop_map(|mm| Fix::Chainage {
+            metres: mm as f64 / 1000.0
+        }),
+        (
+            -900_000_000i64..=900_000_000,
+            -1_800_000_000i64..=1_800_000_000
+        )
+            .prop_map(|(lat, lon)| Fix::Gnss {
+                lat: lat as f64 / 1e7,
+                lon: lon as f64 / 1e7,
+            }),
+    ];
+    proptest::option::of(
+        (fix, any::<u32>(), any::<bool>()).prop_map(|(fix, age_ms, stale)| Position {
+            fix,
+            age_ms,
+            stale,
+        }),
+    )
+}
+
 fn alert() -> impl Strategy<Value = Alert> {
     (
+        (any::<u64>(), position()),
         any::<u64>(),
         any::<u64>(),
         0u64..(1 << 45),
@@ -39,8 +65,23 @@ fn alert() -> impl Strategy<Value = Alert> {
         "[0-9a-f]{12}",
     )
         .prop_map(
-            |(seq, frame, ms, tile_index, tile, score, threshold, region, area, device, model)| {
+            |(
+                (boot, position),
+                seq,
+                frame,
+                ms,
+                tile_index,
+                tile,
+                score,
+                threshold,
+                region,
+                area,
+                device,
+                model,
+            )| {
                 Alert {
+                    boot,
+                    position,
                     device: text(&device),
                     seq,
                     frame,
@@ -171,7 +212,7 @@ proptest! {
                 let mut a = Alert {
                     device: text("d"), seq: 0, frame: f, time: UNIX_EPOCH, tile_index: 0,
                     tile: b, score: 1.0, threshold: 0.5, region: b, area_fraction: 0.1,
-                    model: text("m"),
+                    model: text("m"), boot: 1, position: None,
                 };
                 j.append(&mut a).unwrap();
             }

@@ -207,6 +207,7 @@ impl AlertsSettings {
             evidence_dir,
             key: self.key.clone(),
             link_id: self.link_id,
+            boot: super::link::new_boot_id(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! deduplicated by `seq`, gaps, the device's last status, replies), reassemble evidence, and log
 //! every new alert to JSONL and CSV. No terminal code here: the binary draws this state.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -118,7 +118,12 @@ pub enum Event {
     /// A new alert (first copy of its `seq`).
     Alert(Alert),
     /// A re-sent alert already received (ACK it again, log nothing).
-    Duplicate(u64),
+    Duplicate {
+        /// Its sequence number.
+        seq: u64,
+        /// The boot id it carries (0: a version 1 device).
+        boot: u64,
+    },
     /// A status report.
     Status,
     /// The answer to a command, as text for a person.
@@ -153,17 +158,27 @@ pub struct Session {
     pub frames_per_s: Option<f64>,
     /// Recent replies and notices, newest last.
     pub notices: VecDeque<String>,
-    seen: BTreeSet<u64>,
+    // Sequence numbers received, with the boot id of the start that raised each.
+    seen: BTreeMap<u64, u64>,
     evidence: BTreeMap<(u64, u8), BTreeMap<u16, Vec<u8>>>,
 }
 
 impl Session {
-    /// Sequence numbers missing between the first and the last alert received.
+    /// Sequence numbers missing between alerts of the same start of the device. Where
+    /// numbering passes from one start to the next it jumps on purpose (a restart after a
+    /// crash skips the numbers the last start had reserved): that is not a loss.
     pub fn gaps(&self) -> u64 {
-        match (self.seen.first(), self.seen.last()) {
-            (Some(&lo), Some(&hi)) => hi - lo + 1 - self.seen.len() as u64,
-            _ => 0,
+        let mut gaps = 0;
+        let mut previous: Option<(u64, u64)> = None;
+        for (&seq, &boot) in &self.seen {
+            if let Some((last, last_boot)) = previous {
+                if boot == last_boot {
+                    gaps += seq - last - 1;
+                }
+            }
+            previous = Some((seq, boot));
         }
+        gaps
     }
 
     /// The threshold in force, as the last reply or alert reported it.
@@ -184,9 +199,12 @@ impl Session {
             DeviceMessage::Alert(alert) => {
                 self.device = alert.device.to_string();
                 self.model = alert.model.to_string();
-                if !self.seen.insert(alert.seq) {
+                if self.seen.insert(alert.seq, alert.boot).is_some() {
                     self.duplicates += 1;
-                    return Some(Event::Duplicate(alert.seq));
+                    return Some(Event::Duplicate {
+                        seq: alert.seq,
+                        boot: alert.boot,
+                    });
                 }
                 self.received += 1;
                 self.alerts.push_back(AlertRow::from(alert));
@@ -417,6 +435,19 @@ mod tests {
         assert_eq!(s.gaps(), 0, "the re-sent alert fills the gap");
         assert_eq!(s.device, "dev");
         assert_eq!(s.alerts.back().map(|a| (a.seq, a.area)), Some((7, 0.25)));
+        // The device restarted after a crash: the next start numbers from its reservation,
+        // far above; the jump is no loss, a hole within the new start is.
+        let from_boot = |seq: u64, boot: u64| DeviceMessage::Alert(Alert { boot, ..alert(seq) });
+        s.on_message(&from_boot(10, 7)); // raised before the crash, sent after it
+        s.on_message(&from_boot(1033, 9));
+        s.on_message(&from_boot(1034, 9));
+        assert_eq!(s.gaps(), 0);
+        assert_eq!(
+            s.on_message(&from_boot(1033, 9)),
+            Some(Event::Duplicate { seq: 1033, boot: 9 })
+        );
+        s.on_message(&from_boot(1036, 9));
+        assert_eq!(s.gaps(), 1);
     }
 
     #[test]

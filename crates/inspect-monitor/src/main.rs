@@ -150,6 +150,14 @@ fn spawn_reader(mut reader: Box<dyn Read + Send>, tx: Sender<Input>) {
     });
 }
 
+/// The ACK of alert `seq` raised by start `boot` (a version 1 device sends no boot id: 0).
+fn ack(seq: u64, boot: u64) -> Command {
+    Command::Ack {
+        seq,
+        boot: (boot != 0).then_some(boot),
+    }
+}
+
 /// The monitor's state besides the session.
 struct App {
     session: Session,
@@ -168,7 +176,7 @@ impl App {
         let event = self.session.on_message(message)?;
         match event {
             Event::Alert(a) => {
-                if self.link.send(Command::Ack { seq: a.seq }) {
+                if self.link.send(ack(a.seq, a.boot)) {
                     self.acks += 1;
                 }
                 if let Err(e) = self.log.alert(&a, &self.session) {
@@ -183,9 +191,9 @@ impl App {
                     r.height, a.area_fraction, humantime::format_rfc3339_millis(a.time)
                 ))
             }
-            Event::Duplicate(seq) => {
+            Event::Duplicate { seq, boot } => {
                 // The daemon did not see our ACK: send it again.
-                if self.link.send(Command::Ack { seq }) {
+                if self.link.send(ack(seq, boot)) {
                     self.acks += 1;
                 }
                 None
@@ -194,9 +202,10 @@ impl App {
                 let s = self.session.status.as_ref()?;
                 self.paused = s.paused;
                 Some(format!(
-                    "STATUS frames={} tiles/s={:.1} alerts={} unacked={} lost={} dropped_frames={} skipped={} source_failures={}{}",
+                    "STATUS frames={} tiles/s={:.1} alerts={} unacked={} lost={} dropped_frames={} skipped={} source_failures={} threshold={} refused_commands={}{}",
                     s.frames, s.tiles_per_s, s.alerts, s.unacked, s.dropped_alerts,
-                    s.dropped_frames, s.skipped_frames, s.source_failures,
+                    s.dropped_frames, s.skipped_frames, s.source_failures, s.threshold,
+                    s.refused_commands,
                     if self.paused { " paused" } else { "" }
                 ))
             }

@@ -23,7 +23,10 @@ fn main() -> std::io::Result<()> {
             .unwrap_or_else(|| "fuzz/seeds".into()),
     );
     let commands = [
-        Command::Ack { seq: 41 },
+        Command::Ack {
+            seq: 41,
+            boot: Some(7),
+        },
         Command::GetStatus,
         Command::SetThreshold { value: 1.25 },
         Command::Pause,
@@ -57,6 +60,9 @@ fn main() -> std::io::Result<()> {
         paused: false,
         uptime_s: 10,
         model: id("0123456789ab"),
+        boot: 0x5eed_0000_c0ff_ee01,
+        threshold: 1.25,
+        refused_commands: 0,
     };
     let refused = Rejected::new(
         "set_threshold",

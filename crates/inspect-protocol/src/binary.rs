@@ -4,8 +4,18 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::cobs::{Payload, MAX_PAYLOAD};
-use super::message::{is_plain_id, Alert, DeviceId, ModelId, Status, PROTOCOL_VERSION};
+use super::message::{is_plain_id, Alert, DeviceId, ModelId, Status};
+use crate::position::{Fix, Position};
 use crate::PixelBox;
+
+/// The layout version, the second byte of every payload. Later protocol versions append fields
+/// after a layout's own (see [`EXTENSION_V2`]), which readers of this layout skip: the byte
+/// changes only when a layout breaks.
+pub const LAYOUT_VERSION: u8 = 1;
+
+/// First byte of the fields protocol version 2 appends to alerts and status reports (boot id,
+/// position; for status also threshold and refused commands). Absent in version 1 payloads.
+pub const EXTENSION_V2: u8 = 2;
 
 /// 10000-01-01T00:00:00Z in milliseconds since 1970: the first time RFC 3339 cannot write.
 const LAST_RFC3339_MS: u64 = 253_402_300_800_000;
@@ -43,12 +53,15 @@ pub enum DecodeError {
     /// A kind this version does not know.
     #[error("unknown message kind 0x{0:02x}")]
     UnknownKind(u8),
-    /// A version this build does not speak.
-    #[error("protocol version {0} not supported (this build speaks {PROTOCOL_VERSION})")]
+    /// A layout version this build does not speak.
+    #[error("binary layout version {0} not supported (this build speaks {LAYOUT_VERSION})")]
     Version(u8),
     /// A string field that is not UTF-8 or too long, or an id with other than plain characters.
     #[error("bad text field")]
     Text,
+    /// A position of an unknown kind.
+    #[error("unknown position kind")]
+    Position,
     /// A time past the year 9999 (RFC 3339 cannot write it).
     #[error("time out of range")]
     Time,
@@ -64,7 +77,7 @@ struct Writer(Payload);
 impl Writer {
     fn new(kind: u8) -> Writer {
         let mut w = Writer(Payload::new());
-        w.bytes(&[kind, PROTOCOL_VERSION as u8]);
+        w.bytes(&[kind, LAYOUT_VERSION]);
         w
     }
     fn bytes(&mut self, b: &[u8]) {
@@ -80,6 +93,24 @@ impl Writer {
     }
     fn f32(&mut self, v: f32) {
         self.bytes(&v.to_le_bytes());
+    }
+    fn f64(&mut self, v: f64) {
+        self.bytes(&v.to_le_bytes());
+    }
+    /// Tag (0 none, 1 chainage, 2 GNSS), two numbers, age and staleness: 22 bytes.
+    fn position(&mut self, position: &Option<Position>) {
+        let (tag, a, b, age, stale) = match position.map(Position::sanitised) {
+            None => (0, 0.0, 0.0, 0, false),
+            Some(p) => match p.fix {
+                Fix::Chainage { metres } => (1, metres, 0.0, p.age_ms, p.stale),
+                Fix::Gnss { lat, lon } => (2, lat, lon, p.age_ms, p.stale),
+            },
+        };
+        self.bytes(&[tag]);
+        self.f64(a);
+        self.f64(b);
+        self.bytes(&age.to_le_bytes());
+        self.bytes(&[u8::from(stale)]);
     }
     fn pixel_box(&mut self, b: &PixelBox) {
         for v in [b.x, b.y, b.width, b.height] {
@@ -108,7 +139,7 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::UnknownKind(k));
         }
         let v = r.u8()?;
-        if u32::from(v) != PROTOCOL_VERSION {
+        if v != LAYOUT_VERSION {
             return Err(DecodeError::Version(v));
         }
         Ok(r)
@@ -142,6 +173,30 @@ impl<'a> Reader<'a> {
     pub(crate) fn f32(&mut self) -> Result<f32, DecodeError> {
         Ok(f32::from_bits(self.u32()?))
     }
+    fn f64(&mut self) -> Result<f64, DecodeError> {
+        Ok(f64::from_bits(self.u64()?))
+    }
+    /// Whether protocol version 2's fields follow (a version 1 payload ends here; a later
+    /// version's extension starts with a higher byte and begins with version 2's fields).
+    fn has_v2(&mut self) -> Result<bool, DecodeError> {
+        if self.0.is_empty() {
+            return Ok(false);
+        }
+        Ok(self.u8()? >= EXTENSION_V2)
+    }
+    fn position(&mut self) -> Result<Option<Position>, DecodeError> {
+        let tag = self.u8()?;
+        let (a, b) = (self.f64()?, self.f64()?);
+        let age_ms = self.u32()?;
+        let stale = self.u8()? != 0;
+        let fix = match tag {
+            0 => return Ok(None),
+            1 => Fix::Chainage { metres: a },
+            2 => Fix::Gnss { lat: a, lon: b },
+            _ => return Err(DecodeError::Position),
+        };
+        Ok(Some(Position { fix, age_ms, stale }.sanitised()))
+    }
     fn pixel_box(&mut self) -> Result<PixelBox, DecodeError> {
         Ok(PixelBox {
             x: self.u16()?.into(),
@@ -172,7 +227,7 @@ impl<'a> Reader<'a> {
 }
 
 impl Alert {
-    /// The alert's binary payload (at most 103 bytes). Frame coordinates are sent as u16
+    /// The alert's binary payload (at most 135 bytes). Frame coordinates are sent as u16
     /// (frames are at most 4096 px, see the config); times in milliseconds since 1970.
     pub fn to_binary(&self) -> Payload {
         let mut w = Writer::new(kind::ALERT);
@@ -187,13 +242,17 @@ impl Alert {
         w.f32(self.area_fraction);
         w.text(&self.device);
         w.text(&self.model);
+        w.bytes(&[EXTENSION_V2]);
+        w.u64(self.boot);
+        w.position(&self.position);
         w.0
     }
 
-    /// Decodes [`Alert::to_binary`]'s payload.
+    /// Decodes [`Alert::to_binary`]'s payload (and a version 1 alert's, without boot id and
+    /// position).
     pub fn from_binary(payload: &[u8]) -> Result<Alert, DecodeError> {
         let mut r = Reader::open(payload, kind::ALERT)?;
-        Ok(Alert {
+        let mut alert = Alert {
             seq: r.u64()?,
             frame: r.u64()?,
             time: r.time()?,
@@ -205,12 +264,19 @@ impl Alert {
             area_fraction: r.f32()?,
             device: r.id::<32>()? as DeviceId,
             model: r.id::<12>()? as ModelId,
-        })
+            boot: 0,
+            position: None,
+        };
+        if r.has_v2()? {
+            alert.boot = r.u64()?;
+            alert.position = r.position()?;
+        }
+        Ok(alert)
     }
 }
 
 impl Status {
-    /// The status report's binary payload (at most 125 bytes).
+    /// The status report's binary payload (at most 146 bytes).
     pub fn to_binary(&self) -> Payload {
         let mut w = Writer::new(kind::STATUS);
         w.time(self.time);
@@ -226,13 +292,17 @@ impl Status {
         w.u64(self.uptime_s);
         w.text(&self.device);
         w.text(&self.model);
+        w.bytes(&[EXTENSION_V2]);
+        w.u64(self.boot);
+        w.f32(self.threshold);
+        w.u64(self.refused_commands);
         w.0
     }
 
-    /// Decodes [`Status::to_binary`]'s payload.
+    /// Decodes [`Status::to_binary`]'s payload (and a version 1 status's).
     pub fn from_binary(payload: &[u8]) -> Result<Status, DecodeError> {
         let mut r = Reader::open(payload, kind::STATUS)?;
-        Ok(Status {
+        let mut status = Status {
             time: r.time()?,
             frames: r.u64()?,
             tiles_per_s: r.f32()?,
@@ -246,7 +316,16 @@ impl Status {
             uptime_s: r.u64()?,
             device: r.id()?,
             model: r.id()?,
-        })
+            boot: 0,
+            threshold: f32::NAN,
+            refused_commands: 0,
+        };
+        if r.has_v2()? {
+            status.boot = r.u64()?;
+            status.threshold = r.f32()?;
+            status.refused_commands = r.u64()?;
+        }
+        Ok(status)
     }
 }
 
@@ -292,15 +371,35 @@ mod tests {
         let a = alert();
         let bytes = a.to_binary();
         assert_eq!(bytes[0], kind::ALERT);
-        assert_eq!(bytes.len(), 2 + 8 + 8 + 8 + 2 + 8 + 4 + 4 + 8 + 4 + 16 + 13);
+        let v1 = 2 + 8 + 8 + 8 + 2 + 8 + 4 + 4 + 8 + 4 + 16 + 13;
+        assert_eq!(bytes.len(), v1 + 1 + 8 + 22);
         assert_eq!(Alert::from_binary(&bytes).unwrap(), a);
         let mut wide = a.clone();
         wide.device = id(&"d".repeat(32));
-        assert!(wide.to_binary().len() <= 103);
-        // Every truncation is an error, never a panic or a wrong alert.
+        assert!(wide.to_binary().len() <= 135);
+        // Every truncation is an error, never a panic or a wrong alert, except the version 1
+        // layout, which decodes as a version 1 device sent it: no boot id, no position.
         for n in 0..bytes.len() {
-            assert!(Alert::from_binary(&bytes[..n]).is_err(), "prefix {n}");
+            let decoded = Alert::from_binary(&bytes[..n]);
+            if n == v1 {
+                let old = Alert {
+                    boot: 0,
+                    position: None,
+                    ..a.clone()
+                };
+                assert_eq!(decoded, Ok(old));
+            } else {
+                assert!(decoded.is_err(), "prefix {n}");
+            }
         }
+        // A later version's extension: its first fields are version 2's, the rest is skipped.
+        let mut later = bytes.clone();
+        later[v1] = 3;
+        later.extend_from_slice(&[0xAB; 7]).unwrap();
+        assert_eq!(Alert::from_binary(&later).unwrap(), a);
+        let mut odd = bytes.clone();
+        odd[v1 + 9] = 7;
+        assert_eq!(Alert::from_binary(&odd), Err(DecodeError::Position));
         let mut future = bytes.clone();
         future[1] = 9;
         assert_eq!(Alert::from_binary(&future), Err(DecodeError::Version(9)));
@@ -322,10 +421,22 @@ mod tests {
             paused: true,
             uptime_s: 10,
             model: id("abc"),
+            boot: 0xfeed_beef_0000_0001,
+            threshold: 1.25,
+            refused_commands: 9,
         };
         let bytes = s.to_binary();
-        assert!(bytes.len() <= 125);
+        let wide = Status {
+            device: id(&"d".repeat(32)),
+            model: id("0123456789ab"),
+            ..s.clone()
+        };
+        assert_eq!(wide.to_binary().len(), 146);
         assert_eq!(Status::from_binary(&bytes).unwrap(), s);
+        // A version 1 status: the fields it lacks read as unknown.
+        let v1 = Status::from_binary(&bytes[..bytes.len() - 1 - 8 - 4 - 8]).unwrap();
+        assert!(v1.threshold.is_nan());
+        assert_eq!((v1.boot, v1.refused_commands), (0, 0));
         assert_eq!(
             Status::from_binary(&alert().to_binary()),
             Err(DecodeError::UnknownKind(kind::ALERT))

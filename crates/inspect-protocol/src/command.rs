@@ -23,6 +23,9 @@ pub enum Command {
     Ack {
         /// Alert sequence number.
         seq: u64,
+        /// The boot id the alert carried (protocol version 2; absent from a version 1 peer):
+        /// an ACK naming another is refused.
+        boot: Option<u64>,
     },
     /// Send a status report now.
     GetStatus,
@@ -75,6 +78,7 @@ impl Command {
             kind: &'a str,
             seq: Option<u64>,
             value: Option<f64>,
+            boot: Option<&'a str>,
         }
         let raw: Raw<'_> = serde_json::from_slice(line)
             .map_err(|e| Rejected::new("?", ErrorCode::Malformed, format_args!("{e}")))?;
@@ -84,7 +88,22 @@ impl Command {
             })
         };
         match raw.kind {
-            "ack" => Ok(Command::Ack { seq: seq("ack")? }),
+            "ack" => {
+                let boot = match raw.boot {
+                    None => None,
+                    Some(hex) => Some(parse_boot(hex).ok_or_else(|| {
+                        Rejected::new(
+                            "ack",
+                            ErrorCode::Malformed,
+                            format_args!("`boot` is not 16 hexadecimal digits"),
+                        )
+                    })?),
+                };
+                Ok(Command::Ack {
+                    seq: seq("ack")?,
+                    boot,
+                })
+            }
             "get_status" => Ok(Command::GetStatus),
             "set_threshold" => {
                 let value = raw.value.ok_or_else(|| {
@@ -128,6 +147,8 @@ impl Command {
         let command = match k {
             kind::ACK => Command::Ack {
                 seq: r.u64().map_err(malformed)?,
+                // Version 2 appends the boot id.
+                boot: r.u64().ok(),
             },
             kind::GET_STATUS => Command::GetStatus,
             kind::SET_THRESHOLD => {
@@ -164,7 +185,14 @@ impl Command {
         let mut line = Line::new();
         // Short fixed shapes: always fit.
         let _ = match self {
-            Command::Ack { seq } | Command::GetEvidence { seq } => {
+            Command::Ack {
+                seq,
+                boot: Some(boot),
+            } => write!(
+                line,
+                "{{\"type\":\"ack\",\"seq\":{seq},\"boot\":\"{boot:016x}\"}}"
+            ),
+            Command::Ack { seq, boot: None } | Command::GetEvidence { seq } => {
                 write!(line, "{{\"type\":\"{}\",\"seq\":{seq}}}", self.name())
             }
             Command::SetThreshold { value } => {
@@ -178,7 +206,11 @@ impl Command {
     /// The command as a binary payload.
     pub fn to_binary(&self) -> Payload {
         match self {
-            Command::Ack { seq } | Command::GetEvidence { seq } => {
+            Command::Ack {
+                seq,
+                boot: Some(boot),
+            } => binary::message(self.kind(), &[&seq.to_le_bytes(), &boot.to_le_bytes()]),
+            Command::Ack { seq, boot: None } | Command::GetEvidence { seq } => {
                 binary::message(self.kind(), &[&seq.to_le_bytes()])
             }
             Command::SetThreshold { value } => {
@@ -187,6 +219,13 @@ impl Command {
             _ => binary::message(self.kind(), &[]),
         }
     }
+}
+
+/// A boot id as JSON carries it: 16 hexadecimal digits.
+fn parse_boot(hex: &str) -> Option<u64> {
+    (hex.len() == 16)
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
 }
 
 /// Why a command was refused, as sent in an error reply.
@@ -485,8 +524,15 @@ impl<'a> EvidenceChunk<'a> {
 mod tests {
     use super::*;
 
-    const ALL: [Command; 6] = [
-        Command::Ack { seq: 41 },
+    const ALL: [Command; 7] = [
+        Command::Ack {
+            seq: 41,
+            boot: None,
+        },
+        Command::Ack {
+            seq: 42,
+            boot: Some(0x5eed_0000_c0ff_ee01),
+        },
         Command::GetStatus,
         Command::SetThreshold { value: 1.5 },
         Command::Pause,
@@ -503,7 +549,7 @@ mod tests {
         // Extra keys are ignored (later protocol versions may add them).
         assert_eq!(
             Command::from_json(br#"{"type":"ack","seq":3,"from":"monitor"}"#),
-            Ok(Command::Ack { seq: 3 })
+            Ok(Command::Ack { seq: 3, boot: None })
         );
     }
 
@@ -516,7 +562,14 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        let ack = crate::cobs::encode(&Command::Ack { seq: 41 }.to_binary()).unwrap();
+        let ack = crate::cobs::encode(
+            &Command::Ack {
+                seq: 41,
+                boot: None,
+            }
+            .to_binary(),
+        )
+        .unwrap();
         assert_eq!(hex(&ack), "04 10 01 29 01 01 01 01 01 01 05 a0 84 66 35 00");
         let set = Command::SetThreshold { value: 1.6 }.to_binary();
         let set = crate::cobs::encode(&set).unwrap();

@@ -4,6 +4,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::message::Alert;
+use crate::position::{Fix, Position};
 use crate::PixelBox;
 
 /// A short identifier; panics if `s` does not fit in `N` bytes (test input only).
@@ -12,7 +13,8 @@ pub fn id<const N: usize>(s: &str) -> heapless::String<N> {
 }
 
 /// An alert numbered `seq` for frame `frame`, taken `frame` x 100 ms after the epoch, on tile 3
-/// of device "dev" with model "0123456789ab"; score 2.5 over threshold 1.0.
+/// of device "dev" (boot id 7) with model "0123456789ab"; score 2.5 over threshold 1.0; at
+/// chainage `frame` x 0.25 m.
 pub fn alert(seq: u64, frame: u64) -> Alert {
     let b = PixelBox {
         x: 10,
@@ -32,10 +34,19 @@ pub fn alert(seq: u64, frame: u64) -> Alert {
         region: b,
         area_fraction: 0.25,
         model: id("0123456789ab"),
+        boot: 7,
+        position: Some(Position {
+            fix: Fix::Chainage {
+                metres: frame as f64 * 0.25,
+            },
+            age_ms: 12,
+            stale: false,
+        }),
     }
 }
 
-/// A realistic alert: seq 41, frame 1203, a 40x36 region inside tile 9 (256 px at 224, 224).
+/// A realistic alert: seq 41, frame 1203, a 40x36 region inside tile 9 (256 px at 224, 224),
+/// from boot 0x5eed0000c0ffee01 at a GNSS fix in Lyon 0.8 s old.
 pub fn sample_alert() -> Alert {
     Alert {
         device: id("robot-7"),
@@ -59,5 +70,14 @@ pub fn sample_alert() -> Alert {
         },
         area_fraction: 0.0234,
         model: id("0123456789ab"),
+        boot: 0x5eed_0000_c0ff_ee01,
+        position: Some(Position {
+            fix: Fix::Gnss {
+                lat: 45.764043,
+                lon: 4.835659,
+            },
+            age_ms: 800,
+            stale: false,
+        }),
     }
 }

@@ -12,6 +12,7 @@ use crate::binary::DecodeError;
 use crate::command::{cmd_name_static, ErrorCode, EvidenceChunk, Part, Rejected, Reply};
 use crate::device::DeviceMessage;
 use crate::message::{is_plain_id, Alert, Status};
+use crate::position::{Fix, Position};
 use crate::PixelBox;
 
 #[derive(Deserialize)]
@@ -56,6 +57,19 @@ struct RawAlert {
     threshold: Option<f32>,
     region: RawRegion,
     model: String,
+    // Version 2: absent from version 1 lines.
+    boot: Option<String>,
+    pos: Option<RawPosition>,
+}
+
+#[derive(Deserialize)]
+struct RawPosition {
+    src: String,
+    chainage_m: Option<f64>,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    age_ms: u32,
+    stale: bool,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +87,10 @@ struct RawStatus {
     paused: bool,
     uptime_s: u64,
     model: String,
+    // Version 2: absent from version 1 lines.
+    boot: Option<String>,
+    threshold: Option<f32>,
+    refused_commands: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -115,6 +133,34 @@ fn id<const N: usize>(s: &str) -> Result<heapless::String<N>, DecodeError> {
     text(s)
 }
 
+// 16 hexadecimal digits; an absent boot id (a version 1 device) reads as 0.
+fn boot(s: Option<&str>) -> Result<u64, DecodeError> {
+    match s {
+        None => Ok(0),
+        Some(s) if s.len() == 16 => u64::from_str_radix(s, 16).map_err(|_| DecodeError::Json),
+        Some(_) => Err(DecodeError::Json),
+    }
+}
+
+fn position(raw: Option<RawPosition>) -> Result<Option<Position>, DecodeError> {
+    let Some(p) = raw else {
+        return Ok(None);
+    };
+    let fix = match (p.src.as_str(), p.chainage_m, p.lat, p.lon) {
+        ("odometer", Some(metres), _, _) => Fix::Chainage { metres },
+        ("gnss", _, Some(lat), Some(lon)) => Fix::Gnss { lat, lon },
+        _ => return Err(DecodeError::Position),
+    };
+    Ok(Some(
+        Position {
+            fix,
+            age_ms: p.age_ms,
+            stale: p.stale,
+        }
+        .sanitised(),
+    ))
+}
+
 fn time(s: &str) -> Result<SystemTime, DecodeError> {
     humantime::parse_rfc3339(s).map_err(|_| DecodeError::Json)
 }
@@ -141,6 +187,8 @@ pub(crate) fn decode_line(line: &[u8]) -> Result<DeviceMessage<'static>, DecodeE
             region: a.region.pixels.into(),
             area_fraction: number(a.region.area),
             model: id(&a.model)?,
+            boot: boot(a.boot.as_deref())?,
+            position: position(a.pos)?,
         }),
         RawLine::Status(s) => DeviceMessage::Status(Status {
             device: id(&s.device)?,
@@ -156,6 +204,9 @@ pub(crate) fn decode_line(line: &[u8]) -> Result<DeviceMessage<'static>, DecodeE
             paused: s.paused,
             uptime_s: s.uptime_s,
             model: id(&s.model)?,
+            boot: boot(s.boot.as_deref())?,
+            threshold: number(s.threshold),
+            refused_commands: s.refused_commands.unwrap_or(0),
         }),
         RawLine::Reply(r) => {
             let cmd = cmd_name_static(&r.cmd);

@@ -3,10 +3,13 @@
 use std::fmt::Write;
 use std::time::SystemTime;
 
+use crate::position::{Fix, Position};
 use crate::PixelBox;
 
-/// Version of the line protocol, sent as `"v"` in every line.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of the line protocol, sent as `"v"` in every line. Version 2 added the boot id, the
+/// position and the status's threshold and refused commands: keys (and a binary trailer) that
+/// version 1 receivers ignore.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Longest line the protocol sends, newline excluded.
 pub const LINE_CAPACITY: usize = 512;
@@ -46,6 +49,12 @@ pub struct Alert {
     pub area_fraction: f32,
     /// Model id (bundle hash prefix).
     pub model: ModelId,
+    /// The boot id of the daemon's start that raised the alert (random per start; 0: a version 1
+    /// device). ACKs carry it back with the seq, naming exactly one alert of one device; a
+    /// receiver sees from it where numbering jumped because the device restarted.
+    pub boot: u64,
+    /// Where the frame was taken, when the device knows.
+    pub position: Option<Position>,
 }
 
 /// A periodic status line.
@@ -77,6 +86,12 @@ pub struct Status {
     pub uptime_s: u64,
     /// Model id (bundle hash prefix).
     pub model: ModelId,
+    /// The boot id of the daemon's current start (0: a version 1 device).
+    pub boot: u64,
+    /// The alert threshold in force (NaN: not reported, a version 1 device).
+    pub threshold: f32,
+    /// Commands refused since start: unsigned, forged, stale, or ACKs for alerts not sent.
+    pub refused_commands: u64,
 }
 
 /// The line did not fit in [`LINE_CAPACITY`] bytes.
@@ -95,20 +110,48 @@ struct Num(f32);
 
 impl std::fmt::Display for Num {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0.is_finite() {
-            write!(f, "{}", self.0)
-        } else {
+        let v = self.0;
+        if !v.is_finite() {
             f.write_str("null")
+        } else if v != 0.0 && !(1e-4..1e7).contains(&v.abs()) {
+            // Exponent form for extreme values: `{}` would write up to 45 digits.
+            write!(f, "{v:e}")
+        } else {
+            write!(f, "{v}")
         }
     }
+}
+
+// Frame coordinates as the binary layout sends them: at most u16 (frames are at most 4096 px,
+// see the config), so no value makes a line longer than the real ones.
+fn coordinate(v: u32) -> u32 {
+    v.min(u16::MAX.into())
 }
 
 fn write_box(line: &mut Line, b: &PixelBox) -> std::fmt::Result {
     write!(
         line,
         "\"x\":{},\"y\":{},\"w\":{},\"h\":{}",
-        b.x, b.y, b.width, b.height
+        coordinate(b.x),
+        coordinate(b.y),
+        coordinate(b.width),
+        coordinate(b.height)
     )
+}
+
+// An alert's boot id, and its position when there is one (protocol version 2).
+fn write_v2(line: &mut Line, boot: u64, position: &Option<Position>) -> std::fmt::Result {
+    write!(line, ",\"boot\":\"{boot:016x}\"")?;
+    let Some(p) = position.map(Position::sanitised) else {
+        return Ok(());
+    };
+    write!(line, ",\"pos\":{{\"src\":\"{}\",", p.fix.source())?;
+    // Millimetres and about a centimetre of latitude are finer than either source measures.
+    match p.fix {
+        Fix::Chainage { metres } => write!(line, "\"chainage_m\":{metres:.3}")?,
+        Fix::Gnss { lat, lon } => write!(line, "\"lat\":{lat:.7},\"lon\":{lon:.7}")?,
+    }
+    write!(line, ",\"age_ms\":{},\"stale\":{}}}", p.age_ms, p.stale)
 }
 
 /// Whether `id` may name a device or a model on the wire: 1 to 32 characters of
@@ -143,7 +186,9 @@ impl Alert {
         write!(
             line,
             ",\"seq\":{},\"frame\":{},\"tile\":{{\"index\":{},",
-            self.seq, self.frame, self.tile_index
+            self.seq,
+            self.frame,
+            self.tile_index.min(u16::MAX.into())
         )?;
         write_box(&mut line, &self.tile)?;
         write!(
@@ -155,10 +200,12 @@ impl Alert {
         write_box(&mut line, &self.region)?;
         write!(
             line,
-            ",\"area\":{}}},\"model\":\"{}\"}}",
+            ",\"area\":{}}},\"model\":\"{}\"",
             Num(self.area_fraction),
             self.model
         )?;
+        write_v2(&mut line, self.boot, &self.position)?;
+        line.push('}').map_err(|_| LineTooLong)?;
         Ok(line)
     }
 }
@@ -170,7 +217,7 @@ impl Status {
         write_head(&mut line, "status", &self.device, self.time)?;
         write!(
             line,
-            ",\"frames\":{},\"tiles_per_s\":{},\"dropped_frames\":{},\"skipped_frames\":{},\"source_failures\":{},\"alerts\":{},\"dropped_alerts\":{},\"unacked\":{},\"paused\":{},\"uptime_s\":{},\"model\":\"{}\"}}",
+            ",\"frames\":{},\"tiles_per_s\":{},\"dropped_frames\":{},\"skipped_frames\":{},\"source_failures\":{},\"alerts\":{},\"dropped_alerts\":{},\"unacked\":{},\"paused\":{},\"uptime_s\":{},\"model\":\"{}\",\"threshold\":{},\"refused_commands\":{}",
             self.frames,
             Num(self.tiles_per_s),
             self.dropped_frames,
@@ -181,8 +228,11 @@ impl Status {
             self.unacked,
             self.paused,
             self.uptime_s,
-            self.model
+            self.model,
+            Num(self.threshold),
+            self.refused_commands
         )?;
+        write!(line, ",\"boot\":\"{:016x}\"}}", self.boot)?;
         Ok(line)
     }
 }
@@ -191,6 +241,7 @@ impl Status {
 mod tests {
     use super::*;
     use crate::fixtures::{id, sample_alert};
+    use crate::position::MAX_CHAINAGE_M;
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
@@ -198,7 +249,13 @@ mod tests {
         let line = sample_alert().to_line().unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["type"], "alert");
-        assert_eq!(v["v"], 1);
+        assert_eq!(v["v"], 2);
+        assert_eq!(v["boot"], "5eed0000c0ffee01");
+        assert_eq!(v["pos"]["src"], "gnss");
+        assert_eq!(v["pos"]["lat"], 45.764043);
+        assert_eq!(v["pos"]["lon"], 4.835659);
+        assert_eq!(v["pos"]["age_ms"], 800);
+        assert_eq!(v["pos"]["stale"], false);
         assert_eq!(v["seq"], 41);
         assert_eq!(v["frame"], 1203);
         assert_eq!(v["time"], "2026-11-18T11:06:40.123Z");
@@ -227,10 +284,16 @@ mod tests {
             paused: true,
             uptime_s: 60,
             model: id("m"),
+            boot: 1,
+            threshold: f32::INFINITY,
+            refused_commands: 3,
         };
         let v: serde_json::Value = serde_json::from_str(&status.to_line().unwrap()).unwrap();
         assert_eq!(v["type"], "status");
         assert!(v["tiles_per_s"].is_null());
+        assert!(v["threshold"].is_null());
+        assert_eq!(v["refused_commands"], 3);
+        assert_eq!(v["boot"], "0000000000000001");
         assert_eq!(v["dropped_alerts"], 5);
         assert_eq!(v["skipped_frames"], 2);
         assert_eq!(v["source_failures"], 4);
@@ -254,21 +317,45 @@ mod tests {
         (alert.tile, alert.region) = (wide, wide);
         (alert.score, alert.threshold, alert.area_fraction) =
             (-f32::MIN_POSITIVE, f32::MIN, -1e-38);
-        assert!(alert.to_line().is_ok());
+        alert.boot = u64::MAX;
+        let widest_positions = [
+            Fix::Gnss {
+                lat: -90.0,
+                lon: -180.0,
+            },
+            Fix::Chainage {
+                metres: -MAX_CHAINAGE_M,
+            },
+        ];
+        for fix in widest_positions {
+            alert.position = Some(Position {
+                fix,
+                age_ms: u32::MAX,
+                stale: false,
+            });
+            // (The signature has room of its own beyond LINE_CAPACITY.)
+            assert!(alert.to_line().is_ok(), "{fix:?}");
+        }
+        // Counters up to 2^53, the integers JSON readers hold exactly (285 years of frames at
+        // 1000 per second).
+        let most = (1u64 << 53) - 1;
         let status = Status {
             device: alert.device.clone(),
             time: alert.time,
-            frames: u64::MAX,
+            frames: most,
             tiles_per_s: f32::MIN,
-            dropped_frames: u64::MAX,
-            skipped_frames: u64::MAX,
-            source_failures: u64::MAX,
-            alerts: u64::MAX,
-            dropped_alerts: u64::MAX,
-            unacked: u64::MAX,
+            dropped_frames: most,
+            skipped_frames: most,
+            source_failures: most,
+            alerts: most,
+            dropped_alerts: most,
+            unacked: most,
             paused: false,
-            uptime_s: u64::MAX,
+            uptime_s: most,
             model: alert.model.clone(),
+            boot: u64::MAX,
+            threshold: f32::MIN,
+            refused_commands: most,
         };
         assert!(status.to_line().is_ok());
     }

@@ -284,6 +284,9 @@ mod tests {
             paused: true,
             uptime_s: 10,
             model: id("0123456789ab"),
+            boot: 0x5eed_0000_c0ff_ee01,
+            threshold: 1.25,
+            refused_commands: 2,
         }
     }
 
@@ -448,7 +451,10 @@ mod tests {
     #[test]
     fn commands_encode_and_decode_through_the_same_deframer() {
         let commands = [
-            Command::Ack { seq: 41 },
+            Command::Ack {
+                seq: 41,
+                boot: Some(7),
+            },
             Command::SetThreshold { value: 1.5 },
             Command::GetEvidence { seq: 7 },
         ];

@@ -133,9 +133,7 @@ impl Evaluation {
     pub fn load_fresh(trained: &Path, out: &Path) -> Option<Evaluation> {
         let file = out.join(EVALUATION_FILE);
         let written = std::fs::metadata(&file).and_then(|m| m.modified()).ok()?;
-        let trained = std::fs::metadata(trained)
-            .and_then(|m| m.modified())
-            .ok()?;
+        let trained = std::fs::metadata(trained).and_then(|m| m.modified()).ok()?;
         if written < trained {
             return None;
         }

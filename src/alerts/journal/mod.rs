@@ -33,9 +33,10 @@ use serde::Deserialize;
 
 use super::message::Alert;
 use inspect_core::settings::{Checker, ConfigError};
+pub use records::PeerThreshold;
 use records::{
-    alert_body, encode, record_len, replay, seq_body, Record, CLOSE, FILE_MAGIC, FILE_MAGIC_V1,
-    FLOOR,
+    alert_body, encode, record_len, replay, seq_body, threshold_body, Record, CLOSE, FILE_MAGIC,
+    FILE_MAGIC_V1, FLOOR,
 };
 use storage::{write_all, FileSystem, Storage, StorageFile};
 
@@ -227,6 +228,8 @@ pub struct Journal {
     evicted: u64,
     write_errors: u64,
     recovery: Recovery,
+    /// The last threshold the peer set (kept through compaction).
+    peer_threshold: Option<PeerThreshold>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -258,6 +261,7 @@ impl Journal {
             evicted: 0,
             write_errors: 0,
             recovery: Recovery::default(),
+            peer_threshold: None,
         }
     }
 
@@ -328,6 +332,7 @@ impl Journal {
                 Record::Floor(seq) => floor = floor.max(seq),
                 // The reservations before a clean close were not used.
                 Record::Close(seq) => floor = seq,
+                Record::Threshold(t) => journal.peer_threshold = Some(t),
             }
         }
         journal.next_seq = journal.next_seq.max(floor);
@@ -635,6 +640,24 @@ impl Journal {
         Ok(())
     }
 
+    /// Journals a threshold the peer set, synced at once (a rare, deliberate change that must
+    /// survive a power cut like an alert).
+    pub fn record_threshold(&mut self, threshold: PeerThreshold) -> Result<(), JournalError> {
+        let body = threshold_body(&threshold);
+        self.peer_threshold = Some(threshold);
+        self.write(&body)?;
+        self.sync_file()
+    }
+
+    /// The threshold the peer last set for `model` while the config gave `configured`: what
+    /// the daemon uses again at start (none once the model or the configured threshold changed).
+    pub fn peer_threshold(&self, model: &str, configured: f32) -> Option<f32> {
+        self.peer_threshold
+            .as_ref()
+            .filter(|t| t.model.as_str() == model && t.configured == configured)
+            .map(|t| t.value)
+    }
+
     /// Records a clean close (the numbers reserved past the next one were not used) and syncs.
     pub fn close(&mut self) -> Result<(), JournalError> {
         if self.disk.is_some() {
@@ -659,6 +682,9 @@ impl Journal {
         let mut out = Vec::with_capacity(self.pending_bytes as usize + 64);
         out.extend_from_slice(FILE_MAGIC);
         out.extend_from_slice(&encode(&seq_body(FLOOR, self.reserved.max(self.next_seq))));
+        if let Some(t) = &self.peer_threshold {
+            out.extend_from_slice(&encode(&threshold_body(t)));
+        }
         for alert in self.pending.values() {
             out.extend_from_slice(&encode(&alert_body(alert)));
         }

@@ -9,9 +9,11 @@
 //! A body is an alert (`A` + its binary payload), an acknowledgement (`K` + seq), a floor (`B` +
 //! a sequence number no alert below which may be numbered again: written before a block of
 //! numbers is used, and at compaction) or a clean close (`C` + the next sequence number: the
-//! reservations before it were not used).
+//! reservations before it were not used), or a threshold the peer set (`T` + the threshold, the
+//! threshold the config gave when it was set, and the model id: restored at the next start of
+//! the same model and config).
 
-use super::super::message::Alert;
+use super::super::message::{Alert, ModelId};
 
 /// File magic of the format written now.
 pub const FILE_MAGIC: &[u8; 8] = b"EIJRNL02";
@@ -31,6 +33,8 @@ pub const ACK: u8 = b'K';
 pub const FLOOR: u8 = b'B';
 /// Kind byte of a clean close record.
 pub const CLOSE: u8 = b'C';
+/// Kind byte of a threshold record.
+pub const THRESHOLD: u8 = b'T';
 
 /// Bytes a record of a `body`-byte body takes in the current format.
 pub fn record_len(body: usize) -> u64 {
@@ -40,7 +44,7 @@ pub fn record_len(body: usize) -> u64 {
 /// One record in the current format.
 pub fn encode(body: &[u8]) -> heapless::Vec<u8, 300> {
     let mut out = heapless::Vec::new();
-    // Bodies are at most 1 + 103 bytes: everything fits.
+    // Bodies are at most 1 + 135 bytes: everything fits.
     let len = (body.len() as u32).to_le_bytes();
     let _ = out.extend_from_slice(&RECORD_MAGIC);
     let _ = out.extend_from_slice(&len);
@@ -57,7 +61,7 @@ fn crc(len: &[u8; 4], body: &[u8]) -> u32 {
 }
 
 /// The body of an alert record.
-pub fn alert_body(alert: &Alert) -> heapless::Vec<u8, 128> {
+pub fn alert_body(alert: &Alert) -> heapless::Vec<u8, 160> {
     let mut body = heapless::Vec::new();
     let _ = body.push(ALERT);
     let _ = body.extend_from_slice(&alert.to_binary());
@@ -71,6 +75,42 @@ pub fn seq_body(kind: u8, seq: u64) -> [u8; 9] {
     b
 }
 
+/// A threshold the peer set, as journalled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerThreshold {
+    /// The threshold set.
+    pub value: f32,
+    /// The threshold the config (or bundle) gave at the time: a different one at the next start
+    /// means the operator changed it since, and theirs wins.
+    pub configured: f32,
+    /// The model it was set for.
+    pub model: ModelId,
+}
+
+/// The body of a threshold record.
+pub fn threshold_body(t: &PeerThreshold) -> heapless::Vec<u8, 32> {
+    let mut body = heapless::Vec::new();
+    // 1 + 4 + 4 + 1 + at most 12 bytes: fits.
+    let _ = body.push(THRESHOLD);
+    let _ = body.extend_from_slice(&t.value.to_le_bytes());
+    let _ = body.extend_from_slice(&t.configured.to_le_bytes());
+    let _ = body.push(t.model.len() as u8);
+    let _ = body.extend_from_slice(t.model.as_bytes());
+    body
+}
+
+fn decode_threshold(body: &[u8]) -> Option<PeerThreshold> {
+    let f32_at = |at: usize| Some(f32::from_le_bytes(body.get(at..at + 4)?.try_into().ok()?));
+    let len = *body.get(9)? as usize;
+    let model = std::str::from_utf8(body.get(10..10 + len)?).ok()?;
+    (body.len() == 10 + len).then_some(())?;
+    Some(PeerThreshold {
+        value: f32_at(1)?,
+        configured: f32_at(5)?,
+        model: ModelId::try_from(model).ok()?,
+    })
+}
+
 /// A record body, decoded.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {
@@ -82,6 +122,8 @@ pub enum Record {
     Floor(u64),
     /// Closed cleanly; the next alert gets this sequence number.
     Close(u64),
+    /// The peer set the threshold.
+    Threshold(PeerThreshold),
 }
 
 impl Record {
@@ -93,6 +135,7 @@ impl Record {
             ACK if body.len() == 9 => seq().map(Record::Ack),
             FLOOR if body.len() == 9 => seq().map(Record::Floor),
             CLOSE if body.len() == 9 => seq().map(Record::Close),
+            THRESHOLD => decode_threshold(body).map(Record::Threshold),
             _ => None,
         }
     }

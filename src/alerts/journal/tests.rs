@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::Mutex;
 
+use super::super::message::ModelId;
 use super::records::{ACK, ALERT, FILE_MAGIC_V1};
 use super::*;
 
@@ -162,6 +163,36 @@ fn the_file_stays_bounded_and_the_oldest_unacked_are_evicted() {
     let j = Journal::open(&path, max, FsyncPolicy::Never).unwrap();
     assert_eq!(j.next_seq(), 1000);
     assert_eq!(j.unacked(), count);
+}
+
+#[test]
+fn a_threshold_the_peer_set_survives_restarts_and_compaction_for_its_model_only() {
+    let path = scratch("threshold");
+    let max = 4096;
+    let model = ModelId::try_from("0123456789ab").unwrap();
+    {
+        let mut j = Journal::open(&path, max, FsyncPolicy::Never).unwrap();
+        assert_eq!(j.peer_threshold("0123456789ab", 1.0), None);
+        for value in [1.5, 1.25] {
+            j.record_threshold(PeerThreshold {
+                value,
+                configured: 1.0,
+                model: model.clone(),
+            })
+            .unwrap();
+        }
+        // Enough alerts to compact the file several times over: the threshold stays.
+        for f in 0..300 {
+            j.append(&mut alert(f)).unwrap();
+            j.ack(f).unwrap();
+        }
+        // Dropped without a clean close.
+    }
+    let j = Journal::open(&path, max, FsyncPolicy::Never).unwrap();
+    assert_eq!(j.peer_threshold("0123456789ab", 1.0), Some(1.25));
+    // Another model, or a config that now gives another threshold: the operator's wins.
+    assert_eq!(j.peer_threshold("ffffffffffff", 1.0), None);
+    assert_eq!(j.peer_threshold("0123456789ab", 1.1), None);
 }
 
 #[test]

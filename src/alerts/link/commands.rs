@@ -15,9 +15,17 @@ const EVIDENCE_QUEUE: usize = 4;
 impl Worker {
     pub(super) fn handle(&mut self, command: Result<Command, Rejected>) {
         let command = match command {
-            Ok(Command::Ack { seq }) => {
-                // Only an alert this connection carried can have been delivered by it.
-                if !self.sent_here.remove(&seq) {
+            Ok(Command::Ack { seq, boot }) => {
+                // Only an alert this connection carried can have been delivered by it; an ACK
+                // naming another boot id than the start that raised it was meant for another
+                // device (or is forged).
+                let other_boot = boot.is_some_and(|b| {
+                    let journal = self.shared.journal();
+                    journal
+                        .pending_from(seq)
+                        .is_some_and(|a| a.seq == seq && a.boot != b)
+                });
+                if other_boot || !self.sent_here.remove(&seq) {
                     self.shared
                         .counters
                         .acks_refused

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::journal::Journal;
+use super::journal::{Journal, PeerThreshold};
 use super::message::{Alert, DeviceId, Status};
 use super::Framing;
 use inspect_protocol::signing::LinkKey;
@@ -71,6 +71,28 @@ pub struct LinkSettings {
     pub key: Option<LinkKey>,
     /// This link's id in signatures.
     pub link_id: u8,
+    /// This start's boot id: carried by every alert and status, and by the peer's ACKs.
+    pub boot: u64,
+}
+
+/// A fresh boot id: 64 random bits (never 0, which stands for "unknown" on the wire), so an ACK
+/// meant for another start of the device, or another device, is refused.
+pub fn new_boot_id() -> u64 {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    let id = match random {
+        Ok(()) => u64::from_le_bytes(bytes),
+        // No urandom (not Linux): the clock's nanoseconds and the process id, unique enough
+        // between two starts of one device.
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            nanos ^ (u64::from(std::process::id()) << 40)
+        }
+    };
+    id.max(1)
 }
 
 /// What the peer asked the daemon to do (already validated by the link).
@@ -111,7 +133,8 @@ pub struct LinkCounters {
     pub refused_stale: AtomicU64,
     /// Frames that failed COBS decoding or their CRC (noise), not answered.
     pub garbled: AtomicU64,
-    /// ACKs for alerts this connection did not carry (not delivered by it): ignored.
+    /// ACKs for alerts this connection did not carry (not delivered by it), or carrying
+    /// another boot id: ignored.
     pub acks_refused: AtomicU64,
     /// Replies not sent: error replies past the rate limit, or a full reply queue.
     pub replies_suppressed: AtomicU64,
@@ -138,6 +161,7 @@ impl Shared {
 
 /// The daemon's side of the link.
 pub struct AlertLink {
+    boot: u64,
     shared: Arc<Shared>,
     controls: Receiver<Control>,
     thread: Option<JoinHandle<()>>,
@@ -160,6 +184,7 @@ impl AlertLink {
             drain_until: Mutex::new(None),
         });
         let (tx, controls) = sync_channel(16);
+        let boot = settings.boot;
         let thread = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -168,6 +193,7 @@ impl AlertLink {
                 .map_err(LinkError::Spawn)?
         };
         Ok(AlertLink {
+            boot,
             shared,
             controls,
             thread: Some(thread),
@@ -186,6 +212,18 @@ impl AlertLink {
     /// Sets the status report to send next (a newer one replaces one not yet sent).
     pub fn send_status(&self, status: Status) {
         *self.shared.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+    }
+
+    /// This start's boot id.
+    pub fn boot(&self) -> u64 {
+        self.boot
+    }
+
+    /// Journals a threshold the peer set, for the next start.
+    pub fn record_threshold(&self, threshold: PeerThreshold) {
+        if let Err(e) = self.shared.journal().record_threshold(threshold) {
+            log::error!("the new threshold is in force but not journalled: {e}");
+        }
     }
 
     /// The next command from the peer, if one came.

@@ -32,8 +32,12 @@ fn settings(port: PathBuf, framing: Framing, require_ack: bool) -> LinkSettings 
         evidence_dir: None,
         key: None,
         link_id: 1,
+        boot: BOOT,
     }
 }
+
+/// The boot id of the links under test.
+const BOOT: u64 = 0xB007_0000_0000_0001;
 
 /// The peer's end of a pty: reads JSON lines, sends commands.
 struct Peer {
@@ -147,19 +151,20 @@ fn with_a_key_only_signed_fresh_commands_count_and_everything_sent_is_signed() {
     let counters = link.counters();
     let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     // A stranger's unsigned ACK, an ACK under another key, a good one, and its replay.
-    peer.send(Command::Ack { seq: 0 });
+    peer.send(Command::Ack { seq: 0, boot: None });
     let now = SystemTime::now();
     let mut stranger = Signer::new(LinkKey::from_bytes([8; 32]), 4, Direction::ToDevice);
-    let forged = Command::Ack { seq: 2 }.encode_signed(Framing::Json, &mut stranger, now);
+    let forged =
+        Command::Ack { seq: 2, boot: None }.encode_signed(Framing::Json, &mut stranger, now);
     peer.master.write_all(&forged).unwrap();
     let mut ours = Signer::new(key.clone(), 4, Direction::ToDevice);
-    let good = Command::Ack { seq: 1 }.encode_signed(Framing::Json, &mut ours, now);
+    let good = Command::Ack { seq: 1, boot: None }.encode_signed(Framing::Json, &mut ours, now);
     peer.master.write_all(&good).unwrap();
     peer.master.write_all(&good).unwrap();
     // A command signed before the daemon started (over a minute ago): stale.
     let old = now - Duration::from_secs(120);
     let mut past = Signer::new(key.clone(), 5, Direction::ToDevice);
-    let replayed = Command::Ack { seq: 2 }.encode_signed(Framing::Json, &mut past, old);
+    let replayed = Command::Ack { seq: 2, boot: None }.encode_signed(Framing::Json, &mut past, old);
     peer.master.write_all(&replayed).unwrap();
     wait_for("the refusals", || {
         count(&counters.refused_stale) == 2
@@ -198,24 +203,38 @@ fn acks_count_only_for_alerts_this_connection_carried() {
     let mut s = settings(path, Framing::Json, true);
     s.ack_timeout = Duration::from_secs(60);
     let link = AlertLink::start(s, Journal::in_memory(1 << 20)).unwrap();
-    for f in 0..3 {
+    for f in 0..4 {
         link.send_alert(&mut alert(f));
     }
-    peer.lines_until(|l| seqs(l, "alert").len() >= 3);
-    // A peer that ACKs everything it could guess, read or not.
+    let lines = peer.lines_until(|l| seqs(l, "alert").len() >= 4);
+    // Every alert names the start that raised it (the fixture's boot id 7).
+    for line in lines.iter().filter(|l| l["type"] == "alert") {
+        assert_eq!(line["boot"], "0000000000000007");
+    }
+    // An ACK naming another boot id is refused, the right one accepted.
+    peer.send(Command::Ack {
+        seq: 3,
+        boot: Some(8),
+    });
+    peer.send(Command::Ack {
+        seq: 3,
+        boot: Some(7),
+    });
+    // A peer that ACKs everything it could guess, read or not (version 1: no boot id): 0-2
+    // were carried, 3 is acknowledged already, 4-99 never existed.
     for seq in 0..100 {
-        peer.send(Command::Ack { seq });
+        peer.send(Command::Ack { seq, boot: None });
     }
     let counters = link.counters();
     wait_for("the ACKs", || {
-        counters.acks_refused.load(Ordering::Relaxed) == 97
+        counters.acks_refused.load(Ordering::Relaxed) == 1 + 1 + 96
     });
-    assert_eq!(counters.acked.load(Ordering::Relaxed), 3);
+    assert_eq!(counters.acked.load(Ordering::Relaxed), 1 + 3);
     // Alerts raised after the guesses still wait for their own ACK.
-    link.send_alert(&mut alert(3));
     link.send_alert(&mut alert(4));
+    link.send_alert(&mut alert(5));
     let later = peer.lines_until(|l| seqs(l, "alert").len() >= 2);
-    assert_eq!(seqs(&later, "alert"), [3, 4]);
+    assert_eq!(seqs(&later, "alert"), [4, 5]);
     assert_eq!(link.unacked(), 2);
     link.close(Duration::ZERO);
 }
@@ -273,13 +292,13 @@ fn unacked_alerts_are_sent_again_until_acked() {
     let first = peer.lines_until(|l| seqs(l, "alert").len() >= 5);
     assert_eq!(seqs(&first, "alert"), [0, 1, 2, 3, 4]);
     for seq in [0, 2, 4] {
-        peer.send(Command::Ack { seq });
+        peer.send(Command::Ack { seq, boot: None });
     }
     // After the timeout only the unacknowledged come again.
     let again = peer.lines_until(|l| seqs(l, "alert").len() >= 2);
     assert_eq!(seqs(&again, "alert")[..2], [1, 3]);
     for seq in [1, 3] {
-        peer.send(Command::Ack { seq });
+        peer.send(Command::Ack { seq, boot: None });
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while link.unacked() > 0 && Instant::now() < deadline {
@@ -367,7 +386,14 @@ fn cobs_framing_carries_alerts_and_binary_acks() {
         [(0, 10), (1, 11), (2, 12)]
     );
     for a in &alerts {
-        let frame = cobs::encode(&Command::Ack { seq: a.seq }.to_binary()).unwrap();
+        let frame = cobs::encode(
+            &Command::Ack {
+                seq: a.seq,
+                boot: None,
+            }
+            .to_binary(),
+        )
+        .unwrap();
         peer.master.write_all(&frame).unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(5);

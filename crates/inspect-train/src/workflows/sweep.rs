@@ -48,7 +48,10 @@ pub fn run_sweep(job: &SweepJob) -> Result<SweepColumn, WorkflowError> {
         let checkpoint = out.join(format!("bundle-{objective}.ckpt"));
         let evaluation = match Evaluation::load_fresh(&checkpoint, &eval_dir) {
             Some(done) => {
-                log::info!("sweep: {objective}: evaluated before, in {}", eval_dir.display());
+                log::info!(
+                    "sweep: {objective}: evaluated before, in {}",
+                    eval_dir.display()
+                );
                 done
             }
             None => {
