@@ -11,6 +11,7 @@ use super::Framing;
 #[cfg(target_os = "linux")]
 use super::{DeviceId, LinkSettings, LinkTarget};
 use inspect_core::settings::{Checker, ConfigError};
+use inspect_protocol::secret_file::SecretFileError;
 use inspect_protocol::signing::LinkKey;
 
 /// Serial speeds accepted for `alerts.baud`.
@@ -152,23 +153,16 @@ impl AlertsSettings {
             return Ok(None);
         };
         let shown = path.display();
-        let bytes = std::fs::read(path)
-            .map_err(|e| c.fail("alerts.key_file", &shown, &format!("a readable file ({e})")))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path)
-                .map_err(|e| c.fail("alerts.key_file", &shown, &e.to_string()))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(c.fail(
-                    "alerts.key_file",
-                    format!("{shown} (mode {:o})", mode & 0o777),
-                    "a key file readable by its owner only (chmod 600)",
-                ));
+        let bytes = inspect_protocol::secret_file::read_owner_only(path).map_err(|e| match e {
+            SecretFileError::Read(e) => {
+                c.fail("alerts.key_file", &shown, &format!("a readable file ({e})"))
             }
-        }
+            SecretFileError::Exposed { mode } => c.fail(
+                "alerts.key_file",
+                format!("{shown} (mode {mode:o})"),
+                "a key file readable by its owner only (chmod 600)",
+            ),
+        })?;
         LinkKey::from_file_content(&bytes)
             .map(Some)
             .map_err(|e| c.fail("alerts.key_file", &shown, &e.to_string()))

@@ -499,20 +499,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
 /// The link key in `path` (64 hexadecimal digits; on Unix readable by its owner only).
 fn read_key(path: &std::path::Path) -> anyhow::Result<LinkKey> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read the key file {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            anyhow::bail!(
-                "{}: mode {:o}: a key file must be readable by its owner only (chmod 600)",
-                path.display(),
-                mode & 0o777
-            );
-        }
-    }
+    let bytes = inspect_protocol::secret_file::read_owner_only(path)
+        .with_context(|| format!("key file {}", path.display()))?;
     LinkKey::from_file_content(&bytes).with_context(|| format!("{}", path.display()))
 }
 

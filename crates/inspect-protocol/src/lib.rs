@@ -22,6 +22,7 @@ mod geometry;
 mod json;
 pub mod message;
 pub mod position;
+pub mod secret_file;
 pub mod signing;
 mod unframed;
 pub mod wire;

@@ -47,22 +47,9 @@ pub fn keygen(secret: &Path) -> Result<String, WorkflowError> {
 /// Signs the bundle in `dir` with the secret key in `secret` as release `version`: its hashes
 /// are checked, `bundle_version` is set in the manifest, and `manifest.sig` is written.
 pub fn sign_bundle(dir: &Path, secret: &Path, version: u64) -> Result<(), WorkflowError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(secret)
-            .map_err(io(secret))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(WorkflowError::Usage(format!(
-                "{}: mode {:o}: a secret key must be readable by its owner only (chmod 600)",
-                secret.display(),
-                mode & 0o777
-            )));
-        }
-    }
-    let text = String::from_utf8_lossy(&read_file(secret)?).into_owned();
+    let bytes = inspect_protocol::secret_file::read_owner_only(secret)
+        .map_err(|e| WorkflowError::Usage(format!("{}: {e}", secret.display())))?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
     let key = SecretKey::from_hex(&text)
         .map_err(|e| WorkflowError::Usage(format!("{}: {e}", secret.display())))?;
     let mut manifest = Bundle::load(dir).map_err(bundle_error)?.manifest;
