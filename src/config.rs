@@ -2,7 +2,7 @@
 //!
 //! Each table belongs to the part of the daemon it configures, which defines and checks it
 //! ([`ModelSettings`], [`SourceSettings`], [`Tiling`], [`AlertsSettings`], [`JournalSettings`],
-//! [`EvidenceSettings`], [`GpioSettings`]); this module only assembles them, so imports run
+//! [`EvidenceSettings`], [`GpioSettings`], [`PositionSettings`], [`RecordSettings`]); this module only assembles them, so imports run
 //! one way: config -> subsystems -> `settings`. Unknown keys are rejected (a misspelt key must
 //! not silently fall back to a default) and every value is range-checked; errors name the file,
 //! the key, the value and what is accepted. Relative paths are resolved against the directory
@@ -17,6 +17,8 @@ pub use crate::alerts::settings::{AlertOutput, AlertsSettings, BAUD_RATES};
 pub use crate::evidence::EvidenceSettings;
 pub use crate::frames::{PixelFormat, SourceSettings};
 pub use crate::gpio::{GpioSettings, TriggerEdge, MAX_GPIO_LINE};
+pub use crate::position::PositionSettings;
+pub use crate::record::RecordSettings;
 pub use inspect_core::detector::{ModelSettings, Tiling};
 pub use inspect_core::settings::ConfigError;
 use inspect_core::settings::{read_text, Checker};
@@ -44,6 +46,12 @@ pub struct Config {
     /// GPIO trigger and indicators (needs the `gpio` feature and a Raspberry Pi).
     #[serde(default)]
     pub gpio: Option<GpioSettings>,
+    /// Where positions come from (none when absent).
+    #[serde(default)]
+    pub position: Option<PositionSettings>,
+    /// Frames saved for enrollment (none when absent).
+    #[serde(default)]
+    pub record: Option<RecordSettings>,
 }
 
 impl Config {
@@ -99,6 +107,12 @@ impl Config {
         if let Some(e) = &mut self.evidence {
             resolve(&mut e.dir);
         }
+        if let Some(p) = &mut self.position {
+            p.resolve(base);
+        }
+        if let Some(r) = &mut self.record {
+            resolve(&mut r.dir);
+        }
     }
 
     /// Each table checks its own keys; the config adds the device id.
@@ -121,6 +135,13 @@ impl Config {
         }
         if let Some(g) = &self.gpio {
             g.validate(&c)?;
+        }
+        if let Some(p) = &self.position {
+            let has_trigger = self.gpio.as_ref().is_some_and(|g| g.trigger.is_some());
+            p.validate(&c, has_trigger)?;
+        }
+        if let Some(r) = &self.record {
+            r.validate(&c)?;
         }
         Ok(())
     }

@@ -22,6 +22,8 @@ use crate::config::Config;
 use crate::evidence::{EvidenceError, EvidenceJob, EvidenceWriter};
 use crate::frames::{Frame, FrameError, FrameSource, SourceSettings};
 use crate::gpio::{GpioError, Indicators};
+use crate::position::{GnssReceiver, PositionSettings, PositionTracker};
+use crate::record::{RecordCounters, RecordError, Recorder};
 use inspect_core::bundle::{Bundle, BundleError};
 use inspect_core::detector::Detector;
 use inspect_core::engine::{set_threads, EngineError};
@@ -50,6 +52,9 @@ pub enum DaemonError {
     /// The evidence store cannot be opened.
     #[error(transparent)]
     Evidence(#[from] EvidenceError),
+    /// The recording folder cannot be used.
+    #[error(transparent)]
+    Record(#[from] RecordError),
     /// GPIO is required but unavailable.
     #[error(transparent)]
     Gpio(#[from] GpioError),
@@ -79,6 +84,10 @@ pub struct Summary {
     pub unacked: u64,
     /// Evidence not stored (writer busy or write failed).
     pub evidence_skipped: u64,
+    /// Frames saved by `[record]`.
+    pub recorded: u64,
+    /// Frames `[record]` did not save (writer busy, folder full, write failed).
+    pub record_missed: u64,
 }
 
 #[derive(Default)]
@@ -190,6 +199,7 @@ fn capture_loop(
     interval: Duration,
     slot: &FrameSlot,
     stop: &AtomicBool,
+    tracker: &PositionTracker,
 ) {
     let live = source.is_live();
     // Frames delivered and skipped by sources closed earlier, and frames of another size.
@@ -219,6 +229,10 @@ fn capture_loop(
                 }
                 frame.number = number;
                 number += 1;
+                // Read as the frame is handed over, the closest the daemon gets to its capture.
+                if frame.position.is_none() {
+                    frame.position = tracker.position_at(frame.timestamp);
+                }
                 slot.put(frame, live, skipped_before + source.skipped(), stop);
             }
             Ok(None) => return slot.finish(Ok(()), skipped),
@@ -269,6 +283,7 @@ struct Inspector<'a> {
     detector: Detector,
     link: AlertLink,
     evidence: Option<EvidenceWriter>,
+    recorder: Option<Recorder>,
     indicators: Indicators,
     summary: Summary,
     paused: bool,
@@ -348,7 +363,7 @@ impl Inspector<'_> {
                 area_fraction,
                 model: model.clone(),
                 boot: link.boot(),
-                position: None,
+                position: frame.position,
             };
             let seq = link.send_alert(&mut alert);
             summary.alerts += 1;
@@ -414,10 +429,64 @@ impl Inspector<'_> {
             self.link.refused_commands(),
             if self.paused { " (paused)" } else { "" }
         );
+        let text = match &self.recorder {
+            Some(r) => {
+                let c = r.counters();
+                format!(
+                    "{text}; recorded {} frames ({} missed: writer busy, folder full or write failed)",
+                    c.saved.load(Ordering::Relaxed),
+                    missed(c)
+                )
+            }
+            None => text,
+        };
         self.link.send_status(status);
         notify(&[sd_notify::NotifyState::Status(&text)]);
         log::info!("{text}");
     }
+}
+
+/// Frames `[record]` did not save.
+fn missed(c: &RecordCounters) -> u64 {
+    [&c.dropped, &c.over_bound, &c.failed]
+        .iter()
+        .map(|n| n.load(Ordering::Relaxed))
+        .sum()
+}
+
+/// The configured position source, started.
+fn position_tracker(
+    settings: Option<&PositionSettings>,
+    indicators: &Indicators,
+) -> Result<PositionTracker, DaemonError> {
+    Ok(match settings {
+        None => PositionTracker::None,
+        Some(PositionSettings::Odometer {
+            metres_per_pulse,
+            start_m,
+        }) => match indicators.pulses() {
+            Some(pulses) => {
+                log::info!("chainage from the trigger's pulses: {metres_per_pulse} m each, from {start_m} m");
+                PositionTracker::Odometer {
+                    pulses,
+                    metres_per_pulse: *metres_per_pulse,
+                    start_m: *start_m,
+                }
+            }
+            None => {
+                log::warn!("position.source = \"odometer\" but the trigger line is not open: alerts carry no position");
+                PositionTracker::None
+            }
+        },
+        Some(PositionSettings::Gnss {
+            port,
+            baud,
+            max_age_ms,
+        }) => PositionTracker::Gnss(
+            GnssReceiver::start(port, *baud, Duration::from_millis(*max_age_ms))
+                .map_err(DaemonError::Thread)?,
+        ),
+    })
 }
 
 /// The ids as sent; validated by the config and the bundle loader to fit.
@@ -446,8 +515,10 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
     let mut detector = Detector::new(bundle, config.model.precision, threshold)?;
     detector.engine_mut().set_workers(config.model.workers)?;
     let indicators = Indicators::open(config.gpio.as_ref())?;
+    let tracker = position_tracker(config.position.as_ref(), &indicators)?;
     let journal = config.journal.open()?;
     let evidence = config.evidence.as_ref().map(|e| e.start()).transpose()?;
+    let recorder = config.record.as_ref().map(Recorder::start).transpose()?;
     let (source, interval) = config.source.open()?;
     let alerts = &config.alerts;
     let evidence_dir = config.evidence.as_ref().map(|e| e.dir.clone());
@@ -479,9 +550,10 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
     let slot = Arc::new(FrameSlot::default());
     let capture = {
         let (slot, stop, source_config) = (slot.clone(), stop.clone(), config.source.clone());
+        let tracker = tracker.clone();
         std::thread::Builder::new()
             .name("capture".into())
-            .spawn(move || capture_loop(&source_config, source, interval, &slot, &stop))
+            .spawn(move || capture_loop(&source_config, source, interval, &slot, &stop, &tracker))
             .map_err(DaemonError::Thread)?
     };
 
@@ -492,6 +564,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
         detector,
         link,
         evidence,
+        recorder,
         indicators,
         summary: Summary::default(),
         paused: false,
@@ -513,6 +586,9 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
                 notify(&[sd_notify::NotifyState::Watchdog]);
             }
             Taken::Frame(frame) => {
+                if let Some(recorder) = &mut inspector.recorder {
+                    recorder.offer(&frame);
+                }
                 match inspector.process(&frame) {
                     Ok(()) => inspector.summary.frames += 1,
                     Err(e) => log::error!("frame {} ({}): {e}", frame.number, frame.origin),
@@ -544,10 +620,19 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
     let Inspector {
         link,
         evidence,
+        recorder,
         mut summary,
         ..
     } = inspector;
+    if let Some(recorder) = recorder {
+        let counters = recorder.close();
+        summary.recorded = counters.saved.load(Ordering::Relaxed);
+        summary.record_missed = missed(&counters);
+    }
     summary.evidence_skipped = evidence.as_ref().map_or(0, EvidenceWriter::skipped);
+    if let PositionTracker::Gnss(receiver) = &tracker {
+        receiver.stop();
+    }
     // Finish writing evidence before the link may be asked for it no more.
     drop(evidence);
     summary.dropped_alerts = link.dropped();

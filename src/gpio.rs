@@ -270,6 +270,11 @@ impl Indicators {
         self.trigger.as_ref().is_none_or(|p| p.take())
     }
 
+    /// The trigger's pulse counter, when a trigger line is open (the odometer counts it).
+    pub fn pulses(&self) -> Option<Arc<Pulses>> {
+        self.trigger.clone()
+    }
+
     /// Whether real pins are driven.
     pub fn available(&self) -> bool {
         self.pins.is_some()

@@ -11,7 +11,7 @@ pub mod journal;
 #[cfg(target_os = "linux")]
 pub mod link;
 #[cfg(target_os = "linux")]
-mod port;
+pub(crate) mod port;
 pub mod settings;
 #[cfg(target_os = "linux")]
 pub mod tty;

@@ -72,6 +72,13 @@ fn run(file: &Path) -> anyhow::Result<()> {
         summary.dropped_alerts,
         summary.unacked
     );
+    if summary.recorded + summary.record_missed > 0 {
+        log::info!(
+            "recorded {} frames, {} missed",
+            summary.recorded,
+            summary.record_missed
+        );
+    }
     Ok(())
 }
 

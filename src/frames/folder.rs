@@ -1,9 +1,12 @@
 //! Frames read from a folder of PNG/JPEG files, in file-name order.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use inspect_core::image_files::list_image_files;
+
+use crate::position::{replay, Position};
 
 use super::{Frame, FrameError, FrameSource};
 
@@ -20,10 +23,13 @@ pub struct FolderSource {
     skipped: u64,
     // Frames delivered since the last pass started, to stop a loop over a folder of bad files.
     delivered_this_pass: u64,
+    // The folder's `positions.csv`, by file name (empty without one).
+    positions: HashMap<String, Position>,
 }
 
 impl FolderSource {
-    /// Lists `folder`; fails if it cannot be read or holds no PNG/JPEG file.
+    /// Lists `folder` and reads its `positions.csv` if it has one; fails if it cannot be read,
+    /// holds no PNG/JPEG file, or its positions do not read.
     pub fn open(folder: &Path, looping: bool) -> Result<FolderSource, FrameError> {
         let files = list_image_files(folder).map_err(|source| FrameError::Io {
             path: folder.to_path_buf(),
@@ -35,7 +41,20 @@ impl FolderSource {
                 skipped: 0,
             });
         }
+        let positions = replay::load(folder).map_err(|e| FrameError::Io {
+            path: e.path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        })?;
+        if !positions.is_empty() {
+            log::info!(
+                "{}: positions of {} frames from {}",
+                folder.display(),
+                positions.len(),
+                replay::POSITIONS_FILE
+            );
+        }
         Ok(FolderSource {
+            positions,
             folder: folder.to_path_buf(),
             files,
             next: 0,
@@ -78,7 +97,9 @@ impl FrameSource for FolderSource {
             self.next += 1;
             match image::open(path) {
                 Ok(img) => {
+                    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
                     let frame = Frame {
+                        position: name.and_then(|n| self.positions.get(&n).copied()),
                         number: self.delivered,
                         image: img.into_rgb8(),
                         timestamp: SystemTime::now(),

@@ -33,6 +33,9 @@ pub struct Frame {
     pub timestamp: SystemTime,
     /// Where it came from (file name, device), for logs.
     pub origin: String,
+    /// Where the device was when it was taken: from the folder's `positions.csv`, else set by
+    /// the capture loop from the configured position source.
+    pub position: Option<crate::position::Position>,
 }
 
 /// Fatal errors of a frame source.

@@ -133,6 +133,7 @@ impl FrameSource for StreamSource {
                 match decode_mjpeg(&bytes) {
                     Ok(image) => {
                         let frame = Frame {
+                            position: None,
                             number: self.delivered,
                             image,
                             timestamp: SystemTime::now(),

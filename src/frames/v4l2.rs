@@ -189,6 +189,7 @@ impl FrameSource for V4l2Source {
             match image {
                 Ok(image) => {
                     let frame = Frame {
+                        position: None,
                         number: self.delivered,
                         image,
                         timestamp,
