@@ -274,4 +274,61 @@ proptest! {
         changed[i] ^= flip;
         prop_assert!(receive(&changed).iter().all(|r| r.is_err()));
     }
+
+    #[test]
+    fn nmea_lines_of_any_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        use edge_inspector::position::nmea::{parse, LineAssembler};
+        let mut lines = LineAssembler::default();
+        lines.push(&bytes, |line| {
+            let _ = parse(line);
+        });
+        let _ = parse(&String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn nmea_fixes_read_back_however_the_bytes_are_split(
+        lat_e6 in 0u64..90_000_000,
+        lon_e6 in 0u64..180_000_000,
+        south in any::<bool>(),
+        west in any::<bool>(),
+        rmc in any::<bool>(),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+    ) {
+        use edge_inspector::position::nmea::{parse, LineAssembler, Reading};
+        // Degrees and minutes with 4 decimals, as receivers write them.
+        let (lat, lon) = (lat_e6 as f64 / 1e6, lon_e6 as f64 / 1e6);
+        let dm = |v: f64, width: usize| {
+            let (deg, min) = (v.trunc(), (v.fract() * 60.0 * 1e4).round() / 1e4);
+            let (deg, min) = if min >= 60.0 { (deg + 1.0, 0.0) } else { (deg, min) };
+            format!("{:0width$}{:07.4}", deg as u32, min)
+        };
+        let (lat_text, lon_text) = (dm(lat, 2), dm(lon, 3));
+        let (ns, ew) = (if south { "S" } else { "N" }, if west { "W" } else { "E" });
+        let body = if rmc {
+            format!("GNRMC,083559.00,A,{lat_text},{ns},{lon_text},{ew},0.004,77.52,091202,,,A")
+        } else {
+            format!("GPGGA,092725.00,{lat_text},{ns},{lon_text},{ew},1,08,1.01,499.6,M,48.0,M,,")
+        };
+        let sum = body.bytes().fold(0u8, |a, b| a ^ b);
+        let stream = format!("noise${body}*{sum:02X}\r\n").into_bytes();
+        let mut at: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+        at.sort_unstable();
+        let mut readings = Vec::new();
+        let mut assembler = LineAssembler::default();
+        let mut from = 0;
+        for cut in at.into_iter().chain([stream.len()]) {
+            assembler.push(&stream[from..cut], |line| readings.push(parse(line)));
+            from = cut;
+        }
+        prop_assert_eq!(readings.len(), 1);
+        let sign = |neg: bool| if neg { -1.0 } else { 1.0 };
+        match readings[0] {
+            Ok(Reading::Fix { lat: got_lat, lon: got_lon }) => {
+                // Four decimals of a minute: within 1e-5 minutes, about 2 cm.
+                prop_assert!((got_lat - sign(south) * lat).abs() < 2e-6, "{} vs {}", got_lat, lat);
+                prop_assert!((got_lon - sign(west) * lon).abs() < 2e-6, "{} vs {}", got_lon, lon);
+            }
+            other => prop_assert!(false, "{:?}", other),
+        }
+    }
 }
