@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use edge_inspector::config::{AlertOutput, Config, SourceSettings};
+use edge_inspector::config::{AlertOutput, Config, PositionSettings, SourceSettings};
 
 fn load(name: &str) -> Config {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -39,6 +39,11 @@ fn pi4_robot_uses_the_uart_and_a_usb_camera() {
     // A robot in a tunnel: alerts survive link cuts and restarts.
     assert!(c.alerts.require_ack);
     assert!(c.journal.path.is_some());
+    // Alerts placed by chainage from the trigger's encoder pulses.
+    assert!(matches!(
+        c.position,
+        Some(PositionSettings::Odometer { metres_per_pulse, .. }) if metres_per_pulse == 0.02
+    ));
 }
 
 #[test]
@@ -49,6 +54,7 @@ fn the_drone_frames_for_radio_and_syncs_every_alert() {
     assert_eq!(c.alerts.framing, Framing::Cobs);
     assert_eq!(c.journal.fsync, FsyncMode::Always);
     assert!(c.evidence.is_some());
+    assert!(matches!(c.position, Some(PositionSettings::Gnss { .. })));
 }
 
 #[test]
