@@ -520,6 +520,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
     let evidence = config.evidence.as_ref().map(|e| e.start()).transpose()?;
     let recorder = config.record.as_ref().map(Recorder::start).transpose()?;
     let (source, interval) = config.source.open()?;
+    let live = source.is_live();
     let alerts = &config.alerts;
     let evidence_dir = config.evidence.as_ref().map(|e| e.dir.clone());
     let mut settings = alerts.link_settings(device.clone(), threshold, calibrated, evidence_dir);
@@ -587,7 +588,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
             }
             Taken::Frame(frame) => {
                 if let Some(recorder) = &mut inspector.recorder {
-                    recorder.offer(&frame);
+                    recorder.offer(&frame, !live);
                 }
                 match inspector.process(&frame) {
                     Ok(()) => inspector.summary.frames += 1,

@@ -160,18 +160,25 @@ impl Recorder {
         })
     }
 
-    /// Offers a frame: every `every`-th is queued for saving, never waiting for the writer.
-    pub fn offer(&mut self, frame: &Frame) {
+    /// Offers a frame: every `every`-th is queued for saving. From a live camera it is dropped
+    /// (and counted) when the writer is behind: inspection never waits for the disk. From a
+    /// recording (`wait`) nothing is lost: the next frame can wait.
+    pub fn offer(&mut self, frame: &Frame, wait: bool) {
         self.offered += 1;
         if !(self.offered - 1).is_multiple_of(self.every) {
             return;
         }
         let Some(tx) = &self.tx else { return };
-        match tx.try_send(frame.clone()) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        let sent = if wait {
+            tx.send(frame.clone()).is_ok()
+        } else {
+            match tx.try_send(frame.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
             }
+        };
+        if !sent {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -289,17 +296,14 @@ mod tests {
         };
         let mut recorder = Recorder::start(&settings).unwrap();
         for n in 0..9 {
-            recorder.offer(&frame(n));
-            // Let the writer keep up: this test is about what is saved, not about drops.
-            std::thread::sleep(Duration::from_millis(20));
+            recorder.offer(&frame(n), true);
         }
         let counters = recorder.close();
         assert_eq!(counters.saved.load(Ordering::Relaxed), 3);
         // A second run appends after the first: frames 0 and 3 of it.
         let mut again = Recorder::start(&settings).unwrap();
         for n in 100..104 {
-            again.offer(&frame(n));
-            std::thread::sleep(Duration::from_millis(20));
+            again.offer(&frame(n), true);
         }
         again.close();
         // The folder replays: the same pixels, in order, with their positions.
@@ -318,6 +322,39 @@ mod tests {
     }
 
     #[test]
+    fn from_a_live_camera_frames_are_dropped_and_counted_never_waited_for() {
+        let dir = std::env::temp_dir().join(format!("ei-record-live-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let settings = RecordSettings {
+            dir: dir.clone(),
+            every: 1,
+            max_bytes: 1 << 30,
+        };
+        let mut recorder = Recorder::start(&settings).unwrap();
+        let big = Frame {
+            image: image::RgbImage::from_fn(1280, 720, |x, y| {
+                image::Rgb([(x ^ y) as u8, (x * y) as u8, x as u8])
+            }),
+            ..frame(0)
+        };
+        for _ in 0..20 {
+            recorder.offer(&big, false);
+        }
+        // Had it waited for the writer, nothing would have been dropped.
+        let counters = recorder.close();
+        let (saved, dropped) = (
+            counters.saved.load(Ordering::Relaxed),
+            counters.dropped.load(Ordering::Relaxed),
+        );
+        assert_eq!(saved + dropped, 20);
+        assert!(
+            dropped > 0 && saved >= 2,
+            "{saved} saved, {dropped} dropped"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn the_folder_bound_stops_saving_and_counts() {
         let dir = std::env::temp_dir().join(format!("ei-record-bound-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -330,7 +367,7 @@ mod tests {
             max_bytes: 1 << 20,
         };
         let mut recorder = Recorder::start(&settings).unwrap();
-        recorder.offer(&frame(0));
+        recorder.offer(&frame(0), true);
         let counters = recorder.close();
         assert_eq!(counters.saved.load(Ordering::Relaxed), 0);
         assert_eq!(counters.over_bound.load(Ordering::Relaxed), 1);

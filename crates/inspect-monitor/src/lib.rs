@@ -1,7 +1,8 @@
 //! The receiving side of the alert link, as `inspect-monitor` runs it on a technician's laptop:
 //! decode what the daemon sends (JSON Lines or COBS frames), keep the session's picture (alerts
 //! deduplicated by `seq`, gaps, the device's last status, replies), reassemble evidence, and log
-//! every new alert to JSONL and CSV. No terminal code here: the binary draws this state.
+//! every new alert to JSONL and CSV; [`report`] turns a log folder into the asset owner's HTML
+//! report. No terminal code here: the binary draws this state.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
@@ -12,6 +13,8 @@ use inspect_protocol::command::{Part, Reply};
 use inspect_protocol::signing::{Direction, LinkKey, Verifier};
 pub use inspect_protocol::Framing;
 use inspect_protocol::{Alert, Deframer, DeviceMessage, Status};
+
+pub mod report;
 
 /// Alerts kept for the view (the logs keep them all).
 pub const VIEW_ALERTS: usize = 500;

@@ -11,14 +11,17 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use inspect_monitor::{AlertLog, Decoder, Event, Framing, Session};
+use inspect_protocol::command::Part;
 use inspect_protocol::signing::{Direction, LinkKey, Signer};
 use inspect_protocol::Command;
 use inspect_protocol::DeviceMessage;
 
 /// Receives, acknowledges and logs the alerts of an `inspectd`.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// Serial port the daemon's link arrives on (`/dev/ttyUSB0`, `COM3`).
     #[arg(long, conflicts_with = "file")]
     port: Option<String>,
@@ -37,6 +40,10 @@ struct Cli {
     /// Do not acknowledge alerts (watch a link someone else acknowledges).
     #[arg(long)]
     no_ack: bool,
+    /// Fetch every new alert's tile and heatmap into the log (one transfer at a time), for
+    /// `inspect-monitor report`.
+    #[arg(long, conflicts_with = "no_ack")]
+    fetch_evidence: bool,
     /// Plain line output even on a terminal.
     #[arg(long)]
     lines: bool,
@@ -47,6 +54,25 @@ struct Cli {
     /// Link id to sign commands with, 0-255.
     #[arg(long, default_value_t = 2)]
     link_id: u8,
+}
+
+/// Other work than receiving.
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// Write the inspection report for the asset owner: one self-contained HTML file (alerts on
+    /// a strip of the structure by chainage or a map of GNSS fixes, counts by section, each
+    /// alert's tile and heatmap, filters) and a CSV beside it.
+    Report {
+        /// The monitor's log folder (its --log-dir).
+        #[arg(long)]
+        log_dir: PathBuf,
+        /// The HTML file to write (the CSV gets the same name with .csv).
+        #[arg(long)]
+        out: PathBuf,
+        /// Section length in metres for the counts, 1-100000.
+        #[arg(long, default_value_t = 100.0)]
+        section_m: f64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -168,6 +194,10 @@ struct App {
     acks: u64,
     selected: Option<usize>,
     paused: bool,
+    /// With --fetch-evidence: alerts whose evidence is still to fetch, and the one being
+    /// fetched (since when).
+    evidence_wanted: Option<std::collections::VecDeque<u64>>,
+    evidence_fetching: Option<(u64, Instant)>,
 }
 
 impl App {
@@ -176,6 +206,9 @@ impl App {
         let event = self.session.on_message(message)?;
         match event {
             Event::Alert(a) => {
+                if let Some(wanted) = &mut self.evidence_wanted {
+                    wanted.push_back(a.seq);
+                }
                 if self.link.send(ack(a.seq, a.boot)) {
                     self.acks += 1;
                 }
@@ -209,8 +242,17 @@ impl App {
                     if self.paused { " paused" } else { "" }
                 ))
             }
-            Event::Reply(text) => Some(format!("REPLY {text}")),
+            Event::Reply(text) => {
+                // A refused request (evicted, busy) ends that transfer.
+                if text.starts_with("get_evidence") && !text.contains(": ok") {
+                    self.evidence_fetching = None;
+                }
+                Some(format!("REPLY {text}"))
+            }
             Event::Evidence { seq, part, bytes } => {
+                if part == Part::Heatmap && self.evidence_fetching.is_some_and(|(s, _)| s == seq) {
+                    self.evidence_fetching = None;
+                }
                 let name = part.name();
                 match self.log.evidence(seq, part, &bytes) {
                     Ok(path) => Some(format!(
@@ -219,6 +261,25 @@ impl App {
                     )),
                     Err(e) => Some(format!("EVIDENCE alert {seq} {name} not saved: {e}")),
                 }
+            }
+        }
+    }
+
+    /// With --fetch-evidence: asks for the next alert's evidence when none is being fetched
+    /// (or the last request went unanswered for 30 s).
+    fn fetch_evidence(&mut self) {
+        let Some(wanted) = &mut self.evidence_wanted else {
+            return;
+        };
+        if self
+            .evidence_fetching
+            .is_some_and(|(_, since)| since.elapsed() < Duration::from_secs(30))
+        {
+            return;
+        }
+        if let Some(seq) = wanted.pop_front() {
+            if self.link.send(Command::GetEvidence { seq }) {
+                self.evidence_fetching = Some((seq, Instant::now()));
             }
         }
     }
@@ -255,6 +316,7 @@ fn run_lines(app: &mut App, rx: &Receiver<Input>) -> anyhow::Result<()> {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
+        app.fetch_evidence();
     }
     let s = &app.session;
     writeln!(
@@ -405,6 +467,7 @@ fn run_view(app: &mut App, rx: &Receiver<Input>) -> anyhow::Result<()> {
                         for v in app.decoder.push(&b) {
                             app.take(&v);
                         }
+                        app.fetch_evidence();
                     }
                     Input::Closed(why) => app.link_state = format!("closed: {why}"),
                 }
@@ -489,6 +552,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         acks: 0,
         selected: None,
         paused: false,
+        evidence_wanted: cli.fetch_evidence.then(Default::default),
+        evidence_fetching: None,
     };
     if cli.lines || !std::io::stdout().is_terminal() {
         run_lines(&mut app, &rx)
@@ -504,9 +569,38 @@ fn read_key(path: &std::path::Path) -> anyhow::Result<LinkKey> {
     LinkKey::from_file_content(&bytes).with_context(|| format!("{}", path.display()))
 }
 
+fn report(log_dir: &std::path::Path, out: &std::path::Path, section_m: f64) -> anyhow::Result<()> {
+    if !(1.0..=100_000.0).contains(&section_m) {
+        anyhow::bail!("--section-m {section_m}: 1 to 100000 metres");
+    }
+    let summary = inspect_monitor::report::write_report(&inspect_monitor::report::ReportOptions {
+        log_dir: log_dir.to_path_buf(),
+        out: out.to_path_buf(),
+        section_m,
+    })?;
+    println!(
+        "{}: {} alerts ({} placed, {} with images) in {} sections; CSV: {}",
+        out.display(),
+        summary.alerts,
+        summary.placed,
+        summary.with_evidence,
+        summary.sections,
+        out.with_extension("csv").display()
+    );
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
+    let outcome = match &cli.command {
+        Some(Sub::Report {
+            log_dir,
+            out,
+            section_m,
+        }) => report(log_dir, out, *section_m),
+        None => run(&cli),
+    };
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("inspect-monitor: {e:#}");

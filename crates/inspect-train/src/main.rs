@@ -17,6 +17,7 @@ use inspect_train::score_choice::{
 };
 use inspect_train::sweep::table_markdown;
 use inspect_train::train::calibrate::{calibrate_bundle, calibration_sample, HeldOut};
+use inspect_train::workflows::enroll::{run_enroll, EnrollJob};
 use inspect_train::workflows::extractor::{build_extractor, ExtractorJob, Int8Calibration};
 use inspect_train::workflows::features::{fill_feature_cache, FeaturesJob};
 use inspect_train::workflows::fit::{fit_bundle, TrainJob};
@@ -327,6 +328,59 @@ enum Command {
     /// off the devices) and OUT.pub (the public key: the daemon's `model.public_key`).
     Keygen {
         /// Secret key file to create (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Enroll a new site: from a recorded defect-free run (inspectd's [record]) to a calibrated
+    /// bundle for it. One frame in --holdout-every is kept for the threshold; the others are
+    /// cut into tiles as the daemon cuts frames (at most --max-tiles, spread over the run) and
+    /// the flows train on them with the config's synthetic anomalies. Writes the bundle (signed
+    /// with --sign-key) and OUT/enrollment.json; the work folder lets a second run resume.
+    Enroll {
+        /// The recorded folder (frames and positions.csv).
+        #[arg(long)]
+        recording: PathBuf,
+        /// Trainer config: [training] and [synthesis] (the defect bank), e.g.
+        /// train-config/enroll.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// Extractor ONNX (e.g. the shipped bundle's extractor.onnx).
+        #[arg(long)]
+        extractor: PathBuf,
+        /// Human name of the extractor for the manifest.
+        #[arg(long, default_value = "efficientnet-lite0")]
+        extractor_name: String,
+        /// The daemon's tile side ([tiling] tile_size).
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(32..=4096))]
+        tile_size: u32,
+        /// The daemon's tile overlap ([tiling] overlap; at most half a tile).
+        #[arg(long, default_value_t = 32)]
+        overlap: u32,
+        /// Keep one frame in this many for the threshold, 2-1000.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=1000))]
+        holdout_every: u32,
+        /// Train on at most this many tiles, spread over the run.
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
+        max_tiles: u32,
+        /// Override `training.epochs`.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        epochs: Option<u32>,
+        /// Where the flows train.
+        #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
+        device: TrainDevice,
+        /// Threads of the CPU trainer.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+        threads: Option<u32>,
+        /// Work folder (default: OUT.work).
+        #[arg(long)]
+        work: Option<PathBuf>,
+        /// Sign the bundle with this secret key (from `keygen`).
+        #[arg(long, requires = "version")]
+        sign_key: Option<PathBuf>,
+        /// Release number for the signature, 1 or more.
+        #[arg(long, requires = "sign_key", value_parser = clap::value_parser!(u64).range(1..))]
+        version: Option<u64>,
+        /// Output bundle folder.
         #[arg(long)]
         out: PathBuf,
     },
@@ -682,6 +736,51 @@ fn main() -> anyhow::Result<()> {
                 out.display(),
                 public_key_path(&out).display()
             );
+        }
+        Command::Enroll {
+            recording,
+            config,
+            extractor,
+            extractor_name,
+            tile_size,
+            overlap,
+            holdout_every,
+            max_tiles,
+            epochs,
+            device,
+            threads,
+            work,
+            sign_key,
+            version,
+            out,
+        } => {
+            if overlap > tile_size / 2 {
+                anyhow::bail!(
+                    "--overlap {overlap}: at most half the tile size ({})",
+                    tile_size / 2
+                );
+            }
+            let work = work.unwrap_or_else(|| {
+                let mut name = out.as_os_str().to_owned();
+                name.push(".work");
+                PathBuf::from(name)
+            });
+            let summary = run_enroll(&EnrollJob {
+                recording,
+                config,
+                extractor,
+                extractor_name,
+                tiling: Tiling { tile_size, overlap },
+                holdout_every,
+                max_tiles: max_tiles as usize,
+                epochs,
+                device,
+                threads,
+                work,
+                sign: sign_key.zip(version),
+                out: out.clone(),
+            })?;
+            println!("{}: {summary}", out.display());
         }
         Command::Sign {
             bundle,

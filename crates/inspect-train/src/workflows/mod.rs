@@ -5,6 +5,7 @@
 //! other tools can drive the same steps.
 
 pub mod crops;
+pub mod enroll;
 pub mod extractor;
 pub mod features;
 pub mod fit;

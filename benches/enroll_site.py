@@ -1,0 +1,33 @@
+#!/usr/bin/env python3
+"""Issue 22: a 1000-frame "site" for timing `inspect-train enroll`, as inspectd's [record] would
+save it: 1280x720 PNG frames, each a mosaic of defect-free magnetic-tile surfaces (the only real
+defect-free surface data at hand), with a simulated odometer's chainage in positions.csv.
+
+Usage: benches/enroll_site.py DATA OUT [FRAMES]   (DATA: the shared data folder)
+"""
+import glob
+import os
+import sys
+
+import cv2
+import numpy as np
+
+data, out = sys.argv[1], sys.argv[2]
+count = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
+good = sorted(glob.glob(os.path.join(data, "magnetic-tile", "train", "good", "*.jpg")))
+os.makedirs(out, exist_ok=True)
+rng = np.random.default_rng(22)
+rows = ["file,frame,time,source,chainage_m,lat,lon,age_ms,stale"]
+for i in range(count):
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    # 2 x 4 cells of 320 x 360, each a resized defect-free tile surface.
+    for cy in range(2):
+        for cx in range(4):
+            img = cv2.imread(good[rng.integers(len(good))], cv2.IMREAD_COLOR)
+            frame[cy * 360:(cy + 1) * 360, cx * 320:(cx + 1) * 320] = cv2.resize(img, (320, 360))
+    name = f"frame-{i:08d}.png"
+    cv2.imwrite(os.path.join(out, name), frame)
+    rows.append(f"{name},{i},2026-12-04T10:{i // 600 % 60:02d}:{i // 10 % 60:02d}.000Z,odometer,{0.5 * i:.3f},,,0,false")
+with open(os.path.join(out, "positions.csv"), "w") as f:
+    f.write("\n".join(rows) + "\n")
+print(f"{count} frames in {out}")
