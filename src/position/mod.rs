@@ -85,11 +85,11 @@ impl PositionSettings {
             PositionSettings::Gnss {
                 baud, max_age_ms, ..
             } => {
-                if !crate::config::BAUD_RATES.contains(baud) {
+                if !crate::alerts::settings::BAUD_RATES.contains(baud) {
                     return Err(c.fail(
                         "position.baud",
                         baud,
-                        &format!("one of {:?}", crate::config::BAUD_RATES),
+                        &format!("one of {:?}", crate::alerts::settings::BAUD_RATES),
                     ));
                 }
                 c.range("position.max_age_ms", *max_age_ms, 100, 600_000)
