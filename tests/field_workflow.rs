@@ -10,7 +10,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,31 +55,6 @@ fn run(cmd: &mut Command) -> String {
     );
     assert!(out.status.success(), "{cmd:?}: {text}");
     text
-}
-
-/// Copies bytes both ways between two pty masters until `stop`.
-fn null_modem(
-    mut a: serialport::TTYPort,
-    mut b: serialport::TTYPort,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok(n) = a.read(&mut buf) {
-                let _ = b.write_all(&buf[..n]);
-            }
-            if let Ok(n) = b.read(&mut buf) {
-                let _ = a.write_all(&buf[..n]);
-            }
-        }
-    })
-}
-
-fn pty() -> (serialport::TTYPort, serialport::TTYPort) {
-    let (mut master, slave) = pty_pair();
-    master.set_timeout(Duration::from_millis(20)).unwrap();
-    (master, slave)
 }
 
 fn chromium() -> Option<PathBuf> {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,31 +15,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 use serialport::SerialPort;
-
-fn pty() -> (serialport::TTYPort, serialport::TTYPort) {
-    let (mut master, slave) = pty_pair();
-    master.set_timeout(Duration::from_millis(20)).unwrap();
-    (master, slave)
-}
-
-/// Copies bytes both ways between two pty masters until `stop`.
-fn null_modem(
-    mut a: serialport::TTYPort,
-    mut b: serialport::TTYPort,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok(n) = a.read(&mut buf) {
-                let _ = b.write_all(&buf[..n]);
-            }
-            if let Ok(n) = b.read(&mut buf) {
-                let _ = a.write_all(&buf[..n]);
-            }
-        }
-    })
-}
 
 #[test]
 fn every_alert_reaches_the_monitor_log_in_order_and_is_acked() {

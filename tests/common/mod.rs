@@ -113,3 +113,34 @@ pub fn pty_pair() -> (serialport::TTYPort, serialport::TTYPort) {
     }
     (master, slave)
 }
+
+/// A pseudo-terminal pair whose master reads time out after 20 ms (for [`null_modem`]).
+pub fn pty() -> (serialport::TTYPort, serialport::TTYPort) {
+    use serialport::SerialPort;
+    let (mut master, slave) = pty_pair();
+    master
+        .set_timeout(std::time::Duration::from_millis(20))
+        .unwrap();
+    (master, slave)
+}
+
+/// A null-modem cable: copies bytes both ways between two pty masters until `stop`.
+pub fn null_modem(
+    mut a: serialport::TTYPort,
+    mut b: serialport::TTYPort,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(n) = a.read(&mut buf) {
+                let _ = b.write_all(&buf[..n]);
+            }
+            if let Ok(n) = b.read(&mut buf) {
+                let _ = a.write_all(&buf[..n]);
+            }
+        }
+    })
+}
