@@ -2,8 +2,10 @@
 """Issue 22: a 1000-frame "site" for timing `inspect-train enroll`, as inspectd's [record] would
 save it: 1280x720 PNG frames, each a mosaic of defect-free magnetic-tile surfaces (the only real
 defect-free surface data at hand), with a simulated odometer's chainage in positions.csv.
+With --defects, the inspection pass instead: the held-out defect-free surfaces, one cell of
+every other frame a real defect (crack, break, blowhole) of the test split.
 
-Usage: benches/enroll_site.py DATA OUT [FRAMES]   (DATA: the shared data folder)
+Usage: benches/enroll_site.py DATA OUT [FRAMES] [--defects]   (DATA: the shared data folder)
 """
 import glob
 import os
@@ -12,9 +14,17 @@ import sys
 import cv2
 import numpy as np
 
-data, out = sys.argv[1], sys.argv[2]
-count = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
-good = sorted(glob.glob(os.path.join(data, "magnetic-tile", "train", "good", "*.jpg")))
+args = [a for a in sys.argv[1:] if a != "--defects"]
+defects = "--defects" in sys.argv
+data, out = args[0], args[1]
+count = int(args[2]) if len(args) > 2 else 1000
+split = "test" if defects else "train"
+good = sorted(glob.glob(os.path.join(data, "magnetic-tile", split, "good", "*.jpg")))
+bad = sorted(
+    f
+    for kind in ["crack", "break", "blowhole"]
+    for f in glob.glob(os.path.join(data, "magnetic-tile", "test", kind, "*.jpg"))
+)
 os.makedirs(out, exist_ok=True)
 rng = np.random.default_rng(22)
 rows = ["file,frame,time,source,chainage_m,lat,lon,age_ms,stale"]
@@ -23,7 +33,10 @@ for i in range(count):
     # 2 x 4 cells of 320 x 360, each a resized defect-free tile surface.
     for cy in range(2):
         for cx in range(4):
-            img = cv2.imread(good[rng.integers(len(good))], cv2.IMREAD_COLOR)
+            source = good[rng.integers(len(good))]
+            if defects and i % 2 == 1 and (cy, cx) == (i // 2 % 2, i // 4 % 4):
+                source = bad[i // 2 % len(bad)]
+            img = cv2.imread(source, cv2.IMREAD_COLOR)
             frame[cy * 360:(cy + 1) * 360, cx * 320:(cx + 1) * 320] = cv2.resize(img, (320, 360))
     name = f"frame-{i:08d}.png"
     cv2.imwrite(os.path.join(out, name), frame)

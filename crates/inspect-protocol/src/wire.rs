@@ -381,6 +381,35 @@ mod tests {
     }
 
     #[test]
+    fn version_1_lines_still_decode_and_a_later_version_s_keys_are_ignored() {
+        // What a version 1 device sends: no boot id, no position, no threshold in status.
+        let v1 = r#"{"type":"alert","v":1,"device":"tunnel-robot-01","time":"2026-11-28T14:12:19.123Z","seq":41,"frame":1203,"tile":{"index":8,"x":448,"y":224,"w":256,"h":256},"score":2.31,"threshold":0.8,"region":{"x":552,"y":292,"w":64,"h":62,"area":0.061},"model":"3f2a9c0d1e2b"}"#;
+        let Ok(DeviceMessage::Alert(a)) = DeviceMessage::decode(Unframed::Line(v1.as_bytes()))
+        else {
+            panic!("a version 1 alert no longer decodes");
+        };
+        assert_eq!((a.seq, a.boot, a.position), (41, 0, None));
+        let status = r#"{"type":"status","v":1,"device":"d","time":"2026-11-28T14:12:29.000Z","frames":150,"tiles_per_s":360.2,"dropped_frames":0,"skipped_frames":1,"source_failures":0,"alerts":3,"dropped_alerts":0,"unacked":1,"paused":false,"uptime_s":10,"model":"3f2a9c0d1e2b"}"#;
+        let Ok(DeviceMessage::Status(s)) = DeviceMessage::decode(Unframed::Line(status.as_bytes()))
+        else {
+            panic!("a version 1 status no longer decodes");
+        };
+        assert!(s.threshold.is_nan());
+        assert_eq!((s.boot, s.refused_commands), (0, 0));
+        // A version 3 line with keys this build does not know: read as far as it knows.
+        let later = sample_alert()
+            .to_line()
+            .unwrap()
+            .replace("\"v\":2", "\"v\":3")
+            .replace("\"pos\":{", "\"pos\":{\"heading_deg\":12.5,");
+        let Ok(DeviceMessage::Alert(a)) = DeviceMessage::decode(Unframed::Line(later.as_bytes()))
+        else {
+            panic!("{later}");
+        };
+        assert_eq!(a, sample_alert());
+    }
+
+    #[test]
     fn broken_input_is_an_error_never_a_message() {
         let alert = sample_alert().to_line().unwrap();
         let cases = [
