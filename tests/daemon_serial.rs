@@ -96,7 +96,7 @@ fn planted_defects_are_reported_exactly_over_a_pty() {
             first + i as u64,
             "sequence numbers count up by one: {alert}"
         );
-        assert_eq!(alert["v"], 1);
+        assert_eq!(alert["v"], 2);
         assert_eq!(alert["device"], "test-rig");
         assert_eq!(alert["model"], model_id);
         assert!(alert["score"].as_f64().unwrap() > alert["threshold"].as_f64().unwrap());
