@@ -62,6 +62,6 @@ mkdir -p "$WORK/logs/evidence" && cp "$WORK"/evidence/* "$WORK/logs/evidence/" 2
 "$BIN/inspect-monitor" report --log-dir "$WORK/logs" --out "$WORK/report.html" --section-m 5
 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1100,1300 \
     --screenshot="$WORK/report.png" "file://$WORK/report.html" 2>/dev/null
-grep -h "enrollment\|frames (" "$WORK/site-bundle/enrollment.json" >/dev/null || true
+cat "$WORK/site-bundle/enrollment.json"
 tail -1 "$WORK/monitor.log"
 echo "report: $WORK/report.html, screenshot $WORK/report.png"
