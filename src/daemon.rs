@@ -22,8 +22,8 @@ use crate::config::Config;
 use crate::evidence::{EvidenceError, EvidenceJob, EvidenceWriter};
 use crate::frames::{Frame, FrameError, FrameSource, SourceSettings};
 use crate::gpio::{GpioError, Indicators};
-use crate::position::{GnssReceiver, PositionSettings, PositionTracker};
-use crate::record::{RecordCounters, RecordError, Recorder};
+use crate::position::PositionTracker;
+use crate::record::{RecordError, Recorder};
 use inspect_core::bundle::{Bundle, BundleError};
 use inspect_core::detector::Detector;
 use inspect_core::engine::{set_threads, EngineError};
@@ -59,7 +59,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Gpio(#[from] GpioError),
     /// A thread could not be started.
-    #[error("cannot start the capture thread: {0}")]
+    #[error("cannot start a thread of the daemon (capture, GNSS): {0}")]
     Thread(std::io::Error),
 }
 
@@ -425,8 +425,8 @@ impl Inspector<'_> {
             failures,
             unacked,
             status.dropped_alerts,
-            self.detector.threshold(),
-            self.link.refused_commands(),
+            status.threshold,
+            status.refused_commands,
             if self.paused { " (paused)" } else { "" }
         );
         let text = match &self.recorder {
@@ -435,7 +435,7 @@ impl Inspector<'_> {
                 format!(
                     "{text}; recorded {} frames ({} missed: writer busy, folder full or write failed)",
                     c.saved.load(Ordering::Relaxed),
-                    missed(c)
+                    c.missed()
                 )
             }
             None => text,
@@ -444,49 +444,6 @@ impl Inspector<'_> {
         notify(&[sd_notify::NotifyState::Status(&text)]);
         log::info!("{text}");
     }
-}
-
-/// Frames `[record]` did not save.
-fn missed(c: &RecordCounters) -> u64 {
-    [&c.dropped, &c.over_bound, &c.failed]
-        .iter()
-        .map(|n| n.load(Ordering::Relaxed))
-        .sum()
-}
-
-/// The configured position source, started.
-fn position_tracker(
-    settings: Option<&PositionSettings>,
-    indicators: &Indicators,
-) -> Result<PositionTracker, DaemonError> {
-    Ok(match settings {
-        None => PositionTracker::None,
-        Some(PositionSettings::Odometer {
-            metres_per_pulse,
-            start_m,
-        }) => match indicators.pulses() {
-            Some(pulses) => {
-                log::info!("chainage from the trigger's pulses: {metres_per_pulse} m each, from {start_m} m");
-                PositionTracker::Odometer {
-                    pulses,
-                    metres_per_pulse: *metres_per_pulse,
-                    start_m: *start_m,
-                }
-            }
-            None => {
-                log::warn!("position.source = \"odometer\" but the trigger line is not open: alerts carry no position");
-                PositionTracker::None
-            }
-        },
-        Some(PositionSettings::Gnss {
-            port,
-            baud,
-            max_age_ms,
-        }) => PositionTracker::Gnss(
-            GnssReceiver::start(port, *baud, Duration::from_millis(*max_age_ms))
-                .map_err(DaemonError::Thread)?,
-        ),
-    })
 }
 
 /// The ids as sent; validated by the config and the bundle loader to fit.
@@ -515,7 +472,8 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
     let mut detector = Detector::new(bundle, config.model.precision, threshold)?;
     detector.engine_mut().set_workers(config.model.workers)?;
     let indicators = Indicators::open(config.gpio.as_ref())?;
-    let tracker = position_tracker(config.position.as_ref(), &indicators)?;
+    let tracker = PositionTracker::start(config.position.as_ref(), indicators.pulses())
+        .map_err(DaemonError::Thread)?;
     let journal = config.journal.open()?;
     let evidence = config.evidence.as_ref().map(|e| e.start()).transpose()?;
     let recorder = config.record.as_ref().map(Recorder::start).transpose()?;
@@ -628,7 +586,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
     if let Some(recorder) = recorder {
         let counters = recorder.close();
         summary.recorded = counters.saved.load(Ordering::Relaxed);
-        summary.record_missed = missed(&counters);
+        summary.record_missed = counters.missed();
     }
     summary.evidence_skipped = evidence.as_ref().map_or(0, EvidenceWriter::skipped);
     if let PositionTracker::Gnss(receiver) = &tracker {

@@ -74,6 +74,16 @@ pub struct RecordCounters {
     pub failed: AtomicU64,
 }
 
+impl RecordCounters {
+    /// Frames not saved, for whatever reason.
+    pub fn missed(&self) -> u64 {
+        [&self.dropped, &self.over_bound, &self.failed]
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
 /// Hands frames to the writer thread.
 #[derive(Debug)]
 pub struct Recorder {

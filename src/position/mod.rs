@@ -128,6 +128,56 @@ pub enum PositionTracker {
 }
 
 impl PositionTracker {
+    /// The configured source, started: the odometer counts `pulses` (the trigger's, none when
+    /// its line could not be opened: then no position, with a warning); a GNSS receiver gets its
+    /// reading thread.
+    pub fn start(
+        settings: Option<&PositionSettings>,
+        pulses: Option<Arc<Pulses>>,
+    ) -> std::io::Result<PositionTracker> {
+        Ok(match settings {
+            None => PositionTracker::None,
+            Some(PositionSettings::Odometer {
+                metres_per_pulse,
+                start_m,
+            }) => match pulses {
+                Some(pulses) => {
+                    log::info!(
+                        "chainage from the trigger's pulses: {metres_per_pulse} m each, from \
+                         {start_m} m"
+                    );
+                    PositionTracker::Odometer {
+                        pulses,
+                        metres_per_pulse: *metres_per_pulse,
+                        start_m: *start_m,
+                    }
+                }
+                None => {
+                    log::warn!(
+                        "position.source = \"odometer\" but the trigger line is not open: \
+                         alerts carry no position"
+                    );
+                    PositionTracker::None
+                }
+            },
+            #[cfg(target_os = "linux")]
+            Some(PositionSettings::Gnss {
+                port,
+                baud,
+                max_age_ms,
+            }) => PositionTracker::Gnss(GnssReceiver::start(
+                port,
+                *baud,
+                std::time::Duration::from_millis(*max_age_ms),
+            )?),
+            #[cfg(not(target_os = "linux"))]
+            Some(PositionSettings::Gnss { .. }) => {
+                log::warn!("GNSS receivers are read on Linux only: alerts carry no position");
+                PositionTracker::None
+            }
+        })
+    }
+
     /// Where the device is at `when` (a frame's capture time), if the source knows.
     pub fn position_at(&self, when: SystemTime) -> Option<Position> {
         match self {

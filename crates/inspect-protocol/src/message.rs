@@ -140,7 +140,11 @@ fn write_box(line: &mut Line, b: &PixelBox) -> std::fmt::Result {
 }
 
 // An alert's boot id, and its position when there is one (protocol version 2).
-fn write_v2(line: &mut Line, boot: u64, position: &Option<Position>) -> std::fmt::Result {
+fn write_boot_and_position(
+    line: &mut Line,
+    boot: u64,
+    position: &Option<Position>,
+) -> std::fmt::Result {
     write!(line, ",\"boot\":\"{boot:016x}\"")?;
     let Some(p) = position.map(Position::sanitised) else {
         return Ok(());
@@ -204,7 +208,7 @@ impl Alert {
             Num(self.area_fraction),
             self.model
         )?;
-        write_v2(&mut line, self.boot, &self.position)?;
+        write_boot_and_position(&mut line, self.boot, &self.position)?;
         line.push('}').map_err(|_| LineTooLong)?;
         Ok(line)
     }
