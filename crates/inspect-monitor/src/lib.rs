@@ -129,8 +129,15 @@ pub enum Event {
     },
     /// A status report.
     Status,
-    /// The answer to a command, as text for a person.
-    Reply(String),
+    /// The answer to a command.
+    Reply {
+        /// The command it answers (`"?"` when the device could not read it).
+        cmd: &'static str,
+        /// Whether the command was carried out.
+        ok: bool,
+        /// The answer as text for a person.
+        text: String,
+    },
     /// An evidence file is complete.
     Evidence {
         /// Alert it documents.
@@ -232,7 +239,11 @@ impl Session {
             DeviceMessage::Reply(reply) => {
                 let text = reply_text(reply);
                 self.notice(text.clone());
-                Some(Event::Reply(text))
+                Some(Event::Reply {
+                    cmd: reply.cmd,
+                    ok: reply.outcome.is_ok(),
+                    text,
+                })
             }
             DeviceMessage::Evidence(chunk) => {
                 self.on_chunk(chunk.seq, chunk.part, chunk.index, chunk.count, &chunk.data)

@@ -242,9 +242,9 @@ impl App {
                     if self.paused { " paused" } else { "" }
                 ))
             }
-            Event::Reply(text) => {
+            Event::Reply { cmd, ok, text } => {
                 // A refused request (evicted, busy) ends that transfer.
-                if text.starts_with("get_evidence") && !text.contains(": ok") {
+                if cmd == "get_evidence" && !ok {
                     self.evidence_fetching = None;
                 }
                 Some(format!("REPLY {text}"))
