@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """One epoch of CFlow-AD's own training loop (github.com/gudovskiy/cflow-ad, `train_meta_epoch`)
-on features written by benches/trainer.rs, with FrEIA + PyTorch on the CPU: per image batch and
-level, the fibers with their positional encoding, a random permutation, chunks of 256 fibers, one
-Adam step per chunk (one Adam over every decoder, as CFlow-AD builds it), loss
+on features written by benches/trainer.rs, with FrEIA + PyTorch on the CPU (on CUDA with
+`--device cuda`): per image batch and level, the fibers with their positional encoding, a random
+permutation, chunks of 256 fibers, one Adam step per chunk (one Adam over every decoder, as CFlow-AD builds it), loss
 `-logsigmoid(logp / C)`. With `--loss fusion`, the paper's fusion term (BGAD boundary + bounded
 likelihood difference, DESIGN.md) on the augmented fibers at the same positions is added, as the
 project's trainer does. Prints one JSON line: seconds, steps, per-level seconds, mean loss.
@@ -62,7 +62,12 @@ def main():
     ap.add_argument("dir")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--loss", choices=["none", "fusion"], default="none")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cuda: on the GPU where PyTorch sees one (else an error)")
     args = ap.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: PyTorch sees no CUDA device")
+    dev = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     root = Path(args.dir)
@@ -87,10 +92,10 @@ def main():
         m = np.stack([masks_raw[i * per_image_masks + mstart:
                                 i * per_image_masks + mstart + shape[1] * shape[2]]
                       for i in range(n_images)])
-        real.append(torch.from_numpy(r))
-        aug.append(torch.from_numpy(a))
-        masks.append(torch.from_numpy(m.astype(np.float32)))
-    decoders = [cflow_head(l["channels"]) for l in levels]
+        real.append(torch.from_numpy(r).to(dev))
+        aug.append(torch.from_numpy(a).to(dev))
+        masks.append(torch.from_numpy(m.astype(np.float32)).to(dev))
+    decoders = [cflow_head(l["channels"]).to(dev) for l in levels]
     params = [p for d in decoders for p in d.parameters()]
     optimizer = torch.optim.Adam(params, lr=meta["lr"])
     n_fib = meta["fiber_batch"]
@@ -98,6 +103,8 @@ def main():
     fusion = args.loss == "fusion"
     level_seconds = [0.0] * len(levels)
     steps, loss_sum = 0, 0.0
+    if args.device == "cuda":
+        torch.cuda.synchronize()
     start = time.perf_counter()
     order = torch.randperm(n_images)
     for b0 in range(0, n_images, batch):
@@ -108,13 +115,13 @@ def main():
             e = real[li][idx]
             bsz, hw = e.shape[0], h * w
             e_count = bsz * hw
-            p = positional_encoding_2d(128, h, w).unsqueeze(0).repeat(bsz, 1, 1, 1)
+            p = positional_encoding_2d(128, h, w).to(dev).unsqueeze(0).repeat(bsz, 1, 1, 1)
             c_r = p.reshape(bsz, 128, hw).transpose(1, 2).reshape(e_count, 128)
             e_r = e.reshape(bsz, c_dim, hw).transpose(1, 2).reshape(e_count, c_dim)
             if fusion:
                 a_r = aug[li][idx].reshape(bsz, c_dim, hw).transpose(1, 2).reshape(e_count, c_dim)
                 m_r = masks[li][idx].reshape(e_count)
-            perm = torch.randperm(e_count)
+            perm = torch.randperm(e_count, device=dev)
             decoder = decoders[li]
             for f in range(math.ceil(e_count / n_fib)):
                 sel = perm[f * n_fib:(f + 1) * n_fib]
@@ -129,11 +136,14 @@ def main():
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+                # CFlow-AD reads the loss back every step too (a GPU sync).
                 loss_sum += float(loss)
                 steps += 1
             level_seconds[li] += time.perf_counter() - t0
+    if args.device == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "steps": steps, "level_seconds": level_seconds,
+    print(json.dumps({"device": args.device, "seconds": seconds, "steps": steps, "level_seconds": level_seconds,
                       "mean_loss": loss_sum / max(steps, 1), "threads": args.threads,
                       "loss": args.loss, "torch": torch.__version__}))
 

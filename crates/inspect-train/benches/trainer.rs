@@ -5,7 +5,11 @@
 //! ```sh
 //! cargo bench --features train --bench trainer -- [--images 96] [--threads 1,2] \
 //!     [--loss none,fusion] [--burn] [--no-reference]
+//! cargo bench --features wgpu --bench trainer -- --wgpu [--threads 1]
 //! ```
+//!
+//! `--wgpu` adds a row per objective for burn on the GPU wgpu finds (build with `--features
+//! wgpu`), beside the reference on CUDA where PyTorch sees a GPU (on its CPU otherwise).
 //!
 //! The features have EfficientNet-Lite0's tap shapes at 256 px (40 x 32 x 32, 112 x 16 x 16,
 //! 320 x 8 x 8), values drawn at random (the work per step does not depend on them), each image
@@ -39,6 +43,7 @@ struct Options {
     threads: Vec<usize>,
     losses: Vec<Objective>,
     burn: bool,
+    wgpu: bool,
     reference: bool,
 }
 
@@ -48,6 +53,7 @@ fn options() -> Options {
         threads: vec![1, 2],
         losses: vec![Objective::None, Objective::Fusion],
         burn: false,
+        wgpu: false,
         reference: true,
     };
     let mut args = std::env::args().skip(1);
@@ -72,6 +78,7 @@ fn options() -> Options {
                     .collect()
             }
             "--burn" => o.burn = true,
+            "--wgpu" => o.wgpu = true,
             "--no-reference" => o.reference = false,
             // cargo bench passes --bench
             _ => {}
@@ -218,7 +225,12 @@ fn project(
 }
 
 /// Seconds of the reference's epoch, or why there is none.
-fn reference(dir: &Path, threads: usize, objective: Objective) -> Result<f64, String> {
+fn reference(
+    dir: &Path,
+    threads: usize,
+    objective: Objective,
+    device: &str,
+) -> Result<f64, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference/cflow_train.py");
     let loss = if objective == Objective::None {
         "none"
@@ -229,6 +241,7 @@ fn reference(dir: &Path, threads: usize, objective: Objective) -> Result<f64, St
         .arg(script)
         .arg(dir)
         .args(["--threads", &threads.to_string(), "--loss", loss])
+        .args(["--device", device])
         .output()
         .map_err(|e| format!("python3: {e}"))?;
     if !out.status.success() {
@@ -237,6 +250,44 @@ fn reference(dir: &Path, threads: usize, objective: Objective) -> Result<f64, St
     }
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
     line["seconds"].as_f64().ok_or_else(|| "no seconds".into())
+}
+
+/// One epoch of burn on the GPU wgpu finds, against the reference on CUDA.
+#[cfg(feature = "wgpu")]
+fn gpu_row(
+    o: &Options,
+    dir: &Path,
+    cache: &FeatureCache,
+    images: &[CachedImage],
+    objective: Objective,
+    scale: f64,
+) {
+    let device = burn::tensor::Device::wgpu(Default::default()).autodiff();
+    // The first epoch compiles every kernel and autotunes the matrix products: time the second.
+    let _ = project(cache, images, objective, Backend::Burn(device.clone()));
+    let (seconds, rates, nf) = project(cache, images, objective, Backend::Burn(device));
+    let rates: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+    let (reference, ratio) = if o.reference {
+        match reference(dir, 1, objective, "cuda") {
+            Ok(r) => (
+                format!("{:.1} (CUDA)", r * scale),
+                format!("**{:.2}**", seconds / r),
+            ),
+            Err(why) => (format!("({why})"), "-".into()),
+        }
+    } else {
+        ("-".into(), "-".into())
+    };
+    println!(
+        "| {objective:?} (burn-wgpu) | GPU | {:.1} | {} | {nf:.4} | {reference} | {ratio} |",
+        seconds * scale,
+        rates.join(" / ")
+    );
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn gpu_row(_: &Options, _: &Path, _: &FeatureCache, _: &[CachedImage], _: Objective, _: f64) {
+    println!("(--wgpu: this build has no wgpu backend; build with --features wgpu)");
 }
 
 fn main() {
@@ -262,7 +313,7 @@ fn main() {
                 project(&cache, &images, objective, Backend::Cpu { threads });
             let rates: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
             let (reference, ratio) = if o.reference {
-                match reference(&dir, threads, objective) {
+                match reference(&dir, threads, objective, "cpu") {
                     Ok(r) => (
                         format!("{:.1}", r * scale),
                         format!("**{:.2}**", seconds / r),
@@ -287,6 +338,9 @@ fn main() {
                 seconds * scale,
                 rates.join(" / ")
             );
+        }
+        if o.wgpu {
+            gpu_row(&o, &dir, &cache, &images, objective, scale);
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
