@@ -5,7 +5,8 @@ on features written by benches/trainer.rs, with FrEIA + PyTorch on the CPU (on C
 permutation, chunks of 256 fibers, one Adam step per chunk (one Adam over every decoder, as
 CFlow-AD builds it), loss `-logsigmoid(logp / C)`. With `--loss fusion`, the paper's fusion term
 (BGAD boundary + bounded likelihood difference, DESIGN.md) on the augmented fibers at the same
-positions is added, as the project's trainer does. Prints one JSON line: seconds, steps, per-level seconds, mean loss.
+positions is added, as the project's trainer does. Prints one JSON line: seconds, steps, per-level
+seconds, mean loss.
 
     python3 tests/reference/cflow_train.py DIR --threads 1 --loss none
 """
