@@ -5,7 +5,9 @@
 #  2. inspect-train enroll on the recording (the time a crew waits on a laptop);
 #  3. an inspection pass (held-out surfaces, real cracks, breaks and blowholes in every other
 #     frame) through inspectd with the site's bundle, received by inspect-monitor;
-#  4. inspect-monitor report, and a screenshot of it by headless Chromium.
+#  4. inspect-monitor report, and a screenshot of it by headless Chromium;
+#  5. benches/field_e2e_check.py: every alert the monitor logged at its frame's chainage, in the
+#     report and its CSV (fails otherwise), and the alerts scored against the defects' masks.
 #
 # Usage: benches/field_e2e.sh [DATA]   (DATA: the shared data folder, default ../shared/data)
 # Environment: WORK (default data/field-e2e), FRAMES (default 1000), BIN (default: the debug
@@ -65,3 +67,4 @@ chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1
 cat "$WORK/site-bundle/enrollment.json"
 tail -1 "$WORK/monitor.log"
 echo "report: $WORK/report.html, screenshot $WORK/report.png"
+python3 benches/field_e2e_check.py "$WORK"
