@@ -88,6 +88,9 @@ pub struct Summary {
     pub recorded: u64,
     /// Frames `[record]` did not save (writer busy, folder full, write failed).
     pub record_missed: u64,
+    /// What the GNSS receiver said: position sentences read, lines refused (checksum, syntax);
+    /// `None` without a receiver.
+    pub gnss_sentences: Option<(u64, u64)>,
 }
 
 #[derive(Default)]
@@ -285,6 +288,8 @@ struct Inspector<'a> {
     evidence: Option<EvidenceWriter>,
     recorder: Option<Recorder>,
     indicators: Indicators,
+    /// Where the device is: named in the status line (the capture thread holds a clone).
+    tracker: PositionTracker,
     summary: Summary,
     paused: bool,
     /// When a pause ends by itself (`alerts.pause_max_s` after it began).
@@ -440,6 +445,10 @@ impl Inspector<'_> {
             }
             None => text,
         };
+        let text = match self.tracker.describe(SystemTime::now()) {
+            Some(position) => format!("{text}; {position}"),
+            None => text,
+        };
         self.link.send_status(status);
         notify(&[sd_notify::NotifyState::Status(&text)]);
         log::info!("{text}");
@@ -525,6 +534,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
         evidence,
         recorder,
         indicators,
+        tracker: tracker.clone(),
         summary: Summary::default(),
         paused: false,
         pause_ends: None,
@@ -591,6 +601,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary, DaemonErro
     summary.evidence_skipped = evidence.as_ref().map_or(0, EvidenceWriter::skipped);
     if let PositionTracker::Gnss(receiver) = &tracker {
         receiver.stop();
+        summary.gnss_sentences = Some(receiver.counts());
     }
     // Finish writing evidence before the link may be asked for it no more.
     drop(evidence);

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::mpsc;
@@ -126,10 +126,16 @@ fn gnss_fixes_over_a_serial_port_reach_the_alerts_and_go_stale_when_it_falls_sil
         .args(["--config", config.to_str().unwrap()])
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = daemon.stdout.take().unwrap();
+    let mut stderr = daemon.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
     let (tx, rx) = mpsc::channel::<Value>();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -178,4 +184,22 @@ fn gnss_fixes_over_a_serial_port_reach_the_alerts_and_go_stale_when_it_falls_sil
     signal(&daemon, libc::SIGTERM);
     let _ = daemon.wait();
     drop(receiver);
+    // The crew sees what the receiver said: sentences read, noise refused, the fix's age.
+    let log = log.join().unwrap();
+    let said = log
+        .lines()
+        .find_map(|l| l.split("GNSS receiver: ").nth(1))
+        .unwrap_or_else(|| panic!("no GNSS summary in the log:\n{log}"));
+    let counts: Vec<u64> = said
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(
+        counts.len() == 2 && counts[0] >= 1 && counts[1] >= 1,
+        "{said}"
+    );
+    assert!(
+        log.contains("GNSS: "),
+        "the status line names the receiver:\n{log}"
+    );
 }

@@ -14,10 +14,18 @@ use inspect_core::settings::{Checker, ConfigError};
 use inspect_protocol::secret_file::SecretFileError;
 use inspect_protocol::signing::LinkKey;
 
-/// Serial speeds accepted for `alerts.baud`.
+/// Serial speeds accepted for `alerts.baud` and `position.baud`.
 pub const BAUD_RATES: [u32; 10] = [
     9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 921600, 1000000,
 ];
+
+/// Checks a serial speed (`alerts.baud`, `position.baud`) against [`BAUD_RATES`].
+pub fn check_baud(c: &Checker<'_>, key: &str, baud: u32) -> Result<(), ConfigError> {
+    if BAUD_RATES.contains(&baud) {
+        return Ok(());
+    }
+    Err(c.fail(key, baud, &format!("expected one of {BAUD_RATES:?}")))
+}
 
 /// Where alert lines go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -102,13 +110,7 @@ fn default_status() -> u64 {
 impl AlertsSettings {
     /// Checks every value, and that the keys which go together do.
     pub fn validate(&self, c: &Checker<'_>) -> Result<(), ConfigError> {
-        if !BAUD_RATES.contains(&self.baud) {
-            return Err(c.fail(
-                "alerts.baud",
-                self.baud,
-                &format!("expected one of {BAUD_RATES:?}"),
-            ));
-        }
+        check_baud(c, "alerts.baud", self.baud)?;
         c.range("alerts.ack_timeout_ms", self.ack_timeout_ms, 100, 600_000)?;
         c.range("alerts.drain_timeout_ms", self.drain_timeout_ms, 0, 60_000)?;
         for (key, t) in [

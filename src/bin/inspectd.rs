@@ -79,6 +79,9 @@ fn run(file: &Path) -> anyhow::Result<()> {
             summary.record_missed
         );
     }
+    if let Some((sentences, unreadable)) = summary.gnss_sentences {
+        log::info!("GNSS receiver: {sentences} position sentences, {unreadable} unreadable lines");
+    }
     Ok(())
 }
 

@@ -88,6 +88,29 @@ impl GnssReceiver {
         Ok(receiver)
     }
 
+    /// Sentences read and lines refused so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.sentences.load(Ordering::Relaxed),
+            self.bad_sentences.load(Ordering::Relaxed),
+        )
+    }
+
+    /// One phrase for the status line: what the receiver said so far and how old its fix is at
+    /// `now`, so a crew sees a silent or noisy receiver before the alerts go stale.
+    pub fn describe(&self, now: SystemTime) -> String {
+        let (sentences, bad) = self.counts();
+        let fix = match self.position_at(now) {
+            None => "no fix yet".to_string(),
+            Some(p) => format!(
+                "fix {:.1} s old{}",
+                f64::from(p.age_ms) / 1000.0,
+                if p.stale { " (stale)" } else { "" }
+            ),
+        };
+        format!("GNSS: {sentences} sentences, {bad} unreadable, {fix}")
+    }
+
     /// Asks the reading thread to end.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -174,6 +197,18 @@ mod tests {
         assert!(p.stale);
         r.take_line(FIX, t0 + Duration::from_secs(1));
         assert!(!r.position_at(t0 + Duration::from_secs(1)).unwrap().stale);
-        assert_eq!(r.sentences.load(Ordering::Relaxed), 3);
+        assert_eq!(r.counts(), (3, 1));
+        assert_eq!(
+            r.describe(t0 + Duration::from_millis(1500)),
+            "GNSS: 3 sentences, 1 unreadable, fix 0.5 s old"
+        );
+        assert_eq!(
+            r.describe(t0 + Duration::from_secs(4)),
+            "GNSS: 3 sentences, 1 unreadable, fix 3.0 s old (stale)"
+        );
+        assert_eq!(
+            GnssReceiver::new(Duration::from_secs(2)).describe(t0),
+            "GNSS: 0 sentences, 0 unreadable, no fix yet"
+        );
     }
 }

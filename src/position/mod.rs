@@ -85,13 +85,7 @@ impl PositionSettings {
             PositionSettings::Gnss {
                 baud, max_age_ms, ..
             } => {
-                if !crate::alerts::settings::BAUD_RATES.contains(baud) {
-                    return Err(c.fail(
-                        "position.baud",
-                        baud,
-                        &format!("one of {:?}", crate::alerts::settings::BAUD_RATES),
-                    ));
-                }
+                crate::alerts::settings::check_baud(c, "position.baud", *baud)?;
                 c.range("position.max_age_ms", *max_age_ms, 100, 600_000)
             }
         }
@@ -178,6 +172,26 @@ impl PositionTracker {
         })
     }
 
+    /// One phrase for the status line: the chainage now, or what the GNSS receiver said; none
+    /// without a source.
+    pub fn describe(&self, now: SystemTime) -> Option<String> {
+        match self {
+            PositionTracker::None => None,
+            PositionTracker::Odometer { pulses, .. } => {
+                let metres = match self.position_at(now)?.fix {
+                    Fix::Chainage { metres } => metres,
+                    Fix::Gnss { .. } => return None,
+                };
+                Some(format!(
+                    "chainage {metres:.2} m ({} pulses)",
+                    pulses.total()
+                ))
+            }
+            #[cfg(target_os = "linux")]
+            PositionTracker::Gnss(receiver) => Some(receiver.describe(now)),
+        }
+    }
+
     /// Where the device is at `when` (a frame's capture time), if the source knows.
     pub fn position_at(&self, when: SystemTime) -> Option<Position> {
         match self {
@@ -219,7 +233,12 @@ mod tests {
         let p = tracker.position_at(SystemTime::now()).unwrap();
         assert_eq!(p.fix, Fix::Chainage { metres: 132.5 });
         assert!(!p.stale);
+        assert_eq!(
+            tracker.describe(SystemTime::now()).as_deref(),
+            Some("chainage 132.50 m (250 pulses)")
+        );
         assert_eq!(PositionTracker::None.position_at(SystemTime::now()), None);
+        assert_eq!(PositionTracker::None.describe(SystemTime::now()), None);
     }
 
     #[test]

@@ -507,6 +507,11 @@ impl Journal {
         Ok(true)
     }
 
+    /// Alert `seq`, if it waits for its ACK.
+    pub fn pending(&self, seq: u64) -> Option<&Alert> {
+        self.pending.get(&seq)
+    }
+
     /// The first unacknowledged alert with a sequence number of at least `from`.
     pub fn pending_from(&self, from: u64) -> Option<&Alert> {
         self.pending.range(from..).next().map(|(_, a)| a)

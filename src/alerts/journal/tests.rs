@@ -37,6 +37,8 @@ fn unacked_alerts_and_numbering_survive_a_restart() {
     // Closed cleanly: numbering goes on where it stopped.
     assert_eq!(j.next_seq(), 5);
     assert_eq!(j.pending_from(3).unwrap().frame, 4);
+    assert_eq!(j.pending(4).unwrap().frame, 4);
+    assert!(j.pending(3).is_none(), "acknowledged");
     assert_eq!(j.recovery().unacked, 3);
     assert_eq!(j.recovery().torn_bytes, 0);
     // A crash (no close): numbering jumps past every number that may have been sent.

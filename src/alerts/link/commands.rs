@@ -19,12 +19,9 @@ impl Worker {
                 // Only an alert this connection carried can have been delivered by it; an ACK
                 // naming another boot id than the start that raised it was meant for another
                 // device (or is forged).
-                let other_boot = boot.is_some_and(|b| {
-                    let journal = self.shared.journal();
-                    journal
-                        .pending_from(seq)
-                        .is_some_and(|a| a.seq == seq && a.boot != b)
-                });
+                let mut journal = self.shared.journal();
+                let other_boot =
+                    boot.is_some_and(|b| journal.pending(seq).is_some_and(|a| a.boot != b));
                 if other_boot || !self.sent_here.remove(&seq) {
                     self.shared
                         .counters
@@ -32,7 +29,7 @@ impl Worker {
                         .fetch_add(1, Ordering::Relaxed);
                     return;
                 }
-                match self.shared.journal().ack(seq) {
+                match journal.ack(seq) {
                     Ok(true) => {
                         self.shared.counters.acked.fetch_add(1, Ordering::Relaxed);
                     }
