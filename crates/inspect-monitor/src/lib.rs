@@ -291,11 +291,51 @@ pub struct AlertLog {
     jsonl: std::fs::File,
     csv: std::fs::File,
     evidence_dir: PathBuf,
+    /// Where an `alerts.csv` with other columns (an older monitor's) was moved on opening.
+    pub moved_csv: Option<PathBuf>,
 }
 
-/// CSV columns of `alerts.csv`.
-pub const CSV_HEADER: &str =
-    "received,seq,time,frame,tile,score,threshold,region_x,region_y,region_w,region_h,area,device,model";
+/// CSV columns of `alerts.csv`; the position columns as in the report's CSV.
+pub const CSV_HEADER: &str = "received,seq,time,frame,tile,score,threshold,region_x,region_y,\
+     region_w,region_h,area,device,model,boot,source,chainage_m,lat,lon,age_ms,stale";
+
+/// An alert's position as CSV columns `source,chainage_m,lat,lon,age_ms,stale`: `none` and
+/// empty fields without one; chainage for an odometer, latitude and longitude for GNSS.
+pub fn position_columns(position: Option<inspect_protocol::Position>) -> [String; 6] {
+    use inspect_protocol::Fix;
+    let Some(p) = position else {
+        return [
+            "none".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ];
+    };
+    let (source, chainage, lat, lon) = match p.fix {
+        Fix::Chainage { metres } => (
+            "odometer",
+            format!("{metres:.3}"),
+            String::new(),
+            String::new(),
+        ),
+        Fix::Gnss { lat, lon } => (
+            "gnss",
+            String::new(),
+            format!("{lat:.7}"),
+            format!("{lon:.7}"),
+        ),
+    };
+    [
+        source.into(),
+        chainage,
+        lat,
+        lon,
+        p.age_ms.to_string(),
+        p.stale.to_string(),
+    ]
+}
 
 impl AlertLog {
     /// Opens (appending) `dir/alerts.jsonl` and `dir/alerts.csv`; evidence goes to
@@ -309,6 +349,24 @@ impl AlertLog {
                 .open(dir.join(name))
         };
         let jsonl = open("alerts.jsonl")?;
+        // Rows of other columns must not be appended under an older header: that file is kept
+        // beside, under a name of its own, and a new one begins.
+        let path = dir.join("alerts.csv");
+        let mut moved_csv = None;
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if text
+                .lines()
+                .next()
+                .is_some_and(|header| header != CSV_HEADER)
+            {
+                let secs = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let aside = dir.join(format!("alerts-until-{secs}.csv"));
+                std::fs::rename(&path, &aside)?;
+                moved_csv = Some(aside);
+            }
+        }
         let mut csv = open("alerts.csv")?;
         if csv.metadata()?.len() == 0 {
             writeln!(csv, "{CSV_HEADER}")?;
@@ -317,6 +375,7 @@ impl AlertLog {
             jsonl,
             csv,
             evidence_dir: dir.join("evidence"),
+            moved_csv,
         })
     }
 
@@ -328,9 +387,10 @@ impl AlertLog {
         }
         let a = AlertRow::from(alert);
         let received = humantime::format_rfc3339_millis(SystemTime::now());
+        let position = position_columns(alert.position).join(",");
         writeln!(
             self.csv,
-            "{received},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{received},{},{},{},{},{},{},{},{},{},{},{},{},{},{:016x},{position}",
             a.seq,
             a.time,
             a.frame,
@@ -343,7 +403,8 @@ impl AlertLog {
             a.region[3],
             a.area,
             session.device,
-            session.model
+            session.model,
+            alert.boot
         )?;
         self.jsonl.flush()?;
         self.csv.flush()
@@ -494,5 +555,55 @@ mod tests {
                 bytes: data
             }]
         );
+    }
+
+    #[test]
+    fn the_csv_log_carries_boot_and_position_and_an_older_log_is_kept_aside() {
+        let dir = std::env::temp_dir().join(format!("monitor-csv-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = "received,seq,time,frame\n2026-12-01T00:00:00Z,1,x,1\n";
+        std::fs::write(dir.join("alerts.csv"), old).unwrap();
+        let mut log = AlertLog::open(&dir).unwrap();
+        let aside = log.moved_csv.clone().expect("the older log is moved");
+        assert_eq!(std::fs::read_to_string(&aside).unwrap(), old);
+        let session = Session::default();
+        let mut gnss = alert(5);
+        gnss.position = Some(inspect_protocol::Position {
+            fix: inspect_protocol::Fix::Gnss {
+                lat: 48.1173,
+                lon: -11.5,
+            },
+            age_ms: 2500,
+            stale: true,
+        });
+        let mut nowhere = alert(6);
+        nowhere.position = None;
+        for a in [alert(2), gnss, nowhere] {
+            log.alert(&a, &session).unwrap();
+        }
+        let csv = std::fs::read_to_string(dir.join("alerts.csv")).unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], CSV_HEADER);
+        let columns = CSV_HEADER.split(',').count();
+        assert!(
+            lines.iter().all(|l| l.split(',').count() == columns),
+            "{csv}"
+        );
+        assert!(
+            lines[1].ends_with(",0000000000000007,odometer,1.000,,,12,false"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].ends_with(",gnss,,48.1173000,-11.5000000,2500,true"),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[3].ends_with(",none,,,,,"), "{}", lines[3]);
+        // Reopened with the current columns: appended to, nothing moved.
+        drop(log);
+        assert!(AlertLog::open(&dir).unwrap().moved_csv.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

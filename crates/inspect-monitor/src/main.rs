@@ -543,6 +543,13 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     let log = AlertLog::open(&cli.log_dir)
         .with_context(|| format!("cannot write the log folder {}", cli.log_dir.display()))?;
+    if let Some(aside) = &log.moved_csv {
+        eprintln!(
+            "{} had other columns (an older monitor's): kept as {}, a new one begins",
+            cli.log_dir.join("alerts.csv").display(),
+            aside.display()
+        );
+    }
     let mut app = App {
         session: Session::default(),
         decoder,

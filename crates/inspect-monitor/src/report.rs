@@ -417,33 +417,7 @@ fn csv(rows: &[Row]) -> String {
     );
     for r in rows {
         let a = &r.alert;
-        let (source, chainage, lat, lon, age, stale) = match a.position {
-            None => (
-                "none",
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-            ),
-            Some(p) => {
-                let (source, c, la, lo) = match p.fix {
-                    Fix::Chainage { metres } => (
-                        "odometer",
-                        format!("{metres:.3}"),
-                        String::new(),
-                        String::new(),
-                    ),
-                    Fix::Gnss { lat, lon } => (
-                        "gnss",
-                        String::new(),
-                        format!("{lat:.7}"),
-                        format!("{lon:.7}"),
-                    ),
-                };
-                (source, c, la, lo, p.age_ms.to_string(), p.stale.to_string())
-            }
-        };
+        let [source, chainage, lat, lon, age, stale] = crate::position_columns(a.position);
         let g = &a.region;
         let _ = writeln!(
             out,
