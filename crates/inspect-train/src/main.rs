@@ -34,25 +34,20 @@ struct Cli {
     command: Command,
 }
 
-/// What every training command reads: config, extractor, images, cache, and where it runs.
+/// The model to train and where: config, extractor, epochs, device (fit, sweep, enroll).
 #[derive(clap::Args, Debug)]
-struct TrainArgs {
+struct ModelArgs {
     /// Trainer config: [training] (defaults if absent) and [synthesis] (needed by every
-    /// objective but `none`).
+    /// objective but `none`; enroll's defect bank), e.g. train-config/enroll.toml.
     #[arg(long)]
     config: PathBuf,
-    /// Extractor ONNX (input 1 x 3 x S x S; every output is a tap).
+    /// Extractor ONNX (input 1 x 3 x S x S; every output is a tap), e.g. the shipped bundle's
+    /// extractor.onnx.
     #[arg(long)]
     extractor: PathBuf,
     /// Human name of the extractor for the manifest.
     #[arg(long, default_value = "efficientnet-lite0")]
     extractor_name: String,
-    /// Folder of defect-free training images.
-    #[arg(long)]
-    images: PathBuf,
-    /// Feature cache root.
-    #[arg(long)]
-    cache: PathBuf,
     /// Override `training.epochs`.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     epochs: Option<u32>,
@@ -63,6 +58,19 @@ struct TrainArgs {
     /// threads than levels bring nothing (default: every core, at most the levels).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     threads: Option<u32>,
+}
+
+/// What every training command reads: the model's arguments, images, cache, held-out images.
+#[derive(clap::Args, Debug)]
+struct TrainArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Folder of defect-free training images.
+    #[arg(long)]
+    images: PathBuf,
+    /// Feature cache root.
+    #[arg(long)]
+    cache: PathBuf,
     /// Extraction workers (default: every core).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     workers: Option<u32>,
@@ -340,16 +348,8 @@ enum Command {
         /// The recorded folder (frames and positions.csv).
         #[arg(long)]
         recording: PathBuf,
-        /// Trainer config: [training] and [synthesis] (the defect bank), e.g.
-        /// train-config/enroll.toml.
-        #[arg(long)]
-        config: PathBuf,
-        /// Extractor ONNX (e.g. the shipped bundle's extractor.onnx).
-        #[arg(long)]
-        extractor: PathBuf,
-        /// Human name of the extractor for the manifest.
-        #[arg(long, default_value = "efficientnet-lite0")]
-        extractor_name: String,
+        #[command(flatten)]
+        model: ModelArgs,
         /// The daemon's tile side ([tiling] tile_size).
         #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(32..=4096))]
         tile_size: u32,
@@ -362,15 +362,6 @@ enum Command {
         /// Train on at most this many tiles, spread over the run.
         #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
         max_tiles: u32,
-        /// Override `training.epochs`.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
-        epochs: Option<u32>,
-        /// Where the flows train.
-        #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
-        device: TrainDevice,
-        /// Threads of the CPU trainer.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
-        threads: Option<u32>,
         /// Work folder (default: OUT.work).
         #[arg(long)]
         work: Option<PathBuf>,
@@ -443,14 +434,14 @@ impl TrainArgs {
         .tiling()?;
         Ok(TrainJob {
             holdout: self.holdout.clone().map(|dir| (dir, tiling)),
-            config: self.config.clone(),
-            extractor: self.extractor.clone(),
-            extractor_name: self.extractor_name.clone(),
+            config: self.model.config.clone(),
+            extractor: self.model.extractor.clone(),
+            extractor_name: self.model.extractor_name.clone(),
             images: self.images.clone(),
             cache: self.cache.clone(),
-            epochs: self.epochs,
-            device: self.device,
-            threads: self.threads,
+            epochs: self.model.epochs,
+            device: self.model.device,
+            threads: self.model.threads,
             workers: self.workers,
         })
     }
@@ -739,16 +730,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Enroll {
             recording,
-            config,
-            extractor,
-            extractor_name,
+            model,
             tile_size,
             overlap,
             holdout_every,
             max_tiles,
-            epochs,
-            device,
-            threads,
             work,
             sign_key,
             version,
@@ -767,15 +753,15 @@ fn main() -> anyhow::Result<()> {
             });
             let summary = run_enroll(&EnrollJob {
                 recording,
-                config,
-                extractor,
-                extractor_name,
+                config: model.config,
+                extractor: model.extractor,
+                extractor_name: model.extractor_name,
                 tiling: Tiling { tile_size, overlap },
                 holdout_every,
                 max_tiles: max_tiles as usize,
-                epochs,
-                device,
-                threads,
+                epochs: model.epochs,
+                device: model.device,
+                threads: model.threads,
                 work,
                 sign: sign_key.zip(version),
                 out: out.clone(),
