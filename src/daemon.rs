@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::alerts::journal::{JournalError, PeerThreshold};
 use crate::alerts::settings::AlertOutput;
 use crate::alerts::{Alert, AlertLink, Control, DeviceId, LinkError, ModelId, Status};
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::evidence::{EvidenceError, EvidenceJob, EvidenceWriter};
 use crate::frames::{Frame, FrameError, FrameSource, SourceSettings};
@@ -245,9 +246,9 @@ fn capture_loop(
                 slot.source_failed();
                 log::warn!("frame source failed: {e}; reopening with backoff");
                 skipped_before = skipped;
-                let mut backoff = REOPEN_FIRST;
+                let mut backoff = Backoff::new(REOPEN_FIRST, REOPEN_MAX);
                 source = loop {
-                    if !sleep_unless_stopped(backoff, stop) {
+                    if !sleep_unless_stopped(backoff.current(), stop) {
                         return slot.finish(Ok(()), skipped_before);
                     }
                     match settings.open() {
@@ -257,7 +258,7 @@ fn capture_loop(
                         }
                         Err(e) => {
                             log::warn!("frame source still unavailable: {e}");
-                            backoff = (backoff * 2).min(REOPEN_MAX);
+                            backoff.failed();
                         }
                     }
                 };

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use super::nmea::{parse, LineAssembler, NmeaError, Reading};
 use super::{Fix, Position};
+use crate::backoff::Backoff;
 
 /// What the receiver last said, and when.
 #[derive(Clone, Copy, Debug, Default)]
@@ -119,23 +120,19 @@ impl GnssReceiver {
 
 fn read_loop(receiver: &GnssReceiver, path: &Path, baud: u32) {
     use crate::alerts::port::Port;
-    let mut backoff = Duration::from_millis(250);
-    let mut warned = false;
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(8));
     while !receiver.stop.load(Ordering::Relaxed) {
         let mut port = match Port::open(path, baud) {
             Ok(p) => {
                 log::info!("GNSS receiver on {} at {baud} baud", path.display());
-                backoff = Duration::from_millis(250);
-                warned = false;
+                backoff.reset();
                 p
             }
             Err(e) => {
-                if !warned {
+                if backoff.is_fresh() {
                     log::warn!("GNSS receiver {}: {e}; retrying", path.display());
-                    warned = true;
                 }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(8));
+                std::thread::sleep(backoff.failed());
                 continue;
             }
         };
@@ -166,7 +163,7 @@ fn read_loop(receiver: &GnssReceiver, path: &Path, baud: u32) {
                 }
             }
         }
-        std::thread::sleep(backoff);
+        std::thread::sleep(backoff.current());
     }
 }
 

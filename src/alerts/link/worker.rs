@@ -17,6 +17,7 @@ use super::super::command::{Command, Rejected, Reply};
 use super::super::port::{Port, Ready};
 use super::transfer::Transfer;
 use super::{Control, LinkSettings, LinkTarget, Shared};
+use crate::backoff::Backoff;
 
 /// How long the link thread waits on the port per turn (bounds the latency of a new alert).
 const TURN: Duration = Duration::from_millis(10);
@@ -46,7 +47,7 @@ pub(super) struct Worker {
     pub(super) controls: SyncSender<Control>,
     output: Option<Output>,
     next_open: Instant,
-    backoff: Duration,
+    backoff: Backoff,
     deframer: Deframer,
     // With a link key: signs what is sent, checks what is received.
     pub(super) signer: Option<Signer>,
@@ -101,7 +102,7 @@ impl Worker {
             controls,
             output: None,
             next_open: Instant::now(),
-            backoff: REOPEN_FIRST,
+            backoff: Backoff::new(REOPEN_FIRST, REOPEN_MAX),
             wire: Wire::new(),
             written: 0,
             sending: Sending::Other,
@@ -172,7 +173,7 @@ impl Worker {
                     log::info!("serial link open on {} at {baud} baud", port.display());
                 }
                 self.output = Some(out);
-                self.backoff = REOPEN_FIRST;
+                self.backoff.reset();
                 self.shared.counters.opens.fetch_add(1, Ordering::Relaxed);
                 // A new connection: whatever was in flight may be lost, send it all again.
                 self.cursor = 0;
@@ -181,11 +182,10 @@ impl Worker {
                 self.deframer = Deframer::new(self.settings.framing);
             }
             Err(e) => {
-                if self.backoff == REOPEN_FIRST {
+                if self.backoff.is_fresh() {
                     log::warn!("alert link: {e}; retrying with backoff");
                 }
-                self.next_open = Instant::now() + self.backoff;
-                self.backoff = (self.backoff * 2).min(REOPEN_MAX);
+                self.next_open = Instant::now() + self.backoff.failed();
             }
         }
     }
@@ -199,7 +199,7 @@ impl Worker {
         }
         self.wire.clear();
         self.written = 0;
-        self.next_open = Instant::now() + self.backoff;
+        self.next_open = Instant::now() + self.backoff.current();
     }
 
     fn wait(&mut self, want_write: bool) -> Ready {
