@@ -252,6 +252,32 @@ fn reference(
     line["seconds"].as_f64().ok_or_else(|| "no seconds".into())
 }
 
+/// The table's reference cells for a project epoch of `seconds`: the reference's epoch (scaled)
+/// and the ratio, or why there is none.
+fn reference_cells(
+    o: &Options,
+    dir: &Path,
+    threads: usize,
+    objective: Objective,
+    device: &str,
+    seconds: f64,
+    scale: f64,
+) -> (String, String) {
+    if !o.reference {
+        return ("-".into(), "-".into());
+    }
+    match reference(dir, threads, objective, device) {
+        Ok(r) => {
+            let on = if device == "cpu" { "" } else { " (CUDA)" };
+            (
+                format!("{:.1}{on}", r * scale),
+                format!("**{:.2}**", seconds / r),
+            )
+        }
+        Err(why) => (format!("({why})"), "-".into()),
+    }
+}
+
 /// One epoch of burn on the GPU wgpu finds, against the reference on CUDA.
 #[cfg(feature = "wgpu")]
 fn gpu_row(
@@ -267,17 +293,7 @@ fn gpu_row(
     let _ = project(cache, images, objective, Backend::Burn(device.clone()));
     let (seconds, rates, nf) = project(cache, images, objective, Backend::Burn(device));
     let rates: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
-    let (reference, ratio) = if o.reference {
-        match reference(dir, 1, objective, "cuda") {
-            Ok(r) => (
-                format!("{:.1} (CUDA)", r * scale),
-                format!("**{:.2}**", seconds / r),
-            ),
-            Err(why) => (format!("({why})"), "-".into()),
-        }
-    } else {
-        ("-".into(), "-".into())
-    };
+    let (reference, ratio) = reference_cells(o, dir, 1, objective, "cuda", seconds, scale);
     println!(
         "| {objective:?} (burn-wgpu) | GPU | {:.1} | {} | {nf:.4} | {reference} | {ratio} |",
         seconds * scale,
@@ -312,17 +328,8 @@ fn main() {
             let (seconds, rates, nf) =
                 project(&cache, &images, objective, Backend::Cpu { threads });
             let rates: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
-            let (reference, ratio) = if o.reference {
-                match reference(&dir, threads, objective, "cpu") {
-                    Ok(r) => (
-                        format!("{:.1}", r * scale),
-                        format!("**{:.2}**", seconds / r),
-                    ),
-                    Err(why) => (format!("({why})"), "-".into()),
-                }
-            } else {
-                ("-".into(), "-".into())
-            };
+            let (reference, ratio) =
+                reference_cells(&o, &dir, threads, objective, "cpu", seconds, scale);
             println!(
                 "| {objective:?} | {threads} | {:.1} | {} | {nf:.4} | {reference} | {ratio} |",
                 seconds * scale,
