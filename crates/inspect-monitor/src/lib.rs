@@ -353,12 +353,13 @@ impl AlertLog {
         // beside, under a name of its own, and a new one begins.
         let path = dir.join("alerts.csv");
         let mut moved_csv = None;
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            if text
-                .lines()
-                .next()
-                .is_some_and(|header| header != CSV_HEADER)
-            {
+        if let Ok(file) = std::fs::File::open(&path) {
+            // The header alone: a long session's log is not read whole. A header that is not
+            // text counts as other columns.
+            let mut header = String::new();
+            let read = std::io::BufRead::read_line(&mut std::io::BufReader::new(file), &mut header);
+            let ours = read.is_ok() && header.trim_end_matches(['\r', '\n']) == CSV_HEADER;
+            if !ours && !matches!(read, Ok(0)) {
                 let secs = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
