@@ -325,7 +325,8 @@ enum Command {
         #[arg(long, value_delimiter = ',', required = true)]
         sweeps: Vec<PathBuf>,
         /// The sweeps are seeds of one setup: write the mean and standard deviation per
-        /// objective and each objective against L_none (OUT.md, OUT.json, OUT.csv) instead.
+        /// objective and each objective against L_none (OUT.md, OUT.json, OUT.csv) and the
+        /// seeds' spread as a chart (OUT.png) instead.
         #[arg(long)]
         seeds: bool,
         /// Output path without extension.

@@ -1,5 +1,5 @@
-//! Line charts as PNG (the evaluation's ROC and PRO curves): drawn by plotters into a pixel
-//! buffer and saved by `image`. Text uses the DejaVu Sans subset embedded from
+//! Charts as PNG (the evaluation's ROC and PRO curves, the seeds' spread per objective): drawn
+//! by plotters into a pixel buffer and saved by `image`. Text uses the DejaVu Sans subset embedded from
 //! `crates/inspect-train/assets/fonts/`, so charts look the same on every machine and need no system font.
 
 use std::path::{Path, PathBuf};
@@ -137,5 +137,152 @@ impl LineChart<'_> {
             .draw()?;
         root.present()?;
         Ok(())
+    }
+}
+
+/// One figure of [`SpreadChart`]: each group's values (one per seed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Panel {
+    /// The figure's name (the panel's title).
+    pub figure: String,
+    /// `(group, values)`: a column of dots per group, in order.
+    pub groups: Vec<(String, Vec<f64>)>,
+}
+
+/// Panels side by side, each a column per group (objective) with a dot per value (seed) and
+/// the mean with one standard deviation either side: whether the groups' differences exceed
+/// their spread can be seen at once.
+#[derive(Clone, Debug)]
+pub struct SpreadChart<'a> {
+    /// Title above the panels.
+    pub title: &'a str,
+    /// The panels, left to right.
+    pub panels: &'a [Panel],
+}
+
+impl SpreadChart<'_> {
+    /// Draws the chart at `width x height` pixels into `path` (PNG).
+    pub fn save(&self, path: &Path, width: u32, height: u32) -> Result<(), PlotError> {
+        let fail = |message: String| PlotError {
+            path: path.to_path_buf(),
+            message,
+        };
+        register_font().map_err(fail)?;
+        let mut pixels = vec![0u8; width as usize * height as usize * 3];
+        self.draw(&mut pixels, width, height)
+            .map_err(|e| fail(e.to_string()))?;
+        let image = image::RgbImage::from_raw(width, height, pixels)
+            .ok_or_else(|| fail("pixel buffer of the wrong size".into()))?;
+        image.save(path).map_err(|e| fail(e.to_string()))
+    }
+
+    fn draw(
+        &self,
+        pixels: &mut [u8],
+        width: u32,
+        height: u32,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let root = BitMapBackend::with_buffer(pixels, (width, height)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let root = root.titled(self.title, ("sans-serif", 20))?;
+        let areas = root.split_evenly((1, self.panels.len().max(1)));
+        for (panel, area) in self.panels.iter().zip(&areas) {
+            let values = || panel.groups.iter().flat_map(|(_, v)| v.iter().copied());
+            let (lo, hi) = values().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            });
+            if !lo.is_finite() {
+                continue;
+            }
+            // A margin of 15% of the range (or of the value, when all are equal).
+            let pad = ((hi - lo) * 0.15).max(hi.abs() * 1e-3).max(1e-9);
+            let names: Vec<&str> = panel.groups.iter().map(|(n, _)| n.as_str()).collect();
+            let n = names.len() as f64;
+            let mut chart = ChartBuilder::on(area)
+                .caption(&panel.figure, ("sans-serif", 16))
+                .margin(10)
+                .x_label_area_size(30)
+                .y_label_area_size(56)
+                .build_cartesian_2d(-0.5f64..n - 0.5, (lo - pad)..(hi + pad))?;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(names.len())
+                .x_label_formatter(&|x| {
+                    let i = x.round();
+                    if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+                        names[i as usize].to_string()
+                    } else {
+                        String::new()
+                    }
+                })
+                .label_style(("sans-serif", 13))
+                .light_line_style(RGBColor(235, 235, 235))
+                .draw()?;
+            for (g, (_, v)) in panel.groups.iter().enumerate() {
+                if v.is_empty() {
+                    continue; // an objective some sweep lacks: nothing to place
+                }
+                let colour = COLOURS[g % COLOURS.len()];
+                let x = g as f64;
+                let mean = v.iter().sum::<f64>() / v.len() as f64;
+                let sd = if v.len() > 1 {
+                    (v.iter().map(|y| (y - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64)
+                        .sqrt()
+                } else {
+                    0.0
+                };
+                // Mean and one standard deviation: a bar with ticks, beside the dots.
+                let style = colour.stroke_width(2);
+                chart.draw_series([
+                    PathElement::new(vec![(x + 0.12, mean - sd), (x + 0.12, mean + sd)], style),
+                    PathElement::new(vec![(x + 0.05, mean), (x + 0.19, mean)], style),
+                ])?;
+                // The seeds, spread a little sideways so equal values stay visible.
+                chart.draw_series(v.iter().enumerate().map(|(k, &y)| {
+                    let dx = -0.12 + 0.06 * (k % 3) as f64;
+                    Circle::new((x + dx, y), 4, colour.filled())
+                }))?;
+            }
+        }
+        root.present()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_chart_draws_higher_values_higher_in_each_groups_colour() {
+        let panel = Panel {
+            figure: "AUPRO".into(),
+            groups: vec![
+                ("high".into(), vec![0.90, 0.91, 0.89]),
+                ("low".into(), vec![0.10, 0.12, 0.11]),
+            ],
+        };
+        let path = std::env::temp_dir().join(format!("spread-{}.png", std::process::id()));
+        SpreadChart {
+            title: "seeds",
+            panels: &[panel],
+        }
+        .save(&path, 400, 300)
+        .unwrap();
+        let image = image::open(&path).unwrap().to_rgb8();
+        std::fs::remove_file(&path).unwrap();
+        // Mean row of each group's colour: the high group's dots sit above the low group's.
+        let mean_row = |c: RGBColor| {
+            let rows: Vec<u32> = image
+                .enumerate_pixels()
+                .filter(|(_, _, p)| p.0 == [c.0, c.1, c.2])
+                .map(|(_, y, _)| y)
+                .collect();
+            assert!(rows.len() > 20, "{} pixels of {c:?}", rows.len());
+            rows.iter().sum::<u32>() as f64 / rows.len() as f64
+        };
+        let (high, low) = (mean_row(COLOURS[0]), mean_row(COLOURS[1]));
+        assert!(high + 100.0 < low, "high at row {high}, low at row {low}");
     }
 }
