@@ -149,10 +149,11 @@ pub fn summarise_seeds(sweeps: &[PathBuf], out: &Path) -> Result<String, Workflo
 /// The seeds' spread as a picture: per figure, a column of dots (one per seed) and the mean with
 /// one standard deviation for each objective.
 fn seeds_chart(columns: &[SweepColumn], path: &Path) -> Result<(), WorkflowError> {
-    let title = format!(
-        "{} seeds: each dot a seed, bar the mean +- 1 sd",
-        columns.len()
-    );
+    let seeds = match columns.len() {
+        1 => "1 seed".to_string(),
+        n => format!("{n} seeds"),
+    };
+    let title = format!("{seeds}: each dot a seed, bar the mean +- 1 sd");
     SpreadChart {
         title: &title,
         panels: &seed_panels(columns),
