@@ -69,20 +69,31 @@ pub(crate) fn register_font() -> Result<(), String> {
         .clone()
 }
 
+/// Draws into an RGB buffer of `width x height` with the embedded font, then saves it as PNG.
+fn save_png(
+    path: &Path,
+    width: u32,
+    height: u32,
+    draw: impl FnOnce(&mut [u8]) -> Result<(), Box<dyn std::error::Error>>,
+) -> Result<(), PlotError> {
+    let fail = |message: String| PlotError {
+        path: path.to_path_buf(),
+        message,
+    };
+    register_font().map_err(fail)?;
+    let mut pixels = vec![0u8; width as usize * height as usize * 3];
+    draw(&mut pixels).map_err(|e| fail(e.to_string()))?;
+    let image = image::RgbImage::from_raw(width, height, pixels)
+        .ok_or_else(|| fail("pixel buffer of the wrong size".into()))?;
+    image.save(path).map_err(|e| fail(e.to_string()))
+}
+
 impl LineChart<'_> {
     /// Draws the chart at `width x height` pixels into `path` (PNG).
     pub fn save(&self, path: &Path, width: u32, height: u32) -> Result<(), PlotError> {
-        let fail = |message: String| PlotError {
-            path: path.to_path_buf(),
-            message,
-        };
-        register_font().map_err(fail)?;
-        let mut pixels = vec![0u8; width as usize * height as usize * 3];
-        self.draw(&mut pixels, width, height)
-            .map_err(|e| fail(e.to_string()))?;
-        let image = image::RgbImage::from_raw(width, height, pixels)
-            .ok_or_else(|| fail("pixel buffer of the wrong size".into()))?;
-        image.save(path).map_err(|e| fail(e.to_string()))
+        save_png(path, width, height, |pixels| {
+            self.draw(pixels, width, height)
+        })
     }
 
     fn draw(
@@ -163,17 +174,9 @@ pub struct SpreadChart<'a> {
 impl SpreadChart<'_> {
     /// Draws the chart at `width x height` pixels into `path` (PNG).
     pub fn save(&self, path: &Path, width: u32, height: u32) -> Result<(), PlotError> {
-        let fail = |message: String| PlotError {
-            path: path.to_path_buf(),
-            message,
-        };
-        register_font().map_err(fail)?;
-        let mut pixels = vec![0u8; width as usize * height as usize * 3];
-        self.draw(&mut pixels, width, height)
-            .map_err(|e| fail(e.to_string()))?;
-        let image = image::RgbImage::from_raw(width, height, pixels)
-            .ok_or_else(|| fail("pixel buffer of the wrong size".into()))?;
-        image.save(path).map_err(|e| fail(e.to_string()))
+        save_png(path, width, height, |pixels| {
+            self.draw(pixels, width, height)
+        })
     }
 
     fn draw(
