@@ -20,7 +20,16 @@ DATASETS=${DATASETS:-"deepcrack-crops magnetic-tile"}
 EXTRACTORS=${EXTRACTORS:-"lite0-256-fp32 lite0-256-int8 lite0pre-256-fp32 lite1-256-fp32 \
 lite2-256-fp32 lite0-192-fp32 lite1-192-fp32 lite2-192-fp32 lite0pre-256-int8 lite1-256-int8 \
 lite2-256-int8 lite0-192-int8 lite1-192-int8 lite2-192-int8"}
+RESULTS=${RESULTS:-docs/results/extractor-ladder}
 CROPS=data/demo-work/deepcrack-crops
+
+# Work folders do not outlive their machine: each run's figures (metrics.json, under a
+# kilobyte) are copied to RESULTS/DATASET/EXTRACTOR/ to be committed, where `inspect-train
+# ladder --root RESULTS` makes the same table.
+keep() { # run folder, eval or timing
+    local to=$RESULTS/$(basename "$(dirname "$1")")/$(basename "$1")/$2
+    mkdir -p "$to" && cp "$1/$2/metrics.json" "$to/"
+}
 
 # The demo's crops (the paper's 3x3 protocol).
 [ -d "$CROPS" ] || $TRAIN prepare-crops --images "$DATA/deepcrack/images" \
@@ -51,6 +60,7 @@ for dataset in $DATASETS; do
             rm -rf "$run/cache"
         fi
         $TRAIN eval --bundle "$run/bundle" --data "$root" --out "$run/eval"
+        keep "$run" eval
     done
 done
 # The timing pass: every bundle back to back on 25 test images per class, so the ms per tile
@@ -63,6 +73,7 @@ if [ "${TIMING:-1}" = 1 ]; then
             magnetic-tile) root=$DATA/magnetic-tile ;;
         esac
         $TRAIN eval --bundle "$run/bundle" --data "$root" --limit 25 --out "$run/timing" >/dev/null
+        keep "$run" timing
     done
 fi
 $TRAIN ladder --root "$WORK" --out "$WORK/ladder"
