@@ -29,6 +29,8 @@ pub struct PostProcessing {
     pub smoothing_sigma: f32,
     /// Mean of this top fraction of pixels (0: the maximum).
     pub top_fraction: f32,
+    /// Share of the tile's median subtracted from its map (0: none).
+    pub background_weight: f32,
 }
 
 impl PostProcessing {
@@ -45,7 +47,15 @@ impl PostProcessing {
         } else {
             format!("top {}%", 100.0 * self.top_fraction)
         };
-        format!("{levels} / sigma {} / {statistic}", self.smoothing_sigma)
+        let background = if self.background_weight == 0.0 {
+            String::new()
+        } else {
+            format!(" / less {} median", self.background_weight)
+        };
+        format!(
+            "{levels} / sigma {} / {statistic}{background}",
+            self.smoothing_sigma
+        )
     }
 
     /// `score` with this post-processing.
@@ -54,6 +64,7 @@ impl PostProcessing {
         spec.level_weights = self.level_weights.clone();
         spec.smoothing_sigma = self.smoothing_sigma;
         spec.top_fraction = self.top_fraction;
+        spec.background_weight = self.background_weight;
         spec
     }
 
@@ -63,12 +74,14 @@ impl PostProcessing {
             level_weights: score.level_weights.clone(),
             smoothing_sigma: score.smoothing_sigma,
             top_fraction: score.top_fraction,
+            background_weight: score.background_weight,
         }
     }
 }
 
 /// The grid compared by default for `levels` levels: all levels or each alone; no smoothing or
-/// sigma 4 (CFlow-AD's and anomalib's evaluation) or 8; the maximum, or the top 1% or 5% mean.
+/// sigma 4 (CFlow-AD's and anomalib's evaluation) or 8; the maximum, or the top 1% or 5% mean;
+/// and with all levels and a top mean, half or all of the tile's median subtracted.
 pub fn default_candidates(levels: usize) -> Vec<PostProcessing> {
     let mut weightings = vec![Vec::new()];
     if levels > 1 {
@@ -86,6 +99,19 @@ pub fn default_candidates(levels: usize) -> Vec<PostProcessing> {
                     level_weights: w.clone(),
                     smoothing_sigma: sigma,
                     top_fraction: top,
+                    background_weight: 0.0,
+                });
+            }
+        }
+    }
+    for sigma in [0.0, 4.0, 8.0] {
+        for top in [0.01, 0.05] {
+            for background_weight in [0.5, 1.0] {
+                out.push(PostProcessing {
+                    level_weights: Vec::new(),
+                    smoothing_sigma: sigma,
+                    top_fraction: top,
+                    background_weight,
                 });
             }
         }
@@ -112,6 +138,9 @@ pub struct CandidateResult {
     /// Tile ROC `(fpr, tpr)`.
     #[serde(skip)]
     pub roc: Vec<(f64, f64)>,
+    /// Every test tile's score, in the order the tiles were cut.
+    #[serde(skip)]
+    pub scores: Vec<f32>,
 }
 
 /// A comparison of candidates on one bundle and test split.
@@ -160,35 +189,61 @@ struct Source {
     mask: Option<PathBuf>,
 }
 
-/// Per-level log-likelihood maps of every tile of `sources` by the daemon's detector, and
-/// whether the tile holds a defect: whole images resized into one tile, or cut by `tiling`
-/// as the daemon cuts frames (a tile is a defect tile when its part of the mask is).
+/// One test or held-out tile: where it was cut, its per-level maps and its label.
+struct ScoredTile {
+    /// Index of its image in the sources.
+    source: usize,
+    /// Where in the image it was cut.
+    rect: PixelBox,
+    /// Per-level log-likelihood maps.
+    maps: TileLevelMaps,
+    /// Share of its pixels the mask marks as defect (0 without a mask).
+    defect_share: f32,
+}
+
+impl ScoredTile {
+    fn is_defect(&self) -> bool {
+        self.defect_share > 0.0
+    }
+}
+
+/// Per-level log-likelihood maps of every tile of `sources` by the daemon's detector, and the
+/// share of each tile's pixels the mask marks: whole images resized into one tile, or cut by
+/// `tiling` as the daemon cuts frames (a tile is a defect tile when its part of the mask is).
 fn tile_maps(
     detector: &mut Detector,
     sources: &[Source],
     tiling: Option<Tiling>,
     what: &str,
-) -> Result<Vec<(TileLevelMaps, bool)>, EvalError> {
+) -> Result<Vec<ScoredTile>, EvalError> {
     let bar = progress_bar(
         true,
         sources.len(),
         &format!("{what} {{bar:40}} {{pos}}/{{len}} images, {{eta}} left"),
     );
     let mut out = Vec::with_capacity(sources.len());
-    for source in sources {
+    for (index, source) in sources.iter().enumerate() {
         let image = load_image(&source.image)?;
         let mask = match &source.mask {
             Some(m) => Some(load_mask(m, &source.image, image.dimensions())?),
             None => None,
         };
-        let defect_in = |rect: &PixelBox| {
-            mask.as_ref().is_some_and(|m| {
-                (rect.y..rect.y + rect.height)
-                    .any(|y| (rect.x..rect.x + rect.width).any(|x| m.get_pixel(x, y).0[0] > 127))
+        let defect_share = |rect: &PixelBox| {
+            mask.as_ref().map_or(0.0, |m| {
+                let marked = (rect.y..rect.y + rect.height)
+                    .flat_map(|y| (rect.x..rect.x + rect.width).map(move |x| (x, y)))
+                    .filter(|&(x, y)| m.get_pixel(x, y).0[0] > 127)
+                    .count();
+                marked as f32 / (rect.width * rect.height).max(1) as f32
             })
         };
         for (rect, maps) in detector.tiles_level_maps(&image, tiling)? {
-            out.push((maps, defect_in(&rect)));
+            out.push(ScoredTile {
+                source: index,
+                defect_share: defect_share(&rect),
+                rect,
+                maps,
+            });
         }
         bar.inc(1);
     }
@@ -223,10 +278,9 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
             mask: s.mask.clone(),
         })
         .collect();
-    let (test_maps, labels): (Vec<_>, Vec<bool>) =
-        tile_maps(&mut detector, &sources, job.tiling, "test")?
-            .into_iter()
-            .unzip();
+    let test_tiles = tile_maps(&mut detector, &sources, job.tiling, "test")?;
+    let labels: Vec<bool> = test_tiles.iter().map(ScoredTile::is_defect).collect();
+    let test_maps: Vec<TileLevelMaps> = test_tiles.iter().map(|t| t.maps.clone()).collect();
     let holdout_maps = match job.holdout {
         Some(dir) => {
             let images = list_images(dir)?;
@@ -238,7 +292,7 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
                 .map(|image| Source { image, mask: None })
                 .collect();
             let tiles = tile_maps(&mut detector, &sources, job.tiling, "held-out")?;
-            Some(tiles.into_iter().map(|(maps, _)| maps).collect::<Vec<_>>())
+            Some(tiles.into_iter().map(|t| t.maps).collect::<Vec<_>>())
         }
         None => None,
     };
@@ -269,6 +323,7 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
             at_target,
             calibrated,
             roc: roc_curve(&all, &labels, 1e-3).unwrap_or_default(),
+            scores: all,
         }
     };
     // Candidates are independent: spread them over the cores.
@@ -294,6 +349,12 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
         results,
     };
     write_outputs(&comparison, job.out)?;
+    write_tile_scores(
+        &job.out.join("tile_scores.csv"),
+        &sources,
+        &test_tiles,
+        &comparison.results,
+    )?;
     Ok(comparison)
 }
 
@@ -337,6 +398,55 @@ fn write_outputs(comparison: &Comparison, out: &Path) -> Result<(), EvalError> {
         &series,
         0.1,
     )
+}
+
+/// Every test tile's image, box, defect share and score under each candidate (a column per
+/// candidate, the bundle's own first), highest first by the bundle's own: where to look for
+/// what fools the model (the defect-free tiles at the top) and what it misses (the defect
+/// tiles at the bottom).
+fn write_tile_scores(
+    path: &Path,
+    sources: &[Source],
+    tiles: &[ScoredTile],
+    results: &[CandidateResult],
+) -> Result<(), EvalError> {
+    let Some(own) = results.first() else {
+        return Ok(());
+    };
+    let mut order: Vec<usize> = (0..tiles.len()).collect();
+    order.sort_by(|&a, &b| own.scores[b].total_cmp(&own.scores[a]));
+    let mut text = String::from("image,x,y,width,height,defect_share");
+    for r in results {
+        text.push(',');
+        text.push_str(&csv_field(&r.label));
+    }
+    text.push('\n');
+    for i in order {
+        let t = &tiles[i];
+        text.push_str(&format!(
+            "{},{},{},{},{},{:.5}",
+            csv_field(&sources[t.source].image.display().to_string()),
+            t.rect.x,
+            t.rect.y,
+            t.rect.width,
+            t.rect.height,
+            t.defect_share,
+        ));
+        for r in results {
+            text.push_str(&format!(",{}", r.scores[i]));
+        }
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(|e| write_error(path, e.to_string()))
+}
+
+/// `field` quoted for CSV when it holds a comma, a quote or a line break.
+fn csv_field(field: &str) -> String {
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_string()
+    }
 }
 
 /// The comparison as a Markdown table, one row per candidate (the bundle's own first).
