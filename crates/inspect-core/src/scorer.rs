@@ -6,11 +6,8 @@
 //! (`w_l p_l`, `p_l^w_l`), `anomaly = reference - combined`, then optionally smoothed by a
 //! Gaussian ([`GaussianFilter`]). The offsets and the reference are calibration constants from
 //! the bundle manifest, never statistics of the frame being scored: the device sees one frame at a
-//! time; the one statistic of the tile itself is its median, of which `background_weight` is
-//! subtracted from the map (a surface the flows never saw lifts the whole map, a crack only
-//! its pixels). The tile score is the maximum of the map, or the mean of its highest
-//! `top_fraction` of pixels; when it passes the threshold, the region is the bounding box of the
-//! pixels above it.
+//! time. The tile score is the maximum of the map, or the mean of its highest `top_fraction` of
+//! pixels; when it passes the threshold, the region is the bounding box of the pixels above it.
 
 use crate::bundle::{Combine, Manifest};
 use crate::smoothing::GaussianFilter;
@@ -86,8 +83,6 @@ pub struct Scorer {
     smoothing: Option<GaussianFilter>,
     /// How many of the highest pixels the score averages (1 = the maximum).
     top_count: usize,
-    /// Share of the map's median subtracted from it.
-    background_weight: f32,
     level_map: Vec<f32>,
     anomaly: Vec<f32>,
     /// Scratch for selecting the highest pixels.
@@ -126,10 +121,9 @@ impl Scorer {
             smoothing: (score.smoothing_sigma > 0.0)
                 .then(|| GaussianFilter::new(score.smoothing_sigma, width, height)),
             top_count,
-            background_weight: score.background_weight,
             level_map: Vec::new(),
             anomaly: vec![0.0; pixels],
-            ranked: if top_count > 1 || score.background_weight > 0.0 {
+            ranked: if top_count > 1 {
                 vec![0.0; pixels]
             } else {
                 Vec::new()
@@ -200,12 +194,6 @@ impl Scorer {
         if let Some(filter) = self.smoothing.as_mut() {
             filter.apply(&mut self.anomaly);
         }
-        if self.background_weight > 0.0 {
-            let background = self.background_weight * self.median();
-            for a in self.anomaly.iter_mut() {
-                *a -= background;
-            }
-        }
         let score = self.tile_statistic();
         // The region is drawn only for an alert (the score passes, so some pixel does too).
         let region = if score > self.threshold {
@@ -240,13 +228,6 @@ impl Scorer {
             },
             area_fraction: count as f32 / (w * h) as f32,
         })
-    }
-
-    /// The median of the map (the upper one for an even count).
-    fn median(&mut self) -> f32 {
-        self.ranked.copy_from_slice(&self.anomaly);
-        let middle = self.ranked.len() / 2;
-        *self.ranked.select_nth_unstable_by(middle, f32::total_cmp).1
     }
 
     /// The maximum of the map, or the mean of its `top_count` highest pixels.
@@ -410,34 +391,6 @@ mod tests {
         // A threshold between the mean and the maximum: no alert, though one pixel is above.
         s.set_threshold(0.8);
         assert!(s.score(&[&logp]).region.is_none());
-    }
-
-    #[test]
-    fn background_weight_subtracts_the_tiles_median_from_map_score_and_region() {
-        // 4x4 from a 4x4 level: 1 - p exactly. A surface at 0.4 everywhere, a crack of two
-        // pixels at 0.9; the median is 0.4.
-        let mut m = manifest(Combine::Sum, &[(1, 1)], 4);
-        m.score.reference = 1.0;
-        let mut logp = [(1.0f32 - 0.4).ln(); 16];
-        logp[5] = (1.0f32 - 0.9).ln();
-        logp[6] = (1.0f32 - 0.9).ln();
-        let plain = Scorer::new(&m, 0.45).score(&[&logp]);
-        assert!((plain.score - 0.9).abs() < 1e-5, "{plain:?}");
-        m.score.background_weight = 0.5;
-        let mut s = Scorer::new(&m, 0.45);
-        let t = s.score(&[&logp]);
-        assert!((t.score - 0.7).abs() < 1e-5, "0.9 - 0.5 x 0.4: {t:?}");
-        assert!(s.anomaly_map().iter().all(|&a| (a - 0.2).abs() < 1e-5 || (a - 0.7).abs() < 1e-5));
-        // The threshold compares the background-relative map: only the crack's pixels pass.
-        let r = t.region.expect("0.7 passes 0.45");
-        assert_eq!((r.bbox.x, r.bbox.y, r.bbox.width, r.bbox.height), (1, 1, 2, 1));
-        // The same crack on a surface twice as far from normal: the plain score is unchanged,
-        // the relative one drops by half the surface's rise.
-        let mut lifted = [(1.0f32 - 0.8).ln(); 16];
-        lifted[5] = logp[5];
-        lifted[6] = logp[6];
-        let t = s.score(&[&lifted]);
-        assert!((t.score - 0.5).abs() < 1e-5, "0.9 - 0.5 x 0.8: {t:?}");
     }
 
     #[test]

@@ -130,11 +130,6 @@ fn manifest_faults_name_the_file_and_field() {
     let cases = [
         ("smoothing_sigma = 40.0", "score.smoothing_sigma", "0..=32"),
         ("top_fraction = 1.5", "score.top_fraction", "0..=1"),
-        (
-            "background_weight = -0.5",
-            "score.background_weight",
-            "0..=1",
-        ),
         ("level_weights = [1.0]", "score.level_weights", "3 levels"),
         (
             "level_weights = [1.0, -1.0, 1.0]",

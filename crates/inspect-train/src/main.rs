@@ -255,10 +255,6 @@ enum Command {
         /// (default: the bundle's).
         #[arg(long)]
         top_fraction: Option<f32>,
-        /// Share of the tile's own median subtracted from its map, 0-1; 0 = none (default: the
-        /// bundle's).
-        #[arg(long)]
-        background_weight: Option<f32>,
         /// How held-out frames are cut (default: each held-out image is one tile).
         #[command(flatten)]
         tiling: TilingArgs,
@@ -659,7 +655,6 @@ fn main() -> anyhow::Result<()> {
             level_weights,
             smoothing_sigma,
             top_fraction,
-            background_weight,
             tiling,
         } => {
             let tiling = tiling.tiling()?;
@@ -673,9 +668,6 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(top) = top_fraction {
                 post.top_fraction = top;
-            }
-            if let Some(w) = background_weight {
-                post.background_weight = w;
             }
             // The manifest's own checks name a key out of range before any image is read.
             manifest.score = post.apply(&manifest.score);

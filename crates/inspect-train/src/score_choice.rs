@@ -4,9 +4,17 @@
 //! and is judged by its tile ROC: AUROC, the detection rate at a target false-alarm rate, and,
 //! given held-out defect-free images, the threshold calibrated on those and what it does on the
 //! test split (false-alarm rate with its 95% interval beside the target).
+//!
+//! Candidates may also score a tile relative to its frame: less a share of the mean score of
+//! the frame's tiles (a tiled image's tiles, or the crops `prepare-crops` cut from one image).
+//! A surface the flows never saw lifts every tile of its frame, a crack only its own. This is
+//! measured here first; bundles and the daemon do not carry it yet.
 
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+
+use crate::dataset::crops::source_stem;
 use crate::dataset::{list_images, load_image, load_mask};
 use crate::decisions::{held_out_threshold, threshold_for_rate, Estimator, OperatingPoint};
 use crate::eval::{draw_roc, draw_roc_up_to, test_samples, EvalError};
@@ -29,8 +37,9 @@ pub struct PostProcessing {
     pub smoothing_sigma: f32,
     /// Mean of this top fraction of pixels (0: the maximum).
     pub top_fraction: f32,
-    /// Share of the tile's median subtracted from its map (0: none).
-    pub background_weight: f32,
+    /// Share of the mean score of the tile's frame subtracted from its score (0: none; not
+    /// a bundle key yet).
+    pub frame_weight: f32,
 }
 
 impl PostProcessing {
@@ -47,24 +56,23 @@ impl PostProcessing {
         } else {
             format!("top {}%", 100.0 * self.top_fraction)
         };
-        let background = if self.background_weight == 0.0 {
+        let frame = if self.frame_weight == 0.0 {
             String::new()
         } else {
-            format!(" / less {} median", self.background_weight)
+            format!(" / less {} x frame mean", self.frame_weight)
         };
         format!(
-            "{levels} / sigma {} / {statistic}{background}",
+            "{levels} / sigma {} / {statistic}{frame}",
             self.smoothing_sigma
         )
     }
 
-    /// `score` with this post-processing.
+    /// `score` with this post-processing (all but the frame weight, which is no score key).
     pub fn apply(&self, score: &ScoreSpec) -> ScoreSpec {
         let mut spec = score.clone();
         spec.level_weights = self.level_weights.clone();
         spec.smoothing_sigma = self.smoothing_sigma;
         spec.top_fraction = self.top_fraction;
-        spec.background_weight = self.background_weight;
         spec
     }
 
@@ -74,14 +82,15 @@ impl PostProcessing {
             level_weights: score.level_weights.clone(),
             smoothing_sigma: score.smoothing_sigma,
             top_fraction: score.top_fraction,
-            background_weight: score.background_weight,
+            frame_weight: 0.0,
         }
     }
 }
 
 /// The grid compared by default for `levels` levels: all levels or each alone; no smoothing or
 /// sigma 4 (CFlow-AD's and anomalib's evaluation) or 8; the maximum, or the top 1% or 5% mean;
-/// and with all levels and a top mean, half or all of the tile's median subtracted.
+/// and with all levels and a top mean, a half, three quarters or all of the frame's mean
+/// subtracted.
 pub fn default_candidates(levels: usize) -> Vec<PostProcessing> {
     let mut weightings = vec![Vec::new()];
     if levels > 1 {
@@ -99,19 +108,19 @@ pub fn default_candidates(levels: usize) -> Vec<PostProcessing> {
                     level_weights: w.clone(),
                     smoothing_sigma: sigma,
                     top_fraction: top,
-                    background_weight: 0.0,
+                    frame_weight: 0.0,
                 });
             }
         }
     }
     for sigma in [0.0, 4.0, 8.0] {
         for top in [0.01, 0.05] {
-            for background_weight in [0.5, 1.0] {
+            for frame_weight in [0.5, 0.75, 1.0] {
                 out.push(PostProcessing {
                     level_weights: Vec::new(),
                     smoothing_sigma: sigma,
                     top_fraction: top,
-                    background_weight,
+                    frame_weight,
                 });
             }
         }
@@ -199,6 +208,8 @@ struct ScoredTile {
     maps: TileLevelMaps,
     /// Share of its pixels the mask marks as defect (0 without a mask).
     defect_share: f32,
+    /// The frame it belongs to (numbered per call of [`tile_maps`]).
+    frame: usize,
 }
 
 impl ScoredTile {
@@ -207,9 +218,10 @@ impl ScoredTile {
     }
 }
 
-/// Per-level log-likelihood maps of every tile of `sources` by the daemon's detector, and the
-/// share of each tile's pixels the mask marks: whole images resized into one tile, or cut by
-/// `tiling` as the daemon cuts frames (a tile is a defect tile when its part of the mask is).
+/// Per-level log-likelihood maps of every tile of `sources` by the daemon's detector, the
+/// share of each tile's pixels the mask marks, and its frame: whole images resized into one
+/// tile (the crops of one image, by their names, are a frame), or cut by `tiling` as the daemon
+/// cuts frames (a tile is a defect tile when its part of the mask is; an image is a frame).
 fn tile_maps(
     detector: &mut Detector,
     sources: &[Source],
@@ -222,7 +234,15 @@ fn tile_maps(
         &format!("{what} {{bar:40}} {{pos}}/{{len}} images, {{eta}} left"),
     );
     let mut out = Vec::with_capacity(sources.len());
+    let mut frames: HashMap<&str, usize> = HashMap::new();
     for (index, source) in sources.iter().enumerate() {
+        let frame = match (tiling, source_stem(&source.image)) {
+            (None, Some(stem)) => {
+                let next = frames.len() + sources.len();
+                *frames.entry(stem).or_insert(next)
+            }
+            _ => index,
+        };
         let image = load_image(&source.image)?;
         let mask = match &source.mask {
             Some(m) => Some(load_mask(m, &source.image, image.dimensions())?),
@@ -241,6 +261,7 @@ fn tile_maps(
             out.push(ScoredTile {
                 source: index,
                 defect_share: defect_share(&rect),
+                frame,
                 rect,
                 maps,
             });
@@ -251,17 +272,38 @@ fn tile_maps(
     Ok(out)
 }
 
-/// Tile scores of `maps` under `spec`.
-fn scores(manifest: &Manifest, spec: ScoreSpec, maps: &[Vec<Vec<f32>>]) -> Vec<f32> {
+/// Tile scores of `tiles` under `candidate`.
+fn scores(manifest: &Manifest, candidate: &PostProcessing, tiles: &[ScoredTile]) -> Vec<f32> {
     let mut m = manifest.clone();
-    m.score = spec;
+    m.score = candidate.apply(&manifest.score);
     let mut scorer = Scorer::new(&m, f32::MAX);
-    maps.iter()
-        .map(|levels| {
-            let refs: Vec<&[f32]> = levels.iter().map(Vec::as_slice).collect();
+    let mut out: Vec<f32> = tiles
+        .iter()
+        .map(|tile| {
+            let refs: Vec<&[f32]> = tile.maps.iter().map(Vec::as_slice).collect();
             scorer.score(&refs).score
         })
-        .collect()
+        .collect();
+    if candidate.frame_weight > 0.0 {
+        let frames: Vec<usize> = tiles.iter().map(|t| t.frame).collect();
+        relative_to_frames(&mut out, &frames, candidate.frame_weight);
+    }
+    out
+}
+
+/// Subtracts from each score `weight` times the mean score of its frame (`frames[i]` is the
+/// frame of `scores[i]`).
+pub fn relative_to_frames(scores: &mut [f32], frames: &[usize], weight: f32) {
+    let mut sums: HashMap<usize, (f64, usize)> = HashMap::new();
+    for (&s, &f) in scores.iter().zip(frames) {
+        let e = sums.entry(f).or_default();
+        e.0 += f64::from(s);
+        e.1 += 1;
+    }
+    for (s, f) in scores.iter_mut().zip(frames) {
+        let (sum, n) = sums[f];
+        *s -= weight * (sum / n as f64) as f32;
+    }
 }
 
 /// Scores the test split (and held-out images) under every candidate; writes the table, the
@@ -280,8 +322,7 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
         .collect();
     let test_tiles = tile_maps(&mut detector, &sources, job.tiling, "test")?;
     let labels: Vec<bool> = test_tiles.iter().map(ScoredTile::is_defect).collect();
-    let test_maps: Vec<TileLevelMaps> = test_tiles.iter().map(|t| t.maps.clone()).collect();
-    let holdout_maps = match job.holdout {
+    let holdout_tiles = match job.holdout {
         Some(dir) => {
             let images = list_images(dir)?;
             if images.is_empty() {
@@ -291,8 +332,7 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
                 .into_iter()
                 .map(|image| Source { image, mask: None })
                 .collect();
-            let tiles = tile_maps(&mut detector, &sources, job.tiling, "held-out")?;
-            Some(tiles.into_iter().map(|t| t.maps).collect::<Vec<_>>())
+            Some(tile_maps(&mut detector, &sources, job.tiling, "held-out")?)
         }
         None => None,
     };
@@ -300,8 +340,7 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
     let mut candidates = vec![own.clone()];
     candidates.extend(job.candidates.into_iter().filter(|c| *c != own));
     let evaluate = |candidate: &PostProcessing| -> CandidateResult {
-        let spec = candidate.apply(&manifest.score);
-        let all = scores(&manifest, spec.clone(), &test_maps);
+        let all = scores(&manifest, candidate, &test_tiles);
         let (mut good, mut defect) = (Vec::new(), Vec::new());
         for (&s, &is_defect) in all.iter().zip(&labels) {
             if is_defect {
@@ -311,8 +350,8 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
             }
         }
         let at_target = OperatingPoint::at(threshold_for_rate(&good, job.rate), &good, &defect);
-        let calibrated = holdout_maps.as_ref().map(|maps| {
-            let held_out = scores(&manifest, spec, maps);
+        let calibrated = holdout_tiles.as_ref().map(|tiles| {
+            let held_out = scores(&manifest, candidate, tiles);
             let (threshold, estimator) = held_out_threshold(&held_out, job.rate);
             (OperatingPoint::at(threshold, &good, &defect), estimator)
         });
@@ -343,7 +382,7 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
         rate: job.rate,
         good: labels.iter().filter(|&&d| !d).count(),
         defects: labels.iter().filter(|&&d| d).count(),
-        holdout: holdout_maps.as_ref().map_or(0, Vec::len),
+        holdout: holdout_tiles.as_ref().map_or(0, Vec::len),
         tiling: job.tiling.map(|t| (t.tile_size, t.overlap)),
         bundle_label: own.label(),
         results,
@@ -491,4 +530,48 @@ pub fn markdown_table(c: &Comparison) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_relative_to_their_frame_lose_a_share_of_its_mean_only() {
+        // Frame 7: a lifted surface (2, 2) and a crack on it (5); frame 3: a plain surface (1)
+        // and the same crack (4). Relative to the frame, the crack on the lifted surface no
+        // longer outscores the plain one by the lift.
+        let mut scores = [2.0, 1.0, 2.0, 5.0, 4.0];
+        let frames = [7, 3, 7, 7, 3];
+        relative_to_frames(&mut scores, &frames, 1.0);
+        assert_eq!(scores, [-1.0, -1.5, -1.0, 2.0, 1.5]);
+        let mut half = [2.0, 1.0, 2.0, 5.0, 4.0];
+        relative_to_frames(&mut half, &frames, 0.5);
+        assert_eq!(half, [0.5, -0.25, 0.5, 3.5, 2.75]);
+    }
+
+    #[test]
+    fn the_grid_measures_the_frame_weight_beside_the_plain_candidates() {
+        let grid = default_candidates(2);
+        assert_eq!(grid.len(), 3 * 3 * 3 + 3 * 2 * 3);
+        let framed: Vec<_> = grid.iter().filter(|c| c.frame_weight > 0.0).collect();
+        assert_eq!(framed.len(), 18);
+        assert!(framed
+            .iter()
+            .all(|c| c.top_fraction > 0.0 && c.level_weights.is_empty()));
+        assert_eq!(
+            framed[0].label(),
+            "all levels / sigma 0 / top 1% / less 0.5 x frame mean"
+        );
+        // The frame weight is no score key: applying a candidate leaves it out.
+        assert_eq!(
+            PostProcessing::of(&framed[0].apply(&ScoreSpec::new(
+                inspect_core::bundle::Combine::Sum,
+                vec![0.0, 0.0],
+                1.0
+            )))
+            .frame_weight,
+            0.0
+        );
+    }
 }

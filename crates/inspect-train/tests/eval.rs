@@ -226,15 +226,32 @@ fn score_candidates_rank_post_processings_on_images_and_on_daemon_tiles() {
     // Every test tile's score, highest first: the stains (whose share of the frame is their
     // box's area) above the clean frames.
     let csv = std::fs::read_to_string(out.join("tile_scores.csv")).unwrap();
-    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
     assert_eq!(rows.len(), 9, "{csv}");
     assert!(csv.starts_with("image,x,y,width,height,defect_share,all levels / sigma 0 / max,"));
     assert_eq!(rows[0].len(), 6 + grid.len(), "a column per candidate");
     let share = |r: &Vec<&str>| r[5].parse::<f32>().unwrap();
     let score = |r: &Vec<&str>| r[6].parse::<f32>().unwrap();
-    assert!(rows.windows(2).all(|w| score(&w[0]) >= score(&w[1])), "{csv}");
-    assert!(rows[..5].iter().all(|r| share(r) > 0.02 && r[0].contains("stain")), "{csv}");
-    assert!(rows[5..].iter().all(|r| share(r) == 0.0 && r[0].contains("good")), "{csv}");
+    assert!(
+        rows.windows(2).all(|w| score(&w[0]) >= score(&w[1])),
+        "{csv}"
+    );
+    assert!(
+        rows[..5]
+            .iter()
+            .all(|r| share(r) > 0.02 && r[0].contains("stain")),
+        "{csv}"
+    );
+    assert!(
+        rows[5..]
+            .iter()
+            .all(|r| share(r) == 0.0 && r[0].contains("good")),
+        "{csv}"
+    );
 
     // Cut as the daemon cuts frames: 200 x 150 in tiles of 100 is 2 x 2 tiles per frame, and
     // a tile is a defect tile when its part of the mask holds stain pixels.

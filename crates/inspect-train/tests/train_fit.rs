@@ -190,7 +190,7 @@ fn fit_trains_exports_and_calibrates_a_bundle_the_daemon_agrees_with() {
         level_weights: Vec::new(),
         smoothing_sigma: 0.0,
         top_fraction: 0.0,
-        background_weight: 0.0,
+        frame_weight: 0.0,
     };
     let whole = HeldOut {
         images: report.holdout_images.clone(),

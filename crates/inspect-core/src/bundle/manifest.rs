@@ -114,9 +114,8 @@ pub enum Combine {
 }
 
 /// Score definition: `p_l = exp(logp_l / C_l - offset_l)`, upsampled bilinearly to the input size,
-/// combined over levels with their weights, `anomaly = reference - combined`, smoothed, less a
-/// share of its own median; the tile score is the maximum (or the mean of the top fraction) of
-/// that map.
+/// combined over levels with their weights, `anomaly = reference - combined`, smoothed; the tile
+/// score is the maximum (or the mean of the top fraction) of that map.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreSpec {
@@ -138,11 +137,6 @@ pub struct ScoreSpec {
     /// maximum.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub top_fraction: f32,
-    /// This share of the median of the tile's own map is subtracted from every pixel before the
-    /// tile is scored (0 = none, 1 = the whole median): a surface whose texture the flows never
-    /// saw lifts the whole map, a crack only the pixels on it.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub background_weight: f32,
 }
 
 impl ScoreSpec {
@@ -156,7 +150,6 @@ impl ScoreSpec {
             level_weights: Vec::new(),
             smoothing_sigma: 0.0,
             top_fraction: 0.0,
-            background_weight: 0.0,
         }
     }
 
@@ -165,7 +158,6 @@ impl ScoreSpec {
         self.level_weights = other.level_weights.clone();
         self.smoothing_sigma = other.smoothing_sigma;
         self.top_fraction = other.top_fraction;
-        self.background_weight = other.background_weight;
         self
     }
 
@@ -288,15 +280,6 @@ impl Manifest {
                 format!(
                     "{} is outside 0..=1 (0 = the maximum pixel)",
                     score.top_fraction
-                ),
-            ));
-        }
-        if !(0.0..=1.0).contains(&score.background_weight) {
-            return Err(invalid(
-                "score.background_weight",
-                format!(
-                    "{} is outside 0..=1 (the share of the tile's median subtracted; 0 = none)",
-                    score.background_weight
                 ),
             ));
         }

@@ -15,6 +15,16 @@ use image::GenericImageView;
 
 use super::{load_image, load_mask, with_masks, DatasetError};
 
+/// The stem of the image a crop was cut from, read from the crop's name
+/// (`<stem>_r<row>c<col>.png`); `None` for a file not named so.
+pub fn source_stem(crop: &Path) -> Option<&str> {
+    let name = crop.file_stem()?.to_str()?;
+    let (stem, cell) = name.rsplit_once("_r")?;
+    let (row, col) = cell.split_once('c')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(row) && digits(col) && !stem.is_empty()).then_some(stem)
+}
+
 /// Parameters of the protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CropProtocol {
@@ -123,4 +133,28 @@ pub fn prepare_crops(
         }
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crops_source_is_read_from_its_name_and_other_names_have_none() {
+        let stem = |p: &str| source_stem(Path::new(p)).map(str::to_owned);
+        assert_eq!(
+            stem("test/good/IMG_25-4_r2c0.png").as_deref(),
+            Some("IMG_25-4")
+        );
+        assert_eq!(stem("11203_r10c2.png").as_deref(), Some("11203"));
+        for other in [
+            "frame.png",
+            "a_rxc1.png",
+            "a_r1c.png",
+            "_r1c1.png",
+            "a_r1d1.png",
+        ] {
+            assert_eq!(stem(other), None, "{other}");
+        }
+    }
 }

@@ -79,9 +79,6 @@ pub struct TrainSettings {
     /// The tile score: the mean of this top fraction of the map's pixels, 0-1 (0: the maximum).
     #[serde(default)]
     pub top_fraction: f32,
-    /// Share of the tile's own median subtracted from its map, 0-1 (0: none).
-    #[serde(default)]
-    pub background_weight: f32,
 }
 
 fn default_epochs() -> u32 {
@@ -188,7 +185,6 @@ impl TrainSettings {
         }
         c.range("training.smoothing_sigma", self.smoothing_sigma, 0.0, 32.0)?;
         c.range("training.top_fraction", self.top_fraction, 0.0, 1.0)?;
-        c.range("training.background_weight", self.background_weight, 0.0, 1.0)?;
         Ok(())
     }
 
@@ -198,7 +194,7 @@ impl TrainSettings {
             level_weights: self.level_weights.clone(),
             smoothing_sigma: self.smoothing_sigma,
             top_fraction: self.top_fraction,
-            background_weight: self.background_weight,
+            frame_weight: 0.0,
         }
     }
 
