@@ -10,7 +10,7 @@ use image::RgbImage;
 use crate::bundle::trust::{PublicKey, Trust};
 use crate::bundle::{Bundle, BundleError, Manifest, ScoreSpec};
 use crate::engine::{Engine, EngineError, ExtractorPrecision, LevelMaps};
-use crate::scorer::{Scorer, TileScore};
+use crate::scorer::{frame_baseline, Scorer, TileScore};
 use crate::settings::{Checker, ConfigError};
 use crate::tiler::{self, model_box_to_frame, sample_tile, PixelBox, Tile, TileGrid};
 
@@ -196,6 +196,8 @@ pub struct Detector {
     input: Vec<f32>,
     maps: LevelMaps,
     grid: Option<(Tiling, TileGrid)>,
+    /// The plain scores of a frame's tiles, for its baseline (reused between frames).
+    plain_scores: Vec<f32>,
 }
 
 impl Detector {
@@ -212,6 +214,7 @@ impl Detector {
             input: Vec::new(),
             maps: LevelMaps::default(),
             grid: None,
+            plain_scores: Vec::new(),
         })
     }
 
@@ -243,7 +246,9 @@ impl Detector {
     }
 
     /// Cuts `frame` into tiles, runs them as one batch and hands each tile's decision to
-    /// `decide`, in grid order. Returns the number of tiles.
+    /// `decide`, in grid order. With a `frame_weight`, every tile is decided against the
+    /// frame's baseline (the tiles are scored twice: plain, then against it). Returns the
+    /// number of tiles.
     pub fn detect_frame(
         &mut self,
         frame: &RgbImage,
@@ -254,10 +259,21 @@ impl Detector {
         let Some((_, grid)) = self.grid.as_ref() else {
             return Ok(0);
         };
-        let input = &self.engine.bundle().manifest.input;
-        let (in_w, in_h) = (input.width as u32, input.height as u32);
+        let manifest = &self.engine.bundle().manifest;
+        let (in_w, in_h) = (manifest.input.width as u32, manifest.input.height as u32);
+        let weight = manifest.score.frame_weight;
+        let baseline = if weight > 0.0 {
+            self.plain_scores.clear();
+            for tile in &grid.tiles {
+                let plain = score_tile(&mut self.scorer, &self.maps, tile.index, 0.0);
+                self.plain_scores.push(plain.score);
+            }
+            frame_baseline(&self.plain_scores, weight)
+        } else {
+            0.0
+        };
         for tile in &grid.tiles {
-            let scored = score_tile(&mut self.scorer, &self.maps, tile.index);
+            let scored = score_tile(&mut self.scorer, &self.maps, tile.index, baseline);
             let region = scored.region.map(|r| {
                 let frame_box = model_box_to_frame(r.bbox, &tile.rect, in_w, in_h);
                 (frame_box, r.area_fraction)
@@ -350,10 +366,12 @@ impl Detector {
     }
 
     /// Scores a whole image resized to the model input (as the trainer sees images). Returns
-    /// the resized image and its score; the map is [`Detector::anomaly_map`].
+    /// the resized image and its plain score (a frame's baseline is the caller's:
+    /// [`relative_to_frames`](crate::scorer::relative_to_frames)); the map is
+    /// [`Detector::anomaly_map`].
     pub fn detect_image(&mut self, image: &RgbImage) -> Result<(RgbImage, TileScore), EngineError> {
         let resized = self.run_image(image)?;
-        let score = score_tile(&mut self.scorer, &self.maps, 0);
+        let score = score_tile(&mut self.scorer, &self.maps, 0, 0.0);
         Ok((resized, score))
     }
 
@@ -366,9 +384,10 @@ impl Detector {
             .collect())
     }
 
-    /// Scores per-level log-likelihood maps kept from [`Detector::image_level_maps`].
+    /// Plain score of per-level log-likelihood maps kept from [`Detector::image_level_maps`]
+    /// or [`Detector::tiles_level_maps`].
     pub fn score_level_maps(&mut self, maps: &[Vec<f32>]) -> TileScore {
-        score_levels(&mut self.scorer, maps.iter().map(Vec::as_slice))
+        score_levels(&mut self.scorer, maps.iter().map(Vec::as_slice), 0.0)
     }
 
     /// The anomaly map of the last scored tile or image, row-major at model-input size.
@@ -387,20 +406,25 @@ impl Detector {
     }
 }
 
-/// Scores tile `tile` of a batch's maps.
-fn score_tile(scorer: &mut Scorer, maps: &LevelMaps, tile: usize) -> TileScore {
+/// Scores tile `tile` of a batch's maps against `baseline`.
+fn score_tile(scorer: &mut Scorer, maps: &LevelMaps, tile: usize, baseline: f32) -> TileScore {
     score_levels(
         scorer,
         (0..maps.levels.len()).map(|level| maps.tile(level, tile)),
+        baseline,
     )
 }
 
-/// Scores one tile's per-level maps, gathered without allocating.
-fn score_levels<'a>(scorer: &mut Scorer, maps: impl Iterator<Item = &'a [f32]>) -> TileScore {
+/// Scores one tile's per-level maps against `baseline`, gathered without allocating.
+fn score_levels<'a>(
+    scorer: &mut Scorer,
+    maps: impl Iterator<Item = &'a [f32]>,
+    baseline: f32,
+) -> TileScore {
     let mut levels: heapless::Vec<&[f32], 8> = heapless::Vec::new();
     for map in maps {
         // The manifest allows at most 8 levels, so this never overflows.
         let _ = levels.push(map);
     }
-    scorer.score(&levels)
+    scorer.score_against(&levels, baseline)
 }

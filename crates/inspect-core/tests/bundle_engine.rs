@@ -130,6 +130,7 @@ fn manifest_faults_name_the_file_and_field() {
     let cases = [
         ("smoothing_sigma = 40.0", "score.smoothing_sigma", "0..=32"),
         ("top_fraction = 1.5", "score.top_fraction", "0..=1"),
+        ("frame_weight = 2.0", "score.frame_weight", "0..=1"),
         ("level_weights = [1.0]", "score.level_weights", "3 levels"),
         (
             "level_weights = [1.0, -1.0, 1.0]",
@@ -410,4 +411,84 @@ fn a_trusted_key_takes_only_signed_current_bundles() {
     assert!(matches!(err, BundleError::Unsigned { .. }), "{err}");
     // Without a key nothing of this is asked.
     assert!(Bundle::load(&dir.0).is_ok());
+}
+
+/// Every tile of `frame` the detector alerts on, by grid index, and all tiles' scores.
+fn alerts(
+    detector: &mut Detector,
+    frame: &image::RgbImage,
+    tiling: Tiling,
+) -> (Vec<usize>, Vec<f32>) {
+    let (mut alerted, mut scores) = (Vec::new(), Vec::new());
+    detector
+        .detect_frame(frame, tiling, |found| {
+            if found.region.is_some() {
+                alerted.push(found.tile.index);
+            }
+            scores.push(found.score);
+        })
+        .unwrap();
+    (alerted, scores)
+}
+
+#[test]
+fn a_frame_weight_decides_tiles_against_their_frame() {
+    // A surface darker than any the model knows lifts every tile of its frame; a stain on it
+    // lifts its own tile. Plain, the daemon alerts on every tile; against the frame's mean
+    // score, only on the stain.
+    let dir = Scratch::new("frame-weight");
+    let model = BrightnessModel::default();
+    write_brightness_bundle(&dir.0, &model).unwrap();
+    let side = model.input_size as u32;
+    let tiling = Tiling {
+        tile_size: side,
+        overlap: 0,
+    };
+    let stain = PixelBox {
+        x: side + 40,
+        y: 30,
+        width: 40,
+        height: 40,
+    };
+    let darken = |frame: image::RgbImage| {
+        let mut f = frame;
+        for p in f.pixels_mut() {
+            p.0 = p.0.map(|v| (f32::from(v) * 0.85) as u8);
+        }
+        f
+    };
+    let dark = darken(concrete_frame(2 * side, 2 * side, 9, &[]));
+    let dark_stained = darken(concrete_frame(2 * side, 2 * side, 9, &[stain]));
+
+    let mut plain = Detector::new(
+        Bundle::load(&dir.0).unwrap(),
+        ExtractorPrecision::F32,
+        model.threshold,
+    )
+    .unwrap();
+    let (alerted, plain_scores) = alerts(&mut plain, &dark, tiling);
+    assert_eq!(
+        alerted,
+        [0, 1, 2, 3],
+        "plain: every tile of the dark surface"
+    );
+
+    rewrite_manifest(&dir.0, |t| {
+        t.replace("[score]\n", "[score]\nframe_weight = 1.0\n")
+    });
+    let bundle = Bundle::load(&dir.0).unwrap();
+    assert_eq!(bundle.manifest.score.frame_weight, 1.0);
+    let mut relative = Detector::new(bundle, ExtractorPrecision::F32, model.threshold).unwrap();
+    let (alerted, scores) = alerts(&mut relative, &dark, tiling);
+    assert!(
+        alerted.is_empty(),
+        "relative: no tile stands out: {scores:?}"
+    );
+    // Each score lost the frame's mean plain score.
+    let mean = plain_scores.iter().sum::<f32>() / 4.0;
+    for (s, p) in scores.iter().zip(&plain_scores) {
+        assert!((s - (p - mean)).abs() < 1e-4, "{s} = {p} - {mean}");
+    }
+    let (alerted, scores) = alerts(&mut relative, &dark_stained, tiling);
+    assert_eq!(alerted, [1], "relative: the stained tile alone: {scores:?}");
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use image::{imageops, GrayImage, Rgb, RgbImage};
 
+use crate::dataset::crops::frames_of;
 use crate::dataset::{load_image, load_mask, Dataset, DatasetError, Sample};
 use crate::decisions::{clopper_pearson, threshold_for_rate, OperatingPoint};
 use crate::metrics::{
@@ -18,6 +19,7 @@ use crate::records::progress_bar;
 use inspect_core::bundle::{Bundle, BundleError};
 use inspect_core::detector::Detector;
 use inspect_core::engine::{EngineError, ExtractorPrecision};
+use inspect_core::scorer::relative_to_frames;
 
 /// Errors of evaluation.
 #[derive(Debug, thiserror::Error)]
@@ -268,10 +270,19 @@ pub fn evaluate(
     let map_refs: Vec<&[f32]> = scored.iter().map(|s| s.map.as_slice()).collect();
     let mask_refs: Vec<&[u8]> = scored.iter().map(|s| s.mask.as_slice()).collect();
     let threshold = manifest.threshold.value;
+    // With a frame weight, tiles are decided relative to their frame (the crops of one
+    // image, as the daemon decides a frame's tiles); the pixel figures stay on the plain maps.
+    let mut tile_scores: Vec<f32> = scored.iter().map(|s| s.score).collect();
+    let images: Vec<&Path> = samples.iter().map(|s| s.image.as_path()).collect();
+    relative_to_frames(
+        &mut tile_scores,
+        &frames_of(&images),
+        manifest.score.frame_weight,
+    );
     let (mut tp, mut fp, mut fn_, mut good) = (0usize, 0usize, 0usize, 0usize);
-    for s in &scored {
+    for (s, &score) in scored.iter().zip(&tile_scores) {
         let defect = s.mask.iter().any(|&m| m != 0);
-        let alarm = s.score > threshold;
+        let alarm = score > threshold;
         good += usize::from(!defect);
         match (defect, alarm) {
             (true, true) => tp += 1,
@@ -286,7 +297,6 @@ pub fn evaluate(
     let pixel = pixel_roc(&map_refs, &mask_refs, 1e-3);
     let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let (precision, recall) = (ratio(tp, tp + fp), ratio(tp, tp + fn_));
-    let tile_scores: Vec<f32> = scored.iter().map(|s| s.score).collect();
     let tile_labels: Vec<bool> = scored
         .iter()
         .map(|s| s.mask.iter().any(|&m| m != 0))

@@ -255,6 +255,10 @@ enum Command {
         /// (default: the bundle's).
         #[arg(long)]
         top_fraction: Option<f32>,
+        /// Share of the mean score of a frame's tiles subtracted from each, 0-1; 0 = none
+        /// (default: the bundle's).
+        #[arg(long)]
+        frame_weight: Option<f32>,
         /// How held-out frames are cut (default: each held-out image is one tile).
         #[command(flatten)]
         tiling: TilingArgs,
@@ -655,6 +659,7 @@ fn main() -> anyhow::Result<()> {
             level_weights,
             smoothing_sigma,
             top_fraction,
+            frame_weight,
             tiling,
         } => {
             let tiling = tiling.tiling()?;
@@ -668,6 +673,9 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(top) = top_fraction {
                 post.top_fraction = top;
+            }
+            if let Some(w) = frame_weight {
+                post.frame_weight = w;
             }
             // The manifest's own checks name a key out of range before any image is read.
             manifest.score = post.apply(&manifest.score);

@@ -5,16 +5,13 @@
 //! given held-out defect-free images, the threshold calibrated on those and what it does on the
 //! test split (false-alarm rate with its 95% interval beside the target).
 //!
-//! Candidates may also score a tile relative to its frame: less a share of the mean score of
-//! the frame's tiles (a tiled image's tiles, or the crops `prepare-crops` cut from one image).
-//! A surface the flows never saw lifts every tile of its frame, a crack only its own. This is
-//! measured here first; bundles and the daemon do not carry it yet.
+//! Candidates may also score a tile relative to its frame (`frame_weight`): less a share of the
+//! mean score of the frame's tiles (a tiled image's tiles, or the crops `prepare-crops` cut from
+//! one image, as [`frames_of`] groups them).
 
 use std::path::{Path, PathBuf};
 
-use std::collections::HashMap;
-
-use crate::dataset::crops::source_stem;
+use crate::dataset::crops::frames_of;
 use crate::dataset::{list_images, load_image, load_mask};
 use crate::decisions::{held_out_threshold, threshold_for_rate, Estimator, OperatingPoint};
 use crate::eval::{draw_roc, draw_roc_up_to, test_samples, EvalError};
@@ -24,7 +21,7 @@ use crate::records::progress_bar;
 use inspect_core::bundle::{Bundle, Manifest, ScoreSpec};
 use inspect_core::detector::{Detector, TileLevelMaps, Tiling};
 use inspect_core::engine::ExtractorPrecision;
-use inspect_core::scorer::Scorer;
+use inspect_core::scorer::{relative_to_frames, Scorer};
 use inspect_core::tiler::PixelBox;
 
 /// One way of turning a tile's level maps into its score: the `[score]` keys a bundle chooses
@@ -37,8 +34,7 @@ pub struct PostProcessing {
     pub smoothing_sigma: f32,
     /// Mean of this top fraction of pixels (0: the maximum).
     pub top_fraction: f32,
-    /// Share of the mean score of the tile's frame subtracted from its score (0: none; not
-    /// a bundle key yet).
+    /// Share of the mean score of the tile's frame subtracted from its score (0: none).
     pub frame_weight: f32,
 }
 
@@ -67,12 +63,13 @@ impl PostProcessing {
         )
     }
 
-    /// `score` with this post-processing (all but the frame weight, which is no score key).
+    /// `score` with this post-processing.
     pub fn apply(&self, score: &ScoreSpec) -> ScoreSpec {
         let mut spec = score.clone();
         spec.level_weights = self.level_weights.clone();
         spec.smoothing_sigma = self.smoothing_sigma;
         spec.top_fraction = self.top_fraction;
+        spec.frame_weight = self.frame_weight;
         spec
     }
 
@@ -82,7 +79,7 @@ impl PostProcessing {
             level_weights: score.level_weights.clone(),
             smoothing_sigma: score.smoothing_sigma,
             top_fraction: score.top_fraction,
-            frame_weight: 0.0,
+            frame_weight: score.frame_weight,
         }
     }
 }
@@ -234,14 +231,12 @@ fn tile_maps(
         &format!("{what} {{bar:40}} {{pos}}/{{len}} images, {{eta}} left"),
     );
     let mut out = Vec::with_capacity(sources.len());
-    let mut frames: HashMap<&str, usize> = HashMap::new();
+    let images: Vec<&Path> = sources.iter().map(|s| s.image.as_path()).collect();
+    let crop_frames = frames_of(&images);
     for (index, source) in sources.iter().enumerate() {
-        let frame = match (tiling, source_stem(&source.image)) {
-            (None, Some(stem)) => {
-                let next = frames.len() + sources.len();
-                *frames.entry(stem).or_insert(next)
-            }
-            _ => index,
+        let frame = match tiling {
+            Some(_) => index,
+            None => crop_frames[index],
         };
         let image = load_image(&source.image)?;
         let mask = match &source.mask {
@@ -289,21 +284,6 @@ fn scores(manifest: &Manifest, candidate: &PostProcessing, tiles: &[ScoredTile])
         relative_to_frames(&mut out, &frames, candidate.frame_weight);
     }
     out
-}
-
-/// Subtracts from each score `weight` times the mean score of its frame (`frames[i]` is the
-/// frame of `scores[i]`).
-pub fn relative_to_frames(scores: &mut [f32], frames: &[usize], weight: f32) {
-    let mut sums: HashMap<usize, (f64, usize)> = HashMap::new();
-    for (&s, &f) in scores.iter().zip(frames) {
-        let e = sums.entry(f).or_default();
-        e.0 += f64::from(s);
-        e.1 += 1;
-    }
-    for (s, f) in scores.iter_mut().zip(frames) {
-        let (sum, n) = sums[f];
-        *s -= weight * (sum / n as f64) as f32;
-    }
 }
 
 /// Scores the test split (and held-out images) under every candidate; writes the table, the
@@ -537,20 +517,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scores_relative_to_their_frame_lose_a_share_of_its_mean_only() {
-        // Frame 7: a lifted surface (2, 2) and a crack on it (5); frame 3: a plain surface (1)
-        // and the same crack (4). Relative to the frame, the crack on the lifted surface no
-        // longer outscores the plain one by the lift.
-        let mut scores = [2.0, 1.0, 2.0, 5.0, 4.0];
-        let frames = [7, 3, 7, 7, 3];
-        relative_to_frames(&mut scores, &frames, 1.0);
-        assert_eq!(scores, [-1.0, -1.5, -1.0, 2.0, 1.5]);
-        let mut half = [2.0, 1.0, 2.0, 5.0, 4.0];
-        relative_to_frames(&mut half, &frames, 0.5);
-        assert_eq!(half, [0.5, -0.25, 0.5, 3.5, 2.75]);
-    }
-
-    #[test]
     fn the_grid_measures_the_frame_weight_beside_the_plain_candidates() {
         let grid = default_candidates(2);
         assert_eq!(grid.len(), 3 * 3 * 3 + 3 * 2 * 3);
@@ -563,15 +529,8 @@ mod tests {
             framed[0].label(),
             "all levels / sigma 0 / top 1% / less 0.5 x frame mean"
         );
-        // The frame weight is no score key: applying a candidate leaves it out.
-        assert_eq!(
-            PostProcessing::of(&framed[0].apply(&ScoreSpec::new(
-                inspect_core::bundle::Combine::Sum,
-                vec![0.0, 0.0],
-                1.0
-            )))
-            .frame_weight,
-            0.0
-        );
+        // The frame weight is a score key like the others.
+        let plain = ScoreSpec::new(inspect_core::bundle::Combine::Sum, vec![0.0, 0.0], 1.0);
+        assert_eq!(PostProcessing::of(&framed[0].apply(&plain)), *framed[0]);
     }
 }

@@ -219,6 +219,22 @@ fn fit_trains_exports_and_calibrates_a_bundle_the_daemon_agrees_with() {
         .len();
     assert!(per_image > 1);
     assert_eq!(tiled.holdout_scores.len(), per_image * n_holdout);
+    // With a frame weight of 1 each held-out tile is scored against its frame's mean: every
+    // frame's scores sum to 0, so all of them do, and the bundle carries the weight.
+    let framed = PostProcessing {
+        frame_weight: 1.0,
+        ..fits_own.clone()
+    };
+    let relative = calibrate_bundle(&out, &framed, &sample, &cut, 0.1).unwrap();
+    assert_eq!(relative.holdout_scores.len(), tiled.holdout_scores.len());
+    let sum: f32 = relative.holdout_scores.iter().sum();
+    let spread: f32 = relative.holdout_scores.iter().map(|s| s.abs()).sum();
+    assert!(
+        sum.abs() < 1e-3 * spread.max(1.0),
+        "sum {sum}, spread {spread}"
+    );
+    assert!(spread > 0.0, "the tiles of a frame differ");
+    assert_eq!(Bundle::load(&out).unwrap().manifest.score.frame_weight, 1.0);
     calibrate_bundle(&out, &fits_own, &sample, &whole, 0.1).unwrap();
     let m3 = Bundle::load(&out).unwrap().manifest;
     assert_eq!((m3.score, m3.threshold), (m.score, m.threshold));

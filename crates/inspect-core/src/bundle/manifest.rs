@@ -115,7 +115,8 @@ pub enum Combine {
 
 /// Score definition: `p_l = exp(logp_l / C_l - offset_l)`, upsampled bilinearly to the input size,
 /// combined over levels with their weights, `anomaly = reference - combined`, smoothed; the tile
-/// score is the maximum (or the mean of the top fraction) of that map.
+/// score is the maximum (or the mean of the top fraction) of that map, less a share of the mean
+/// score of the frame's tiles.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreSpec {
@@ -137,6 +138,11 @@ pub struct ScoreSpec {
     /// maximum.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub top_fraction: f32,
+    /// This share of the mean score of a frame's tiles is subtracted from each of its tiles'
+    /// maps and scores (0 = none, 1 = the whole mean): a surface the flows never saw lifts
+    /// every tile of the frame, a crack only its own.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub frame_weight: f32,
 }
 
 impl ScoreSpec {
@@ -150,14 +156,17 @@ impl ScoreSpec {
             level_weights: Vec::new(),
             smoothing_sigma: 0.0,
             top_fraction: 0.0,
+            frame_weight: 0.0,
         }
     }
 
-    /// The post-processing of `other` (weights, smoothing, tile statistic) on these constants.
+    /// The post-processing of `other` (weights, smoothing, tile statistic, frame weight) on
+    /// these constants.
     pub fn with_post_processing_of(mut self, other: &ScoreSpec) -> ScoreSpec {
         self.level_weights = other.level_weights.clone();
         self.smoothing_sigma = other.smoothing_sigma;
         self.top_fraction = other.top_fraction;
+        self.frame_weight = other.frame_weight;
         self
     }
 
@@ -280,6 +289,16 @@ impl Manifest {
                 format!(
                     "{} is outside 0..=1 (0 = the maximum pixel)",
                     score.top_fraction
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&score.frame_weight) {
+            return Err(invalid(
+                "score.frame_weight",
+                format!(
+                    "{} is outside 0..=1 (the share of the frame's mean tile score subtracted; \
+                     0 = none)",
+                    score.frame_weight
                 ),
             ));
         }

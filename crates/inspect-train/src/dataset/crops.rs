@@ -25,6 +25,26 @@ pub fn source_stem(crop: &Path) -> Option<&str> {
     (digits(row) && digits(col) && !stem.is_empty()).then_some(stem)
 }
 
+/// The frame of each image: crops cut from one image (by [`source_stem`]) share one, any
+/// other image is a frame of its own. Frames are numbered from 0 in order of appearance.
+pub fn frames_of<P: AsRef<Path>>(images: &[P]) -> Vec<usize> {
+    let mut by_stem: std::collections::HashMap<&str, usize> = Default::default();
+    let mut next = 0;
+    images
+        .iter()
+        .map(|image| {
+            let fresh = |next: &mut usize| {
+                *next += 1;
+                *next - 1
+            };
+            match source_stem(image.as_ref()) {
+                Some(stem) => *by_stem.entry(stem).or_insert_with(|| fresh(&mut next)),
+                None => fresh(&mut next),
+            }
+        })
+        .collect()
+}
+
 /// Parameters of the protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CropProtocol {
@@ -156,5 +176,18 @@ mod tests {
         ] {
             assert_eq!(stem(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn crops_of_one_image_share_a_frame_and_other_images_have_their_own() {
+        let images = [
+            "good/a_r0c0.png",
+            "b.png",
+            "crack/a_r1c2.png",
+            "good/c_r0c1.png",
+            "b.png",
+            "crack/c_r2c2.png",
+        ];
+        assert_eq!(frames_of(&images), [0, 1, 0, 2, 3, 2]);
     }
 }

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::dataset::crops::frames_of;
 use crate::dataset::load_image;
 use crate::decisions::{held_out_threshold, Estimator};
 use crate::export::{head_onnx, LevelHead};
@@ -16,6 +17,7 @@ use inspect_core::bundle::{
 };
 use inspect_core::detector::{Detector, Tiling};
 use inspect_core::engine::ExtractorPrecision;
+use inspect_core::scorer::relative_to_frames;
 use inspect_core::tiler::Normalization;
 
 use super::TrainError;
@@ -213,14 +215,21 @@ pub fn calibrate_bundle(
     spec.reference = reference;
 
     // Threshold on held-out normal images, scored exactly as the daemon scores a tile: each
-    // image resized whole, or cut into the daemon's tiles.
+    // image resized whole, or cut into the daemon's tiles, relative to its frame (the image
+    // when cut; the crops of one image when whole) with a frame weight.
     detector.set_score(spec.clone());
-    let mut holdout_scores = Vec::new();
-    for path in &holdout.images {
+    let crop_frames = frames_of(&holdout.images);
+    let (mut holdout_scores, mut frames) = (Vec::new(), Vec::new());
+    for (index, path) in holdout.images.iter().enumerate() {
         for (_, maps) in detector.tiles_level_maps(&load_image(path)?, holdout.tiling)? {
             holdout_scores.push(detector.score_level_maps(&maps).score);
+            frames.push(match holdout.tiling {
+                Some(_) => index,
+                None => crop_frames[index],
+            });
         }
     }
+    relative_to_frames(&mut holdout_scores, &frames, spec.frame_weight);
     holdout_scores.sort_by(f32::total_cmp);
     // Few held-out tiles leave the empirical quantile at their maximum, which new tiles
     // exceed more often than the rate: then a fitted tail places it.

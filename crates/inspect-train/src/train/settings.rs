@@ -79,6 +79,9 @@ pub struct TrainSettings {
     /// The tile score: the mean of this top fraction of the map's pixels, 0-1 (0: the maximum).
     #[serde(default)]
     pub top_fraction: f32,
+    /// Share of the mean score of a frame's tiles subtracted from each, 0-1 (0: none).
+    #[serde(default)]
+    pub frame_weight: f32,
 }
 
 fn default_epochs() -> u32 {
@@ -185,6 +188,7 @@ impl TrainSettings {
         }
         c.range("training.smoothing_sigma", self.smoothing_sigma, 0.0, 32.0)?;
         c.range("training.top_fraction", self.top_fraction, 0.0, 1.0)?;
+        c.range("training.frame_weight", self.frame_weight, 0.0, 1.0)?;
         Ok(())
     }
 
@@ -194,7 +198,7 @@ impl TrainSettings {
             level_weights: self.level_weights.clone(),
             smoothing_sigma: self.smoothing_sigma,
             top_fraction: self.top_fraction,
-            frame_weight: 0.0,
+            frame_weight: self.frame_weight,
         }
     }
 
