@@ -275,7 +275,9 @@ enum Command {
         /// Dataset root (MVTec AD layout) whose test split is scored.
         #[arg(long)]
         data: PathBuf,
-        /// Folder of defect-free images the flows never saw, for calibrated thresholds.
+        /// Images the flows never saw, for calibrated thresholds: a folder of defect-free
+        /// images, or an MVTec-layout dataset whose test split holds whole held-out frames with
+        /// masks (all tiles in the frame means, the defect-free ones in the false-alarm sample).
         #[arg(long)]
         holdout: Option<PathBuf>,
         /// Target false-alarm rate per defect-free tile (0 < rate < 1).

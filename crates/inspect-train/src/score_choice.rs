@@ -174,7 +174,10 @@ pub struct ComparisonJob<'a> {
     pub bundle: &'a Path,
     /// MVTec-layout dataset whose test split is scored.
     pub data: &'a Path,
-    /// Defect-free images never trained on, for calibrated thresholds.
+    /// Images never trained on, for calibrated thresholds: a folder of defect-free images, or
+    /// an MVTec-layout dataset whose test split holds whole held-out frames with their masks
+    /// (every tile counts in its frame's mean, only defect-free tiles in the false-alarm
+    /// sample: how a frame weight is calibrated when no frame is free of defects).
     pub holdout: Option<&'a Path>,
     /// Target false-alarm rate per tile.
     pub rate: f64,
@@ -304,14 +307,23 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
     let labels: Vec<bool> = test_tiles.iter().map(ScoredTile::is_defect).collect();
     let holdout_tiles = match job.holdout {
         Some(dir) => {
-            let images = list_images(dir)?;
-            if images.is_empty() {
+            let sources: Vec<Source> = if dir.join("test").is_dir() {
+                test_samples(dir, None)?
+                    .into_iter()
+                    .map(|s| Source {
+                        image: s.image,
+                        mask: s.mask,
+                    })
+                    .collect()
+            } else {
+                list_images(dir)?
+                    .into_iter()
+                    .map(|image| Source { image, mask: None })
+                    .collect()
+            };
+            if sources.is_empty() {
                 return Err(EvalError::Empty(dir.to_path_buf()));
             }
-            let sources: Vec<Source> = images
-                .into_iter()
-                .map(|image| Source { image, mask: None })
-                .collect();
             Some(tile_maps(&mut detector, &sources, job.tiling, "held-out")?)
         }
         None => None,
@@ -331,7 +343,12 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
         }
         let at_target = OperatingPoint::at(threshold_for_rate(&good, job.rate), &good, &defect);
         let calibrated = holdout_tiles.as_ref().map(|tiles| {
-            let held_out = scores(&manifest, candidate, tiles);
+            let held_out: Vec<f32> = scores(&manifest, candidate, tiles)
+                .into_iter()
+                .zip(tiles)
+                .filter(|(_, tile)| !tile.is_defect())
+                .map(|(s, _)| s)
+                .collect();
             let (threshold, estimator) = held_out_threshold(&held_out, job.rate);
             (OperatingPoint::at(threshold, &good, &defect), estimator)
         });
@@ -362,7 +379,9 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
         rate: job.rate,
         good: labels.iter().filter(|&&d| !d).count(),
         defects: labels.iter().filter(|&&d| d).count(),
-        holdout: holdout_tiles.as_ref().map_or(0, Vec::len),
+        holdout: holdout_tiles
+            .as_ref()
+            .map_or(0, |tiles| tiles.iter().filter(|t| !t.is_defect()).count()),
         tiling: job.tiling.map(|t| (t.tile_size, t.overlap)),
         bundle_label: own.label(),
         results,

@@ -277,4 +277,21 @@ fn score_candidates_rank_post_processings_on_images_and_on_daemon_tiles() {
         tiled.defects
     );
     assert!(tiled.results[0].calibrated.is_none());
+
+    // Held-out whole frames with masks (an MVTec layout): every tile counts in its frame's
+    // mean, only the 4 stain-free frames in the false-alarm sample.
+    let labelled = compare_candidates(ComparisonJob {
+        bundle: &bundle,
+        data: &root,
+        holdout: Some(&root),
+        rate: 0.01,
+        limit: None,
+        tiling: None,
+        candidates: Vec::new(),
+        out: &dir.path("labelled"),
+    })
+    .unwrap();
+    assert_eq!(labelled.holdout, 4);
+    let (point, _) = labelled.results[0].calibrated.unwrap();
+    assert_eq!(point.good, 4);
 }
