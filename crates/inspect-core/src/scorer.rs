@@ -5,11 +5,11 @@
 //! input size; the levels are summed (CFlow) or multiplied (the paper) with their weights
 //! (`w_l p_l`, `p_l^w_l`), `anomaly = reference - combined`, then optionally smoothed by a
 //! Gaussian ([`GaussianFilter`]). The offsets and the reference are calibration constants from
-//! the bundle manifest, never statistics of the frame being scored: the device sees one frame at a
-//! time. The tile score is the maximum of the map, or the mean of its highest `top_fraction` of
+//! the bundle manifest, never statistics of a test set (as CFlow-AD's evaluation normalizes): the
+//! device sees one frame at a time. The tile score is the maximum of the map, or the mean of its highest `top_fraction` of
 //! pixels; when it passes the threshold, the region is the bounding box of the pixels above it.
-//! A frame's tiles may be scored against a baseline, `frame_weight` times the mean of their
-//! plain scores ([`frame_baseline`], [`relative_to_frames`]): the map and the score lose it
+//! The one statistic of the frame itself: its tiles may be scored against a baseline,
+//! `frame_weight` times the mean of their plain scores ([`frame_baseline`], [`relative_to_frames`]): the map and the score lose it
 //! before the threshold is applied. A surface the flows never saw lifts every tile of its
 //! frame; a crack lifts only its own (issue 19: 0.21 -> 0.46 of the cracked DeepCrack crops
 //! detected at 1% false alarms, 0.08 -> 0.42 of the cracked frame tiles).
@@ -278,11 +278,12 @@ pub fn frame_baseline(plain_scores: &[f32], weight: f32) -> f32 {
 /// (`frames[i]` names the frame of `scores[i]`): for evaluation and calibration, which score
 /// many frames' tiles at once.
 pub fn relative_to_frames(scores: &mut [f32], frames: &[usize], weight: f32) {
+    debug_assert_eq!(scores.len(), frames.len());
     if weight == 0.0 {
         return;
     }
     let mut members: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-    for (i, &f) in frames.iter().enumerate().take(scores.len()) {
+    for (i, &f) in frames.iter().enumerate() {
         members.entry(f).or_default().push(i);
     }
     for tiles in members.values() {
