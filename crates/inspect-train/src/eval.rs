@@ -276,7 +276,7 @@ pub fn evaluate(
     let images: Vec<&Path> = samples.iter().map(|s| s.image.as_path()).collect();
     relative_to_frames(
         &mut tile_scores,
-        &frames_of(&images),
+        &frames_of(&images, false),
         manifest.score.frame_weight,
     );
     let (mut tp, mut fp, mut fn_, mut good) = (0usize, 0usize, 0usize, 0usize);

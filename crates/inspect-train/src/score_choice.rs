@@ -198,6 +198,17 @@ struct Source {
     mask: Option<PathBuf>,
 }
 
+/// The test split of the MVTec-layout dataset at `dir`, images with their masks.
+fn labelled_sources(dir: &Path, limit: Option<usize>) -> Result<Vec<Source>, EvalError> {
+    Ok(test_samples(dir, limit)?
+        .into_iter()
+        .map(|s| Source {
+            image: s.image,
+            mask: s.mask,
+        })
+        .collect())
+}
+
 /// One test or held-out tile: where it was cut, its per-level maps and its label.
 struct ScoredTile {
     /// Index of its image in the sources.
@@ -235,12 +246,8 @@ fn tile_maps(
     );
     let mut out = Vec::with_capacity(sources.len());
     let images: Vec<&Path> = sources.iter().map(|s| s.image.as_path()).collect();
-    let crop_frames = frames_of(&images);
+    let frames = frames_of(&images, tiling.is_some());
     for (index, source) in sources.iter().enumerate() {
-        let frame = match tiling {
-            Some(_) => index,
-            None => crop_frames[index],
-        };
         let image = load_image(&source.image)?;
         let mask = match &source.mask {
             Some(m) => Some(load_mask(m, &source.image, image.dimensions())?),
@@ -259,7 +266,7 @@ fn tile_maps(
             out.push(ScoredTile {
                 source: index,
                 defect_share: defect_share(&rect),
-                frame,
+                frame: frames[index],
                 rect,
                 maps,
             });
@@ -295,26 +302,13 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
     let bundle = Bundle::load(job.bundle)?;
     let manifest = bundle.manifest.clone();
     let mut detector = Detector::new(bundle, ExtractorPrecision::F32, f32::MAX)?;
-    let test = test_samples(job.data, job.limit)?;
-    let sources: Vec<Source> = test
-        .iter()
-        .map(|s| Source {
-            image: s.image.clone(),
-            mask: s.mask.clone(),
-        })
-        .collect();
+    let sources = labelled_sources(job.data, job.limit)?;
     let test_tiles = tile_maps(&mut detector, &sources, job.tiling, "test")?;
     let labels: Vec<bool> = test_tiles.iter().map(ScoredTile::is_defect).collect();
     let holdout_tiles = match job.holdout {
         Some(dir) => {
             let sources: Vec<Source> = if dir.join("test").is_dir() {
-                test_samples(dir, None)?
-                    .into_iter()
-                    .map(|s| Source {
-                        image: s.image,
-                        mask: s.mask,
-                    })
-                    .collect()
+                labelled_sources(dir, None)?
             } else {
                 list_images(dir)?
                     .into_iter()

@@ -25,9 +25,13 @@ pub fn source_stem(crop: &Path) -> Option<&str> {
     (digits(row) && digits(col) && !stem.is_empty()).then_some(stem)
 }
 
-/// The frame of each image: crops cut from one image (by [`source_stem`]) share one, any
-/// other image is a frame of its own. Frames are numbered from 0 in order of appearance.
-pub fn frames_of<P: AsRef<Path>>(images: &[P]) -> Vec<usize> {
+/// The frame of each image: an image cut into the daemon's tiles (`cut`) is a frame, and so is
+/// any whole image, except that crops cut from one image (by [`source_stem`]) share one.
+/// Frames are numbered from 0 in order of appearance.
+pub fn frames_of<P: AsRef<Path>>(images: &[P], cut: bool) -> Vec<usize> {
+    if cut {
+        return (0..images.len()).collect();
+    }
     let mut by_stem: std::collections::HashMap<&str, usize> = Default::default();
     let mut next = 0;
     images
@@ -188,6 +192,8 @@ mod tests {
             "b.png",
             "crack/c_r2c2.png",
         ];
-        assert_eq!(frames_of(&images), [0, 1, 0, 2, 3, 2]);
+        assert_eq!(frames_of(&images, false), [0, 1, 0, 2, 3, 2]);
+        // Cut into tiles, each image is the frame of its own tiles.
+        assert_eq!(frames_of(&images, true), [0, 1, 2, 3, 4, 5]);
     }
 }

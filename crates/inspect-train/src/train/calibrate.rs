@@ -218,15 +218,12 @@ pub fn calibrate_bundle(
     // image resized whole, or cut into the daemon's tiles, relative to its frame (the image
     // when cut; the crops of one image when whole) with a frame weight.
     detector.set_score(spec.clone());
-    let crop_frames = frames_of(&holdout.images);
+    let image_frames = frames_of(&holdout.images, holdout.tiling.is_some());
     let (mut holdout_scores, mut frames) = (Vec::new(), Vec::new());
     for (index, path) in holdout.images.iter().enumerate() {
         for (_, maps) in detector.tiles_level_maps(&load_image(path)?, holdout.tiling)? {
             holdout_scores.push(detector.score_level_maps(&maps).score);
-            frames.push(match holdout.tiling {
-                Some(_) => index,
-                None => crop_frames[index],
-            });
+            frames.push(image_frames[index]);
         }
     }
     relative_to_frames(&mut holdout_scores, &frames, spec.frame_weight);
