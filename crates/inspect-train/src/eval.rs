@@ -47,6 +47,14 @@ pub enum EvalError {
     /// A chart could not be drawn.
     #[error(transparent)]
     Plot(#[from] crate::plots::PlotError),
+    /// A bundle scores its maps differently from the one it is compared with.
+    #[error("{path}: {message}")]
+    Mismatch {
+        /// The bundle folder.
+        path: PathBuf,
+        /// What differs.
+        message: String,
+    },
 }
 
 /// The curves behind the figures, thinned for drawing.

@@ -6,6 +6,7 @@ use anyhow::Context;
 
 use clap::{Parser, Subcommand};
 use inspect_core::detector::Tiling;
+use inspect_train::dataset::crops::Fold;
 use inspect_train::dataset::list_images;
 use inspect_train::eval::evaluate;
 use inspect_train::extractor::adopt::adopt;
@@ -13,7 +14,8 @@ use inspect_train::extractor::efficientnet::{TapPoint, Variant};
 use inspect_train::ladder::{ladder_markdown, read_ladder};
 use inspect_train::losses::Objective;
 use inspect_train::score_choice::{
-    compare_candidates, default_candidates, markdown_table, ComparisonJob, PostProcessing,
+    compare_candidates, default_candidates, markdown_table, Calibration, ComparisonJob,
+    HeldOutFold, PostProcessing,
 };
 use inspect_train::sweep::table_markdown;
 use inspect_train::train::calibrate::{calibrate_bundle, calibration_sample, HeldOut};
@@ -278,8 +280,13 @@ enum Command {
         /// Images the flows never saw, for calibrated thresholds: a folder of defect-free
         /// images, or an MVTec-layout dataset whose test split holds whole held-out frames with
         /// masks (all tiles in the frame means, the defect-free ones in the false-alarm sample).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "fold")]
         holdout: Option<PathBuf>,
+        /// BUNDLE=IMAGES, repeated: calibrate out of fold instead, each fold's held-out images
+        /// (either form of --holdout; `prepare-crops --fold` writes them) scored by the bundle
+        /// trained without them, the defect-free tiles of all folds pooled.
+        #[arg(long, value_parser = parse_fold_holdout)]
+        fold: Vec<HeldOutFold>,
         /// Target false-alarm rate per defect-free tile (0 < rate < 1).
         #[arg(long, default_value_t = 0.01, value_parser = parse_rate)]
         rate: f64,
@@ -424,8 +431,13 @@ enum Command {
         #[arg(long)]
         train_images: Option<usize>,
         /// Source images for testing (default: the rest).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "fold")]
         test_images: Option<usize>,
+        /// K/N: write block K (1..=N) of N contiguous blocks of the training images as the test
+        /// set, whole frames with masks, and train on the rest (for thresholds calibrated out
+        /// of fold: `score-candidates --fold`).
+        #[arg(long, value_parser = parse_fold)]
+        fold: Option<Fold>,
         /// Output folder (MVTec AD layout).
         #[arg(long)]
         out: PathBuf,
@@ -495,6 +507,36 @@ impl TilingArgs {
 }
 
 /// A rate strictly between 0 and 1.
+fn parse_fold_holdout(text: &str) -> Result<HeldOutFold, String> {
+    match text.split_once('=') {
+        Some((bundle, images)) if !bundle.is_empty() && !images.is_empty() => Ok(HeldOutFold {
+            bundle: PathBuf::from(bundle),
+            images: PathBuf::from(images),
+        }),
+        _ => Err(format!(
+            "{text:?}: expected BUNDLE=IMAGES, e.g. work/fold-1/bundle=work/fold-1"
+        )),
+    }
+}
+
+fn parse_fold(text: &str) -> Result<Fold, String> {
+    let parsed = text.split_once('/').and_then(|(k, n)| {
+        Some((
+            k.trim().parse::<usize>().ok()?,
+            n.trim().parse::<usize>().ok()?,
+        ))
+    });
+    match parsed {
+        Some((k, n)) if n >= 2 && (1..=n).contains(&k) => Ok(Fold {
+            index: k - 1,
+            count: n,
+        }),
+        _ => Err(format!(
+            "{text:?}: expected K/N with 2 <= N and 1 <= K <= N, e.g. 2/5"
+        )),
+    }
+}
+
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(r) if r > 0.0 && r < 1.0 => Ok(r),
@@ -696,6 +738,7 @@ fn main() -> anyhow::Result<()> {
             bundle,
             data,
             holdout,
+            fold,
             rate,
             limit,
             tiling,
@@ -710,7 +753,11 @@ fn main() -> anyhow::Result<()> {
             let comparison = compare_candidates(ComparisonJob {
                 bundle: &bundle,
                 data: &data,
-                holdout: holdout.as_deref(),
+                calibration: match (&holdout, fold.is_empty()) {
+                    (Some(dir), _) => Calibration::HeldOut(dir),
+                    (None, false) => Calibration::OutOfFold(&fold),
+                    (None, true) => Calibration::None,
+                },
                 rate,
                 limit: limit.map(|l| l as usize),
                 tiling,
@@ -808,17 +855,36 @@ fn main() -> anyhow::Result<()> {
             grid,
             train_images,
             test_images,
+            fold,
             out,
         } => {
-            let (p, s) = prepare_split(&images, &masks, grid, train_images, test_images, &out)?;
+            let (p, s) =
+                prepare_split(&images, &masks, grid, train_images, test_images, fold, &out)?;
+            let (trained, tested) = match p.held_out_fold {
+                Some(f) => {
+                    let held = (0..p.train_images)
+                        .filter(|&i| f.holds(i, p.train_images))
+                        .count();
+                    (
+                        format!("{} training images", p.train_images - held),
+                        format!(
+                            "{held} training images held out whole (fold {} of {})",
+                            f.index + 1,
+                            f.count
+                        ),
+                    )
+                }
+                None => (
+                    format!("{} training images", p.train_images),
+                    format!("{} test images", p.test_images),
+                ),
+            };
             println!(
-                "{}: {} training images -> {} train/good ({} cracked crops left out); \
-                 {} test images -> {} test/good, {} test/crack",
+                "{}: {trained} -> {} train/good ({} cracked crops left out); \
+                 {tested} -> {} test/good, {} test/crack",
                 out.display(),
-                p.train_images,
                 s.train_good,
                 s.train_dropped,
-                p.test_images,
                 s.test_good,
                 s.test_crack
             );

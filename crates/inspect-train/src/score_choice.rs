@@ -5,6 +5,11 @@
 //! given held-out defect-free images, the threshold calibrated on those and what it does on the
 //! test split (false-alarm rate with its 95% interval beside the target).
 //!
+//! The held-out tiles may also come out of fold ([`Calibration::OutOfFold`]): each block of the
+//! training images held out whole and scored by flows trained on the other blocks, the blocks'
+//! defect-free tiles pooled. That gives a threshold hundreds of held-out frames where one split
+//! can spare only a few dozen.
+//!
 //! Candidates may also score a tile relative to its frame (`frame_weight`): less a share of the
 //! mean score of the frame's tiles (a tiled image's tiles, or the crops `prepare-crops` cut from
 //! one image, as [`frames_of`] groups them).
@@ -85,9 +90,10 @@ impl PostProcessing {
 }
 
 /// The grid compared by default for `levels` levels: all levels or each alone; no smoothing or
-/// sigma 4 (CFlow-AD's and anomalib's evaluation) or 8; the maximum, or the top 1% or 5% mean;
-/// and with all levels and a top mean, a half, three quarters or all of the frame's mean
-/// subtracted.
+/// sigma 4 (CFlow-AD's and anomalib's evaluation) or 8; the maximum, or the mean of the top 1%,
+/// 5%, 10% or 20% (a crack covers a few percent of a tile: wider means average out single hot
+/// pixels); and with all levels and a top mean, a half, three quarters or all of the frame's
+/// mean subtracted.
 pub fn default_candidates(levels: usize) -> Vec<PostProcessing> {
     let mut weightings = vec![Vec::new()];
     if levels > 1 {
@@ -100,7 +106,7 @@ pub fn default_candidates(levels: usize) -> Vec<PostProcessing> {
     let mut out = Vec::new();
     for w in &weightings {
         for sigma in [0.0, 4.0, 8.0] {
-            for top in [0.0, 0.01, 0.05] {
+            for top in [0.0, 0.01, 0.05, 0.1, 0.2] {
                 out.push(PostProcessing {
                     level_weights: w.clone(),
                     smoothing_sigma: sigma,
@@ -111,7 +117,7 @@ pub fn default_candidates(levels: usize) -> Vec<PostProcessing> {
         }
     }
     for sigma in [0.0, 4.0, 8.0] {
-        for top in [0.01, 0.05] {
+        for top in [0.01, 0.05, 0.1, 0.2] {
             for frame_weight in [0.5, 0.75, 1.0] {
                 out.push(PostProcessing {
                     level_weights: Vec::new(),
@@ -160,6 +166,8 @@ pub struct Comparison {
     pub defects: usize,
     /// Held-out defect-free tiles the calibrated thresholds come from.
     pub holdout: usize,
+    /// Fold bundles that scored them (0: the compared bundle itself).
+    pub folds: usize,
     /// The daemon's tiling the images were cut with (none: each image is one tile).
     pub tiling: Option<(u32, u32)>,
     /// The bundle's own post-processing, by label.
@@ -174,11 +182,8 @@ pub struct ComparisonJob<'a> {
     pub bundle: &'a Path,
     /// MVTec-layout dataset whose test split is scored.
     pub data: &'a Path,
-    /// Images never trained on, for calibrated thresholds: a folder of defect-free images, or
-    /// an MVTec-layout dataset whose test split holds whole held-out frames with their masks
-    /// (every tile counts in its frame's mean, only defect-free tiles in the false-alarm
-    /// sample: how a frame weight is calibrated when no frame is free of defects).
-    pub holdout: Option<&'a Path>,
+    /// Where the calibrated thresholds come from.
+    pub calibration: Calibration<'a>,
     /// Target false-alarm rate per tile.
     pub rate: f64,
     /// At most this many test images per class.
@@ -190,6 +195,30 @@ pub struct ComparisonJob<'a> {
     pub candidates: Vec<PostProcessing>,
     /// Output folder: candidates.json, candidates.md, tile_roc.png, tile_roc_low.png.
     pub out: &'a Path,
+}
+
+/// Where a comparison's calibrated thresholds come from.
+#[derive(Clone, Copy, Debug)]
+pub enum Calibration<'a> {
+    /// Nowhere: only the ROC read at the target rate.
+    None,
+    /// Images the bundle never saw: a folder of defect-free images, or an MVTec-layout dataset
+    /// whose test split holds whole held-out frames with their masks (every tile counts in its
+    /// frame's mean, only defect-free tiles in the false-alarm sample: how a frame weight is
+    /// calibrated when no frame is free of defects).
+    HeldOut(&'a Path),
+    /// Out of fold: each fold's bundle scores the held-out images it never saw (either form
+    /// above), and the defect-free tiles of all folds, each scored by its own fold, are pooled.
+    OutOfFold(&'a [HeldOutFold]),
+}
+
+/// One fold of an out-of-fold calibration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldOutFold {
+    /// The bundle trained without the fold's images.
+    pub bundle: PathBuf,
+    /// The fold's images (`prepare-crops --fold` writes them as an MVTec test split).
+    pub images: PathBuf,
 }
 
 /// An image to score: its file and, for labelled test images, its defect mask.
@@ -277,6 +306,28 @@ fn tile_maps(
     Ok(out)
 }
 
+/// The tiles of held-out images in `dir`: a folder of defect-free images, or an MVTec layout
+/// whose test split holds whole frames with masks.
+fn held_out_tiles(
+    detector: &mut Detector,
+    dir: &Path,
+    tiling: Option<Tiling>,
+    what: &str,
+) -> Result<Vec<ScoredTile>, EvalError> {
+    let sources: Vec<Source> = if dir.join("test").is_dir() {
+        labelled_sources(dir, None)?
+    } else {
+        list_images(dir)?
+            .into_iter()
+            .map(|image| Source { image, mask: None })
+            .collect()
+    };
+    if sources.is_empty() {
+        return Err(EvalError::Empty(dir.to_path_buf()));
+    }
+    tile_maps(detector, &sources, tiling, what)
+}
+
 /// Tile scores of `tiles` under `candidate`.
 fn scores(manifest: &Manifest, candidate: &PostProcessing, tiles: &[ScoredTile]) -> Vec<f32> {
     let mut m = manifest.clone();
@@ -305,22 +356,37 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
     let sources = labelled_sources(job.data, job.limit)?;
     let test_tiles = tile_maps(&mut detector, &sources, job.tiling, "test")?;
     let labels: Vec<bool> = test_tiles.iter().map(ScoredTile::is_defect).collect();
-    let holdout_tiles = match job.holdout {
-        Some(dir) => {
-            let sources: Vec<Source> = if dir.join("test").is_dir() {
-                labelled_sources(dir, None)?
-            } else {
-                list_images(dir)?
-                    .into_iter()
-                    .map(|image| Source { image, mask: None })
-                    .collect()
-            };
-            if sources.is_empty() {
-                return Err(EvalError::Empty(dir.to_path_buf()));
-            }
-            Some(tile_maps(&mut detector, &sources, job.tiling, "held-out")?)
-        }
-        None => None,
+    // Held-out tiles with the manifest of the bundle that scored them.
+    let held_out: Vec<(Manifest, Vec<ScoredTile>)> = match job.calibration {
+        Calibration::None => Vec::new(),
+        Calibration::HeldOut(dir) => vec![(
+            manifest.clone(),
+            held_out_tiles(&mut detector, dir, job.tiling, "held-out")?,
+        )],
+        Calibration::OutOfFold(folds) => folds
+            .iter()
+            .enumerate()
+            .map(|(i, fold)| {
+                let bundle = Bundle::load(&fold.bundle)?;
+                if bundle.manifest.levels.len() != manifest.levels.len() {
+                    return Err(EvalError::Mismatch {
+                        path: fold.bundle.clone(),
+                        message: format!(
+                            "{} levels, but the compared bundle {} has {}: a fold must be \
+                             trained as the compared bundle, without the fold's images",
+                            bundle.manifest.levels.len(),
+                            job.bundle.display(),
+                            manifest.levels.len()
+                        ),
+                    });
+                }
+                let fold_manifest = bundle.manifest.clone();
+                let mut fold_detector = Detector::new(bundle, ExtractorPrecision::F32, f32::MAX)?;
+                let what = format!("fold {}/{}", i + 1, folds.len());
+                let tiles = held_out_tiles(&mut fold_detector, &fold.images, job.tiling, &what)?;
+                Ok((fold_manifest, tiles))
+            })
+            .collect::<Result<_, EvalError>>()?,
     };
     let own = PostProcessing::of(&manifest.score);
     let mut candidates = vec![own.clone()];
@@ -336,14 +402,19 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
             }
         }
         let at_target = OperatingPoint::at(threshold_for_rate(&good, job.rate), &good, &defect);
-        let calibrated = holdout_tiles.as_ref().map(|tiles| {
-            let held_out: Vec<f32> = scores(&manifest, candidate, tiles)
-                .into_iter()
-                .zip(tiles)
-                .filter(|(_, tile)| !tile.is_defect())
-                .map(|(s, _)| s)
+        let calibrated = (!held_out.is_empty()).then(|| {
+            // Each fold's tiles scored by its own bundle, against their own frames.
+            let pooled: Vec<f32> = held_out
+                .iter()
+                .flat_map(|(fold_manifest, tiles)| {
+                    scores(fold_manifest, candidate, tiles)
+                        .into_iter()
+                        .zip(tiles)
+                        .filter(|(_, tile)| !tile.is_defect())
+                        .map(|(s, _)| s)
+                })
                 .collect();
-            let (threshold, estimator) = held_out_threshold(&held_out, job.rate);
+            let (threshold, estimator) = held_out_threshold(&pooled, job.rate);
             (OperatingPoint::at(threshold, &good, &defect), estimator)
         });
         CandidateResult {
@@ -373,9 +444,15 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
         rate: job.rate,
         good: labels.iter().filter(|&&d| !d).count(),
         defects: labels.iter().filter(|&&d| d).count(),
-        holdout: holdout_tiles
-            .as_ref()
-            .map_or(0, |tiles| tiles.iter().filter(|t| !t.is_defect()).count()),
+        holdout: held_out
+            .iter()
+            .flat_map(|(_, tiles)| tiles)
+            .filter(|t| !t.is_defect())
+            .count(),
+        folds: match job.calibration {
+            Calibration::OutOfFold(folds) => folds.len(),
+            _ => 0,
+        },
         tiling: job.tiling.map(|t| (t.tile_size, t.overlap)),
         bundle_label: own.label(),
         results,
@@ -490,9 +567,13 @@ pub fn markdown_table(c: &Comparison) -> String {
         }
         None => "each image resized whole into one tile".to_string(),
     };
+    let folds = match c.folds {
+        0 => String::new(),
+        n => format!(" (out of fold: each of {n} folds scored by flows trained without it)"),
+    };
     let mut s = format!(
         "{} defect-free and {} defect test tiles ({tiles}); target false-alarm rate {}; {} \
-         held-out defect-free tiles for the calibrated threshold.\n\n\
+         held-out defect-free tiles for the calibrated threshold{folds}.\n\n\
          | post-processing | tile AUROC | TPR at {} FPR (test) | calibrated threshold: TPR | \
          its FPR on test [95% interval] |\n|---|---|---|---|---|\n",
         c.good,
@@ -532,9 +613,11 @@ mod tests {
     #[test]
     fn the_grid_measures_the_frame_weight_beside_the_plain_candidates() {
         let grid = default_candidates(2);
-        assert_eq!(grid.len(), 3 * 3 * 3 + 3 * 2 * 3);
+        assert_eq!(grid.len(), 3 * 3 * 5 + 3 * 4 * 3);
         let framed: Vec<_> = grid.iter().filter(|c| c.frame_weight > 0.0).collect();
-        assert_eq!(framed.len(), 18);
+        assert_eq!(framed.len(), 36);
+        let labels: Vec<String> = grid.iter().map(PostProcessing::label).collect();
+        assert!(labels.contains(&"all levels / sigma 4 / top 20%".to_string()));
         assert!(framed
             .iter()
             .all(|c| c.top_fraction > 0.0 && c.level_weights.is_empty()));

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::Scratch;
 use image::{GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
-use inspect_train::dataset::crops::{prepare_crops, CropProtocol};
+use inspect_train::dataset::crops::{prepare_crops, CropProtocol, Fold};
 use inspect_train::dataset::{load_image, load_mask, Dataset};
 
 /// A 90x60 image whose mask holds a crack in cell (row 0, col 2) of a 3x3 grid when `cracked`.
@@ -37,6 +37,7 @@ fn crop_protocol_splits_by_image_and_by_crack() {
         grid: 3,
         train_images: 2,
         test_images: 2,
+        held_out_fold: None,
     };
     let summary = prepare_crops(&images, &masks, &protocol, &out).unwrap();
     // a, b train: 9 + 9 crops, one cracked (a's r0c2) left out. c, d test: 2 cracked crops.
@@ -73,6 +74,77 @@ fn crop_protocol_splits_by_image_and_by_crack() {
         .to_string();
     assert!(
         err.contains("4 images with masks") && err.contains("3 test"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_held_out_fold_writes_its_training_images_whole_as_the_test_set() {
+    let dir = Scratch::new("crops-fold");
+    let (images, masks) = (dir.path("images"), dir.path("masks"));
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&masks).unwrap();
+    // Four training images (a, b, c, d) and one test image (e) that a fold never uses.
+    for (name, cracked) in [
+        ("a", true),
+        ("b", false),
+        ("c", true),
+        ("d", false),
+        ("e", true),
+    ] {
+        write_pair(&images, &masks, name, cracked);
+    }
+    let fold = |index| CropProtocol {
+        grid: 3,
+        train_images: 4,
+        test_images: 1,
+        held_out_fold: Some(Fold { index, count: 2 }),
+    };
+    // Fold 2 of 2 holds c and d out whole: c's cracked crop goes to test with its mask, not away.
+    let out = dir.path("fold-2");
+    let summary = prepare_crops(&images, &masks, &fold(1), &out).unwrap();
+    assert_eq!((summary.train_good, summary.train_dropped), (17, 1));
+    assert_eq!((summary.test_good, summary.test_crack), (17, 1));
+    let data = Dataset::mvtec(&out).unwrap();
+    let named = |prefix: &str, samples: &[inspect_train::dataset::Sample]| {
+        samples
+            .iter()
+            .filter(|s| {
+                s.image
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(prefix)
+            })
+            .count()
+    };
+    assert_eq!((named("a_", &data.train), named("b_", &data.train)), (8, 9));
+    assert_eq!((named("c_", &data.test), named("d_", &data.test)), (9, 9));
+    assert_eq!(named("e_", &data.train) + named("e_", &data.test), 0);
+    assert!(data
+        .test
+        .iter()
+        .any(|s| s.class == "crack" && s.mask.is_some()));
+
+    // Fold 1 of 2: the other block.
+    let out = dir.path("fold-1");
+    prepare_crops(&images, &masks, &fold(0), &out).unwrap();
+    let data = Dataset::mvtec(&out).unwrap();
+    assert_eq!((named("c_", &data.train), named("a_", &data.test)), (8, 9));
+
+    let err = prepare_crops(
+        &images,
+        &masks,
+        &CropProtocol {
+            held_out_fold: Some(Fold { index: 0, count: 5 }),
+            ..fold(0)
+        },
+        &dir.path("x"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("fold 1 of 5") && err.contains("4 training images"),
         "{err}"
     );
 }

@@ -11,7 +11,9 @@ use inspect_core::fixtures::concrete_frame;
 use inspect_train::decisions::Estimator;
 use inspect_train::eval::{evaluate, Evaluation};
 use inspect_train::metrics::{area_up_to, pixel_auroc};
-use inspect_train::score_choice::{compare_candidates, default_candidates, ComparisonJob};
+use inspect_train::score_choice::{
+    compare_candidates, default_candidates, Calibration, ComparisonJob, HeldOutFold,
+};
 use inspect_train::sweep::figure;
 
 /// An MVTec-layout set of 200 x 150 concrete frames: 4 clean test frames and 5 with a dark
@@ -189,7 +191,7 @@ fn score_candidates_rank_post_processings_on_images_and_on_daemon_tiles() {
     let whole = compare_candidates(ComparisonJob {
         bundle: &bundle,
         data: &root,
-        holdout: Some(&holdout),
+        calibration: Calibration::HeldOut(&holdout),
         rate: 0.01,
         limit: None,
         tiling: None,
@@ -258,7 +260,7 @@ fn score_candidates_rank_post_processings_on_images_and_on_daemon_tiles() {
     let tiled = compare_candidates(ComparisonJob {
         bundle: &bundle,
         data: &root,
-        holdout: None,
+        calibration: Calibration::None,
         rate: 0.01,
         limit: None,
         tiling: Some(Tiling {
@@ -283,7 +285,7 @@ fn score_candidates_rank_post_processings_on_images_and_on_daemon_tiles() {
     let labelled = compare_candidates(ComparisonJob {
         bundle: &bundle,
         data: &root,
-        holdout: Some(&root),
+        calibration: Calibration::HeldOut(&root),
         rate: 0.01,
         limit: None,
         tiling: None,
@@ -294,4 +296,35 @@ fn score_candidates_rank_post_processings_on_images_and_on_daemon_tiles() {
     assert_eq!(labelled.holdout, 4);
     let (point, _) = labelled.results[0].calibrated.unwrap();
     assert_eq!(point.good, 4);
+
+    // Out of fold: one fold is the held-out set scored by its bundle, and folds pool their
+    // defect-free tiles (each scored by its own bundle; here both folds' bundle is the same).
+    let out_of_fold = |folds: &[HeldOutFold], out: &str| {
+        compare_candidates(ComparisonJob {
+            bundle: &bundle,
+            data: &root,
+            calibration: Calibration::OutOfFold(folds),
+            rate: 0.01,
+            limit: None,
+            tiling: None,
+            candidates: Vec::new(),
+            out: &dir.path(out),
+        })
+        .unwrap()
+    };
+    let fold = |images: &std::path::Path| HeldOutFold {
+        bundle: bundle.clone(),
+        images: images.to_path_buf(),
+    };
+    let one = out_of_fold(&[fold(&root)], "one-fold");
+    assert_eq!((one.holdout, one.folds), (4, 1));
+    assert_eq!(one.results[0].calibrated, labelled.results[0].calibrated);
+    let two = out_of_fold(&[fold(&root), fold(&holdout)], "two-folds");
+    assert_eq!((two.holdout, two.folds), (4 + 12, 2));
+    let pooled = two.results[0].calibrated.unwrap().0.threshold;
+    let alone =
+        |c: &inspect_train::score_choice::Comparison| c.results[0].calibrated.unwrap().0.threshold;
+    assert_ne!(pooled, alone(&one), "the second fold's tiles count");
+    let table = std::fs::read_to_string(dir.path("two-folds").join("candidates.md")).unwrap();
+    assert!(table.contains("16 held-out defect-free tiles for the calibrated threshold (out of fold: each of 2 folds"), "{table}");
 }

@@ -7,6 +7,11 @@
 //! `ground_truth/crack/<name>_mask.png`. Cells are `floor(W / k) x floor(H / k)` pixels from the
 //! top-left corner; the remainder pixels at the right and bottom edges are not used. A crop is
 //! cracked when any of its mask pixels is > 127. Output names are `<stem>_r<row>c<col>.png`.
+//!
+//! With a held-out fold (`k` of `n`), the training images are split into `n` contiguous blocks
+//! in file-name order and block `k` takes the test role (whole frames: crack-free and cracked
+//! crops, masks): a model trained on the other blocks is scored on frames it never saw, for a
+//! threshold calibrated out of fold. The test images are not used then.
 //! The result is an MVTec AD layout that [`super::Dataset::mvtec`] reads.
 
 use std::path::Path;
@@ -58,6 +63,25 @@ pub struct CropProtocol {
     pub train_images: usize,
     /// Source images for the test set, taken next.
     pub test_images: usize,
+    /// A block of the training images written as the test set instead (the test images are
+    /// then not used).
+    pub held_out_fold: Option<Fold>,
+}
+
+/// Block `index` (from 0) of `count` contiguous blocks of images in file-name order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fold {
+    /// Which block, from 0.
+    pub index: usize,
+    /// How many blocks.
+    pub count: usize,
+}
+
+impl Fold {
+    /// Whether image `image` of `images` lies in this block.
+    pub fn holds(&self, image: usize, images: usize) -> bool {
+        image * self.count / images.max(1) == self.index
+    }
 }
 
 /// How many crops went where.
@@ -81,7 +105,27 @@ pub fn prepare_crops(
     out: &Path,
 ) -> Result<CropSummary, DatasetError> {
     let sources = with_masks(images, masks, "crack")?;
-    let needed = protocol.train_images + protocol.test_images;
+    if let Some(fold) = protocol.held_out_fold {
+        if fold.count < 2 || fold.index >= fold.count || fold.count > protocol.train_images {
+            return Err(DatasetError::Layout {
+                path: images.to_path_buf(),
+                message: format!(
+                    "held-out fold {} of {}: a fold must be 1..={} of 2..={} blocks of the {} \
+                     training images",
+                    fold.index + 1,
+                    fold.count,
+                    fold.count,
+                    protocol.train_images,
+                    protocol.train_images
+                ),
+            });
+        }
+    }
+    let test_images = match protocol.held_out_fold {
+        Some(_) => 0,
+        None => protocol.test_images,
+    };
+    let needed = protocol.train_images + test_images;
     if protocol.grid == 0 || needed > sources.len() {
         return Err(DatasetError::Layout {
             path: images.to_path_buf(),
@@ -90,7 +134,7 @@ pub fn prepare_crops(
                  and a grid of {} (at least 1)",
                 sources.len(),
                 protocol.train_images,
-                protocol.test_images,
+                test_images,
                 protocol.grid
             ),
         });
@@ -114,7 +158,10 @@ pub fn prepare_crops(
     };
     let mut summary = CropSummary::default();
     for (index, sample) in sources.iter().take(needed).enumerate() {
-        let for_training = index < protocol.train_images;
+        let for_training = match protocol.held_out_fold {
+            Some(fold) => !fold.holds(index, protocol.train_images),
+            None => index < protocol.train_images,
+        };
         let image = load_image(&sample.image)?;
         let Some(mask_path) = &sample.mask else {
             continue;
@@ -195,5 +242,28 @@ mod tests {
         assert_eq!(frames_of(&images, false), [0, 1, 0, 2, 3, 2]);
         // Cut into tiles, each image is the frame of its own tiles.
         assert_eq!(frames_of(&images, true), [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn folds_are_contiguous_blocks_that_cover_every_image_once() {
+        let folds: Vec<Fold> = (0..3).map(|index| Fold { index, count: 3 }).collect();
+        for images in [3, 10, 150] {
+            let mut sizes = [0; 3];
+            for image in 0..images {
+                let holding: Vec<usize> =
+                    (0..3).filter(|&f| folds[f].holds(image, images)).collect();
+                assert_eq!(holding.len(), 1, "image {image} of {images}");
+                sizes[holding[0]] += 1;
+            }
+            assert!(
+                sizes
+                    .iter()
+                    .all(|&n| n >= images / 3 && n <= images / 3 + 1),
+                "{sizes:?}"
+            );
+        }
+        // Blocks, not strides: fold 0 of 5 over 150 images holds 0..30.
+        let first = Fold { index: 0, count: 5 };
+        assert!(first.holds(29, 150) && !first.holds(30, 150));
     }
 }
