@@ -18,7 +18,9 @@ use inspect_train::score_choice::{
     HeldOutFold, PostProcessing,
 };
 use inspect_train::sweep::table_markdown;
-use inspect_train::train::calibrate::{calibrate_bundle, calibration_sample, HeldOut};
+use inspect_train::train::calibrate::{
+    calibrate_bundle_on, calibration_sample, HeldOut, ThresholdSample,
+};
 use inspect_train::workflows::enroll::{run_enroll, EnrollJob};
 use inspect_train::workflows::extractor::{build_extractor, ExtractorJob, Int8Calibration};
 use inspect_train::workflows::features::{fill_feature_cache, FeaturesJob};
@@ -242,8 +244,13 @@ enum Command {
         #[arg(long)]
         images: PathBuf,
         /// Folder of defect-free images the flows never saw.
-        #[arg(long)]
-        holdout: PathBuf,
+        #[arg(long, required_unless_present = "fold", conflicts_with = "fold")]
+        holdout: Option<PathBuf>,
+        /// BUNDLE=IMAGES, repeated: set the threshold out of fold instead, as `score-candidates
+        /// --fold` does (each fold's bundle trained as this one, without the fold's images, and
+        /// calibrated for the same smoothing and level weights).
+        #[arg(long, value_parser = parse_fold_holdout)]
+        fold: Vec<HeldOutFold>,
         /// Target false-alarm rate per defect-free tile (0 < rate < 1).
         #[arg(long, default_value_t = 0.01, value_parser = parse_rate)]
         rate: f64,
@@ -699,6 +706,7 @@ fn main() -> anyhow::Result<()> {
             bundle,
             images,
             holdout,
+            fold,
             rate,
             level_weights,
             smoothing_sigma,
@@ -727,11 +735,21 @@ fn main() -> anyhow::Result<()> {
                 .validate()
                 .map_err(|e| anyhow::anyhow!("{}: {e}", bundle.display()))?;
             let calibration = calibration_sample(&list_images(&images)?);
-            let holdout = HeldOut {
-                images: list_images(&holdout)?,
-                tiling,
+            let own = match &holdout {
+                Some(dir) => Some(HeldOut {
+                    images: list_images(dir)?,
+                    tiling,
+                }),
+                None => None,
             };
-            let c = calibrate_bundle(&bundle, &post, &calibration, &holdout, rate)?;
+            let sample = match &own {
+                Some(held_out) => ThresholdSample::HeldOut(held_out),
+                None => ThresholdSample::OutOfFold {
+                    folds: &fold,
+                    tiling,
+                },
+            };
+            let c = calibrate_bundle_on(&bundle, &post, &calibration, sample, rate)?;
             println!("{}: {}; {c}", bundle.display(), post.label());
         }
         Command::ScoreCandidates {

@@ -306,6 +306,98 @@ fn tile_maps(
     Ok(out)
 }
 
+/// The held-out tiles of every fold, each with the manifest of the fold's bundle that scored
+/// them; a fold bundle must have the `levels` of the `compared` bundle.
+fn fold_tiles(
+    folds: &[HeldOutFold],
+    compared: &Path,
+    levels: usize,
+    tiling: Option<Tiling>,
+) -> Result<Vec<(Manifest, Vec<ScoredTile>)>, EvalError> {
+    folds
+        .iter()
+        .enumerate()
+        .map(|(i, fold)| {
+            let bundle = Bundle::load(&fold.bundle)?;
+            if bundle.manifest.levels.len() != levels {
+                return Err(EvalError::Mismatch {
+                    path: fold.bundle.clone(),
+                    message: format!(
+                        "{} levels, but {} has {levels}: a fold must be trained as that bundle \
+                         was, without the fold's images",
+                        bundle.manifest.levels.len(),
+                        compared.display(),
+                    ),
+                });
+            }
+            let fold_manifest = bundle.manifest.clone();
+            let mut detector = Detector::new(bundle, ExtractorPrecision::F32, f32::MAX)?;
+            let what = format!("fold {}/{}", i + 1, folds.len());
+            let tiles = held_out_tiles(&mut detector, &fold.images, tiling, &what)?;
+            Ok((fold_manifest, tiles))
+        })
+        .collect()
+}
+
+/// The defect-free tiles' scores under `candidate`, each group's tiles scored by the manifest
+/// that goes with them and against their own frames (every tile in its frame's mean).
+fn pooled_defect_free_scores(
+    groups: &[(Manifest, Vec<ScoredTile>)],
+    candidate: &PostProcessing,
+) -> Vec<f32> {
+    groups
+        .iter()
+        .flat_map(|(manifest, tiles)| {
+            scores(manifest, candidate, tiles)
+                .into_iter()
+                .zip(tiles)
+                .filter(|(_, tile)| !tile.is_defect())
+                .map(|(s, _)| s)
+        })
+        .collect()
+}
+
+/// The out-of-fold sample a threshold for `bundle` with `post` is calibrated on: every fold's
+/// defect-free held-out tiles, scored by the fold's own bundle (its score constants, `post`'s
+/// post-processing) against their own frames, pooled.
+pub fn out_of_fold_scores(
+    bundle: &Path,
+    folds: &[HeldOutFold],
+    post: &PostProcessing,
+    tiling: Option<Tiling>,
+) -> Result<Vec<f32>, EvalError> {
+    let levels = Bundle::load(bundle)?.manifest.levels.len();
+    let groups = fold_tiles(folds, bundle, levels, tiling)?;
+    // A bundle's score constants are fixed for its smoothing and level weights: a fold
+    // calibrated for others would score on another scale.
+    let weights = |w: &[f32]| {
+        if w.is_empty() {
+            vec![1.0; levels]
+        } else {
+            w.to_vec()
+        }
+    };
+    for ((fold_manifest, _), fold) in groups.iter().zip(folds) {
+        let own = &fold_manifest.score;
+        if own.smoothing_sigma != post.smoothing_sigma
+            || weights(&own.level_weights) != weights(&post.level_weights)
+        {
+            return Err(EvalError::Mismatch {
+                path: fold.bundle.clone(),
+                message: format!(
+                    "its score constants are for sigma {} and level weights {:?}, the threshold \
+                     is asked for sigma {} and {:?}: calibrate the fold with those first",
+                    own.smoothing_sigma,
+                    weights(&own.level_weights),
+                    post.smoothing_sigma,
+                    weights(&post.level_weights)
+                ),
+            });
+        }
+    }
+    Ok(pooled_defect_free_scores(&groups, post))
+}
+
 /// The tiles of held-out images in `dir`: a folder of defect-free images, or an MVTec layout
 /// whose test split holds whole frames with masks.
 fn held_out_tiles(
@@ -363,30 +455,9 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
             manifest.clone(),
             held_out_tiles(&mut detector, dir, job.tiling, "held-out")?,
         )],
-        Calibration::OutOfFold(folds) => folds
-            .iter()
-            .enumerate()
-            .map(|(i, fold)| {
-                let bundle = Bundle::load(&fold.bundle)?;
-                if bundle.manifest.levels.len() != manifest.levels.len() {
-                    return Err(EvalError::Mismatch {
-                        path: fold.bundle.clone(),
-                        message: format!(
-                            "{} levels, but the compared bundle {} has {}: a fold must be \
-                             trained as the compared bundle, without the fold's images",
-                            bundle.manifest.levels.len(),
-                            job.bundle.display(),
-                            manifest.levels.len()
-                        ),
-                    });
-                }
-                let fold_manifest = bundle.manifest.clone();
-                let mut fold_detector = Detector::new(bundle, ExtractorPrecision::F32, f32::MAX)?;
-                let what = format!("fold {}/{}", i + 1, folds.len());
-                let tiles = held_out_tiles(&mut fold_detector, &fold.images, job.tiling, &what)?;
-                Ok((fold_manifest, tiles))
-            })
-            .collect::<Result<_, EvalError>>()?,
+        Calibration::OutOfFold(folds) => {
+            fold_tiles(folds, job.bundle, manifest.levels.len(), job.tiling)?
+        }
     };
     let own = PostProcessing::of(&manifest.score);
     let mut candidates = vec![own.clone()];
@@ -403,17 +474,7 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
         }
         let at_target = OperatingPoint::at(threshold_for_rate(&good, job.rate), &good, &defect);
         let calibrated = (!held_out.is_empty()).then(|| {
-            // Each fold's tiles scored by its own bundle, against their own frames.
-            let pooled: Vec<f32> = held_out
-                .iter()
-                .flat_map(|(fold_manifest, tiles)| {
-                    scores(fold_manifest, candidate, tiles)
-                        .into_iter()
-                        .zip(tiles)
-                        .filter(|(_, tile)| !tile.is_defect())
-                        .map(|(s, _)| s)
-                })
-                .collect();
+            let pooled = pooled_defect_free_scores(&held_out, candidate);
             let (threshold, estimator) = held_out_threshold(&pooled, job.rate);
             (OperatingPoint::at(threshold, &good, &defect), estimator)
         });

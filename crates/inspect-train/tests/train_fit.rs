@@ -15,10 +15,12 @@ use inspect_core::onnx::{Dim, ModelBuilder, Padding};
 use inspect_core::tiler::{Normalization, PixelBox, TileGrid};
 use inspect_train::dataset::load_image;
 use inspect_train::losses::Objective;
-use inspect_train::score_choice::PostProcessing;
+use inspect_train::score_choice::{HeldOutFold, PostProcessing};
 use inspect_train::synth::bank::Synthesizer;
 use inspect_train::synth::config::SynthesisSettings;
-use inspect_train::train::calibrate::{calibrate_bundle, calibration_sample, HeldOut};
+use inspect_train::train::calibrate::{
+    calibrate_bundle, calibrate_bundle_on, calibration_sample, HeldOut, ThresholdSample,
+};
 use inspect_train::train::settings::TrainSettings;
 use inspect_train::train::Backend;
 use inspect_train::train::{run_fit, FitJob};
@@ -235,6 +237,37 @@ fn fit_trains_exports_and_calibrates_a_bundle_the_daemon_agrees_with() {
     );
     assert!(spread > 0.0, "the tiles of a frame differ");
     assert_eq!(Bundle::load(&out).unwrap().manifest.score.frame_weight, 1.0);
+
+    // Out of fold: a fold's held-out images scored by the fold's bundle. With the bundle as its
+    // own single fold, the sample is the one its own held-out images gave.
+    let fold_images = dir.path("fold-images");
+    std::fs::create_dir_all(&fold_images).unwrap();
+    for image in &report.holdout_images {
+        std::fs::copy(image, fold_images.join(image.file_name().unwrap())).unwrap();
+    }
+    let folds = [HeldOutFold {
+        bundle: out.clone(),
+        images: fold_images,
+    }];
+    let out_of_fold = ThresholdSample::OutOfFold {
+        folds: &folds,
+        tiling: Some(tiling),
+    };
+    let pooled = calibrate_bundle_on(&out, &fits_own, &sample, out_of_fold, 0.1).unwrap();
+    assert_eq!(pooled.holdout_scores, tiled.holdout_scores);
+    assert_eq!(pooled.threshold, tiled.threshold);
+    // A fold whose score constants were fixed for another smoothing is refused by name.
+    let smoothed = PostProcessing {
+        smoothing_sigma: fits_own.smoothing_sigma + 4.0,
+        ..fits_own.clone()
+    };
+    let err = calibrate_bundle_on(&out, &smoothed, &sample, out_of_fold, 0.1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&out.display().to_string()) && err.contains("calibrate the fold"),
+        "{err}"
+    );
     calibrate_bundle(&out, &fits_own, &sample, &whole, 0.1).unwrap();
     let m3 = Bundle::load(&out).unwrap().manifest;
     assert_eq!((m3.score, m3.threshold), (m.score, m.threshold));

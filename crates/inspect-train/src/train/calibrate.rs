@@ -10,7 +10,7 @@ use crate::dataset::load_image;
 use crate::decisions::{held_out_threshold, Estimator};
 use crate::export::{head_onnx, LevelHead};
 use crate::flow::BlockWeights;
-use crate::score_choice::PostProcessing;
+use crate::score_choice::{out_of_fold_scores, HeldOutFold, PostProcessing};
 use inspect_core::bundle::{
     write_bundle, Bundle, BundleError, Combine, ExtractorSpec, HeadSpec, InputSpec, LevelSpec,
     Manifest, ScoreSpec, ThresholdSpec, FORMAT_VERSION,
@@ -171,6 +171,21 @@ pub fn calibration_sample(images: &[PathBuf]) -> Vec<PathBuf> {
     images.iter().step_by(step).cloned().collect()
 }
 
+/// Where a bundle's threshold is calibrated.
+#[derive(Clone, Copy, Debug)]
+pub enum ThresholdSample<'a> {
+    /// Defect-free images the bundle never saw, scored by the bundle.
+    HeldOut(&'a HeldOut),
+    /// Out of fold: each fold's held-out images scored by the bundle trained without them
+    /// ([`out_of_fold_scores`]), for many more held-out frames than one split can spare.
+    OutOfFold {
+        /// The folds.
+        folds: &'a [HeldOutFold],
+        /// How their images are cut (`None`: each image resized whole is one tile).
+        tiling: Option<Tiling>,
+    },
+}
+
 /// Calibrates the bundle in `dir` in place for `post_processing`: the score's constants from
 /// `calibration` (defect-free training images), the threshold for `false_alarm_rate` from
 /// `holdout`; only the manifest is rewritten.
@@ -179,6 +194,23 @@ pub fn calibrate_bundle(
     post_processing: &PostProcessing,
     calibration: &[PathBuf],
     holdout: &HeldOut,
+    false_alarm_rate: f64,
+) -> Result<Calibration, TrainError> {
+    calibrate_bundle_on(
+        dir,
+        post_processing,
+        calibration,
+        ThresholdSample::HeldOut(holdout),
+        false_alarm_rate,
+    )
+}
+
+/// [`calibrate_bundle`] with the threshold from either kind of held-out sample.
+pub fn calibrate_bundle_on(
+    dir: &Path,
+    post_processing: &PostProcessing,
+    calibration: &[PathBuf],
+    sample: ThresholdSample<'_>,
     false_alarm_rate: f64,
 ) -> Result<Calibration, TrainError> {
     let bundle = Bundle::load(dir)?;
@@ -218,15 +250,23 @@ pub fn calibrate_bundle(
     // image resized whole, or cut into the daemon's tiles, relative to its frame (the image
     // when cut; the crops of one image when whole) with a frame weight.
     detector.set_score(spec.clone());
-    let image_frames = frames_of(&holdout.images, holdout.tiling.is_some());
-    let (mut holdout_scores, mut frames) = (Vec::new(), Vec::new());
-    for (index, path) in holdout.images.iter().enumerate() {
-        for (_, maps) in detector.tiles_level_maps(&load_image(path)?, holdout.tiling)? {
-            holdout_scores.push(detector.score_level_maps(&maps).score);
-            frames.push(image_frames[index]);
+    let mut holdout_scores = match sample {
+        ThresholdSample::HeldOut(holdout) => {
+            let image_frames = frames_of(&holdout.images, holdout.tiling.is_some());
+            let (mut scores, mut frames) = (Vec::new(), Vec::new());
+            for (index, path) in holdout.images.iter().enumerate() {
+                for (_, maps) in detector.tiles_level_maps(&load_image(path)?, holdout.tiling)? {
+                    scores.push(detector.score_level_maps(&maps).score);
+                    frames.push(image_frames[index]);
+                }
+            }
+            relative_to_frames(&mut scores, &frames, spec.frame_weight);
+            scores
         }
-    }
-    relative_to_frames(&mut holdout_scores, &frames, spec.frame_weight);
+        ThresholdSample::OutOfFold { folds, tiling } => {
+            out_of_fold_scores(dir, folds, post_processing, tiling)?
+        }
+    };
     holdout_scores.sort_by(f32::total_cmp);
     // Few held-out tiles leave the empirical quantile at their maximum, which new tiles
     // exceed more often than the rate: then a fitted tail places it.

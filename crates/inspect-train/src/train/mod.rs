@@ -55,6 +55,9 @@ pub enum TrainError {
     /// The head could not be exported.
     #[error(transparent)]
     Onnx(#[from] OnnxWriteError),
+    /// Held-out images of another bundle could not be scored (out-of-fold calibration).
+    #[error(transparent)]
+    HeldOut(#[from] crate::eval::EvalError),
     /// Too few images to train and hold some out.
     #[error("{images} usable images: at least 2 are needed (training and held-out)")]
     TooFewImages {
