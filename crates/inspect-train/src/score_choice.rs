@@ -147,6 +147,10 @@ pub struct CandidateResult {
     /// (empirical quantile, or a fitted tail when they are few), applied to the test split
     /// (absent without held-out images).
     pub calibrated: Option<(OperatingPoint, Estimator)>,
+    /// The calibrated threshold on the held-out tiles themselves: what it lets through there,
+    /// and of held-out frames with masks what it detects. A candidate can be chosen by this
+    /// without reading the test split.
+    pub held_out: Option<OperatingPoint>,
     /// Tile ROC `(fpr, tpr)`.
     #[serde(skip)]
     pub roc: Vec<(f64, f64)>,
@@ -339,22 +343,24 @@ fn fold_tiles(
         .collect()
 }
 
-/// The defect-free tiles' scores under `candidate`, each group's tiles scored by the manifest
-/// that goes with them and against their own frames (every tile in its frame's mean).
-fn pooled_defect_free_scores(
+/// The defect-free and the defect tiles' scores under `candidate`, each group's tiles scored
+/// by the manifest that goes with them and against their own frames (every tile in its frame's
+/// mean).
+fn pooled_scores(
     groups: &[(Manifest, Vec<ScoredTile>)],
     candidate: &PostProcessing,
-) -> Vec<f32> {
-    groups
-        .iter()
-        .flat_map(|(manifest, tiles)| {
-            scores(manifest, candidate, tiles)
-                .into_iter()
-                .zip(tiles)
-                .filter(|(_, tile)| !tile.is_defect())
-                .map(|(s, _)| s)
-        })
-        .collect()
+) -> (Vec<f32>, Vec<f32>) {
+    let (mut good, mut defect) = (Vec::new(), Vec::new());
+    for (manifest, tiles) in groups {
+        for (score, tile) in scores(manifest, candidate, tiles).into_iter().zip(tiles) {
+            if tile.is_defect() {
+                defect.push(score);
+            } else {
+                good.push(score);
+            }
+        }
+    }
+    (good, defect)
 }
 
 /// The out-of-fold sample a threshold for `bundle` with `post` is calibrated on: every fold's
@@ -395,7 +401,7 @@ pub fn out_of_fold_scores(
             });
         }
     }
-    Ok(pooled_defect_free_scores(&groups, post))
+    Ok(pooled_scores(&groups, post).0)
 }
 
 /// The tiles of held-out images in `dir`: a folder of defect-free images, or an MVTec layout
@@ -473,17 +479,23 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
             }
         }
         let at_target = OperatingPoint::at(threshold_for_rate(&good, job.rate), &good, &defect);
-        let calibrated = (!held_out.is_empty()).then(|| {
-            let pooled = pooled_defect_free_scores(&held_out, candidate);
-            let (threshold, estimator) = held_out_threshold(&pooled, job.rate);
-            (OperatingPoint::at(threshold, &good, &defect), estimator)
-        });
+        let (calibrated, held_out_point) = if held_out.is_empty() {
+            (None, None)
+        } else {
+            let (held_good, held_defect) = pooled_scores(&held_out, candidate);
+            let (threshold, estimator) = held_out_threshold(&held_good, job.rate);
+            (
+                Some((OperatingPoint::at(threshold, &good, &defect), estimator)),
+                Some(OperatingPoint::at(threshold, &held_good, &held_defect)),
+            )
+        };
         CandidateResult {
             label: candidate.label(),
             candidate: candidate.clone(),
             tile_auroc: auroc(&all, &labels),
             at_target,
             calibrated,
+            held_out: held_out_point,
             roc: roc_curve(&all, &labels, 1e-3).unwrap_or_default(),
             scores: all,
         }
@@ -636,7 +648,8 @@ pub fn markdown_table(c: &Comparison) -> String {
         "{} defect-free and {} defect test tiles ({tiles}); target false-alarm rate {}; {} \
          held-out defect-free tiles for the calibrated threshold{folds}.\n\n\
          | post-processing | tile AUROC | TPR at {} FPR (test) | calibrated threshold: TPR | \
-         its FPR on test [95% interval] |\n|---|---|---|---|---|\n",
+         its FPR on test [95% interval] | on the held-out tiles: FPR / TPR |\n\
+         |---|---|---|---|---|---|\n",
         c.good,
         c.defects,
         pct(c.rate),
@@ -655,8 +668,17 @@ pub fn markdown_table(c: &Comparison) -> String {
             }
             None => ("n/a".into(), "n/a".into()),
         };
+        let held_out = match &r.held_out {
+            Some(p) if p.defects > 0 => format!(
+                "{} / {:.3}",
+                pct(p.false_alarm_rate()),
+                p.true_positive_rate()
+            ),
+            Some(p) => format!("{} / n/a", pct(p.false_alarm_rate())),
+            None => "n/a".into(),
+        };
         s.push_str(&format!(
-            "| {}{own} | {} | {:.3} | {} | {} |\n",
+            "| {}{own} | {} | {:.3} | {} | {} | {held_out} |\n",
             r.label,
             r.tile_auroc.map_or("n/a".into(), |v| format!("{v:.4}")),
             r.at_target.true_positive_rate(),

@@ -296,6 +296,11 @@ fn score_candidates_rank_post_processings_on_images_and_on_daemon_tiles() {
     assert_eq!(labelled.holdout, 4);
     let (point, _) = labelled.results[0].calibrated.unwrap();
     assert_eq!(point.good, 4);
+    // On the held-out frames themselves the threshold (their maximum: 4 tiles) lets none of
+    // the stain-free ones through and finds all 5 stains: a choice that reads no test image.
+    let held = labelled.results[0].held_out.unwrap();
+    assert_eq!((held.good, held.false_alarms, held.defects), (4, 0, 5));
+    assert_eq!(held.true_positive_rate(), 1.0);
 
     // Out of fold: one fold is the held-out set scored by its bundle, and folds pool their
     // defect-free tiles (each scored by its own bundle; here both folds' bundle is the same).
