@@ -139,6 +139,23 @@ impl OperatingPoint {
         }
     }
 
+    /// The counts of several operating points added up (each tile set with its own threshold;
+    /// the threshold is then their mean), with the interval of the summed false alarms.
+    pub fn summed(points: &[OperatingPoint]) -> OperatingPoint {
+        let sum = |f: fn(&OperatingPoint) -> usize| points.iter().map(f).sum::<usize>();
+        let (false_alarms, good) = (sum(|p| p.false_alarms), sum(|p| p.good));
+        let mean =
+            points.iter().map(|p| f64::from(p.threshold)).sum::<f64>() / points.len().max(1) as f64;
+        OperatingPoint {
+            threshold: mean as f32,
+            detected: sum(|p| p.detected),
+            defects: sum(|p| p.defects),
+            false_alarms,
+            good,
+            false_alarm_interval: clopper_pearson(false_alarms, good, 0.95),
+        }
+    }
+
     /// Detected fraction of the defect tiles (tile recall, TPR).
     pub fn true_positive_rate(&self) -> f64 {
         ratio(self.detected, self.defects)
@@ -230,6 +247,19 @@ mod tests {
             "none of 50 above"
         );
         assert_eq!(threshold_for_rate(&[], 0.01), f32::INFINITY);
+    }
+
+    #[test]
+    fn summed_points_add_their_counts_and_widen_nothing() {
+        let a = OperatingPoint::at(1.0, &[0.5, 2.0, 0.1], &[3.0, 0.2]);
+        let b = OperatingPoint::at(3.0, &[4.0, 1.0], &[5.0, 6.0, 2.0]);
+        let both = OperatingPoint::summed(&[a, b]);
+        assert_eq!(
+            (both.false_alarms, both.good, both.detected, both.defects),
+            (2, 5, 3, 5)
+        );
+        assert_eq!(both.threshold, 2.0);
+        assert_eq!(both.false_alarm_interval, clopper_pearson(2, 5, 0.95));
     }
 
     #[test]

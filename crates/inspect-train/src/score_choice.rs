@@ -151,6 +151,9 @@ pub struct CandidateResult {
     /// and of held-out frames with masks what it detects. A candidate can be chosen by this
     /// without reading the test split.
     pub held_out: Option<OperatingPoint>,
+    /// Out of fold, whether the calibration holds where held-out and new frames are alike:
+    /// each fold's tiles decided by the threshold calibrated on the other folds, summed.
+    pub leave_one_fold_out: Option<OperatingPoint>,
     /// Tile ROC `(fpr, tpr)`.
     #[serde(skip)]
     pub roc: Vec<(f64, f64)>,
@@ -363,6 +366,32 @@ fn pooled_scores(
     (good, defect)
 }
 
+/// Each fold's tiles decided by the threshold calibrated on the other folds' defect-free tiles,
+/// the counts summed over the folds.
+fn leave_one_fold_out(
+    groups: &[(Manifest, Vec<ScoredTile>)],
+    candidate: &PostProcessing,
+    rate: f64,
+) -> OperatingPoint {
+    let per_fold: Vec<(Vec<f32>, Vec<f32>)> = groups
+        .iter()
+        .map(|group| pooled_scores(std::slice::from_ref(group), candidate))
+        .collect();
+    let points: Vec<OperatingPoint> = (0..per_fold.len())
+        .map(|k| {
+            let others: Vec<f32> = per_fold
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != k)
+                .flat_map(|(_, (good, _))| good.iter().copied())
+                .collect();
+            let (threshold, _) = held_out_threshold(&others, rate);
+            OperatingPoint::at(threshold, &per_fold[k].0, &per_fold[k].1)
+        })
+        .collect();
+    OperatingPoint::summed(&points)
+}
+
 /// The out-of-fold sample a threshold for `bundle` with `post` is calibrated on: every fold's
 /// defect-free held-out tiles, scored by the fold's own bundle (its score constants, `post`'s
 /// post-processing) against their own frames, pooled.
@@ -479,6 +508,12 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
             }
         }
         let at_target = OperatingPoint::at(threshold_for_rate(&good, job.rate), &good, &defect);
+        let leave_one_fold_out = match job.calibration {
+            Calibration::OutOfFold(folds) if folds.len() > 1 => {
+                Some(leave_one_fold_out(&held_out, candidate, job.rate))
+            }
+            _ => None,
+        };
         let (calibrated, held_out_point) = if held_out.is_empty() {
             (None, None)
         } else {
@@ -496,6 +531,7 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
             at_target,
             calibrated,
             held_out: held_out_point,
+            leave_one_fold_out,
             roc: roc_curve(&all, &labels, 1e-3).unwrap_or_default(),
             scores: all,
         }
@@ -648,8 +684,8 @@ pub fn markdown_table(c: &Comparison) -> String {
         "{} defect-free and {} defect test tiles ({tiles}); target false-alarm rate {}; {} \
          held-out defect-free tiles for the calibrated threshold{folds}.\n\n\
          | post-processing | tile AUROC | TPR at {} FPR (test) | calibrated threshold: TPR | \
-         its FPR on test [95% interval] | on the held-out tiles: FPR / TPR |\n\
-         |---|---|---|---|---|---|\n",
+         its FPR on test [95% interval] | on the held-out tiles: FPR / TPR | each fold by \
+         the others: FPR [95%] / TPR |\n|---|---|---|---|---|---|---|\n",
         c.good,
         c.defects,
         pct(c.rate),
@@ -677,8 +713,21 @@ pub fn markdown_table(c: &Comparison) -> String {
             Some(p) => format!("{} / n/a", pct(p.false_alarm_rate())),
             None => "n/a".into(),
         };
+        let crossed = match &r.leave_one_fold_out {
+            Some(p) => {
+                let (lo, hi) = p.false_alarm_interval;
+                format!(
+                    "{} [{}, {}] / {:.3}",
+                    pct(p.false_alarm_rate()),
+                    pct(lo),
+                    pct(hi),
+                    p.true_positive_rate()
+                )
+            }
+            None => "n/a".into(),
+        };
         s.push_str(&format!(
-            "| {}{own} | {} | {:.3} | {} | {} | {held_out} |\n",
+            "| {}{own} | {} | {:.3} | {} | {} | {held_out} | {crossed} |\n",
             r.label,
             r.tile_auroc.map_or("n/a".into(), |v| format!("{v:.4}")),
             r.at_target.true_positive_rate(),

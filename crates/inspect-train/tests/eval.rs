@@ -330,6 +330,11 @@ fn score_candidates_rank_post_processings_on_images_and_on_daemon_tiles() {
     let alone =
         |c: &inspect_train::score_choice::Comparison| c.results[0].calibrated.unwrap().0.threshold;
     assert_ne!(pooled, alone(&one), "the second fold's tiles count");
+    // Each fold decided by the other's threshold: 4 + 12 defect-free tiles, the 5 stains of
+    // the labelled fold; one fold alone has no other to be checked against.
+    assert!(one.results[0].leave_one_fold_out.is_none());
+    let crossed = two.results[0].leave_one_fold_out.unwrap();
+    assert_eq!((crossed.good, crossed.defects), (16, 5));
     let table = std::fs::read_to_string(dir.path("two-folds").join("candidates.md")).unwrap();
     assert!(table.contains("16 held-out defect-free tiles for the calibrated threshold (out of fold: each of 2 folds"), "{table}");
 }
