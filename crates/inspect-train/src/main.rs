@@ -513,7 +513,7 @@ impl TilingArgs {
     }
 }
 
-/// A rate strictly between 0 and 1.
+/// `BUNDLE=IMAGES`: one fold of an out-of-fold calibration.
 fn parse_fold_holdout(text: &str) -> Result<HeldOutFold, String> {
     match text.split_once('=') {
         Some((bundle, images)) if !bundle.is_empty() && !images.is_empty() => Ok(HeldOutFold {
@@ -526,6 +526,7 @@ fn parse_fold_holdout(text: &str) -> Result<HeldOutFold, String> {
     }
 }
 
+/// `K/N`: block K (from 1) of N.
 fn parse_fold(text: &str) -> Result<Fold, String> {
     let parsed = text.split_once('/').and_then(|(k, n)| {
         Some((
@@ -544,6 +545,7 @@ fn parse_fold(text: &str) -> Result<Fold, String> {
     }
 }
 
+/// A rate strictly between 0 and 1.
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(r) if r > 0.0 && r < 1.0 => Ok(r),

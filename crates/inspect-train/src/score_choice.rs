@@ -346,37 +346,45 @@ fn fold_tiles(
         .collect()
 }
 
-/// The defect-free and the defect tiles' scores under `candidate`, each group's tiles scored
-/// by the manifest that goes with them and against their own frames (every tile in its frame's
-/// mean).
-fn pooled_scores(
+/// Per group, the defect-free and the defect tiles' scores under `candidate`, each group's
+/// tiles scored by the manifest that goes with them and against their own frames (every tile
+/// in its frame's mean).
+fn group_scores(
     groups: &[(Manifest, Vec<ScoredTile>)],
     candidate: &PostProcessing,
-) -> (Vec<f32>, Vec<f32>) {
-    let (mut good, mut defect) = (Vec::new(), Vec::new());
-    for (manifest, tiles) in groups {
-        for (score, tile) in scores(manifest, candidate, tiles).into_iter().zip(tiles) {
-            if tile.is_defect() {
-                defect.push(score);
-            } else {
-                good.push(score);
+) -> Vec<(Vec<f32>, Vec<f32>)> {
+    groups
+        .iter()
+        .map(|(manifest, tiles)| {
+            let (mut good, mut defect) = (Vec::new(), Vec::new());
+            for (score, tile) in scores(manifest, candidate, tiles).into_iter().zip(tiles) {
+                if tile.is_defect() {
+                    defect.push(score);
+                } else {
+                    good.push(score);
+                }
             }
-        }
-    }
+            (good, defect)
+        })
+        .collect()
+}
+
+/// The defect-free and the defect scores of all groups together.
+fn pooled(per_group: &[(Vec<f32>, Vec<f32>)]) -> (Vec<f32>, Vec<f32>) {
+    let good = per_group
+        .iter()
+        .flat_map(|(g, _)| g.iter().copied())
+        .collect();
+    let defect = per_group
+        .iter()
+        .flat_map(|(_, d)| d.iter().copied())
+        .collect();
     (good, defect)
 }
 
 /// Each fold's tiles decided by the threshold calibrated on the other folds' defect-free tiles,
 /// the counts summed over the folds.
-fn leave_one_fold_out(
-    groups: &[(Manifest, Vec<ScoredTile>)],
-    candidate: &PostProcessing,
-    rate: f64,
-) -> OperatingPoint {
-    let per_fold: Vec<(Vec<f32>, Vec<f32>)> = groups
-        .iter()
-        .map(|group| pooled_scores(std::slice::from_ref(group), candidate))
-        .collect();
+fn leave_one_fold_out(per_fold: &[(Vec<f32>, Vec<f32>)], rate: f64) -> OperatingPoint {
     let points: Vec<OperatingPoint> = (0..per_fold.len())
         .map(|k| {
             let others: Vec<f32> = per_fold
@@ -430,7 +438,7 @@ pub fn out_of_fold_scores(
             });
         }
     }
-    Ok(pooled_scores(&groups, post).0)
+    Ok(pooled(&group_scores(&groups, post)).0)
 }
 
 /// The tiles of held-out images in `dir`: a folder of defect-free images, or an MVTec layout
@@ -508,16 +516,17 @@ pub fn compare_candidates(job: ComparisonJob<'_>) -> Result<Comparison, EvalErro
             }
         }
         let at_target = OperatingPoint::at(threshold_for_rate(&good, job.rate), &good, &defect);
+        let per_group = group_scores(&held_out, candidate);
         let leave_one_fold_out = match job.calibration {
             Calibration::OutOfFold(folds) if folds.len() > 1 => {
-                Some(leave_one_fold_out(&held_out, candidate, job.rate))
+                Some(leave_one_fold_out(&per_group, job.rate))
             }
             _ => None,
         };
         let (calibrated, held_out_point) = if held_out.is_empty() {
             (None, None)
         } else {
-            let (held_good, held_defect) = pooled_scores(&held_out, candidate);
+            let (held_good, held_defect) = pooled(&per_group);
             let (threshold, estimator) = held_out_threshold(&held_good, job.rate);
             (
                 Some((OperatingPoint::at(threshold, &good, &defect), estimator)),
