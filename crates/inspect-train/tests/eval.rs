@@ -12,7 +12,7 @@ use inspect_train::decisions::Estimator;
 use inspect_train::eval::{evaluate, Evaluation};
 use inspect_train::metrics::{area_up_to, pixel_auroc};
 use inspect_train::score_choice::{
-    compare_candidates, default_candidates, Calibration, ComparisonJob, HeldOutFold,
+    compare_candidates, default_candidates, Calibration, ComparisonJob, HeldOutFold, PostProcessing,
 };
 use inspect_train::sweep::figure;
 
@@ -187,18 +187,25 @@ fn score_candidates_rank_post_processings_on_images_and_on_daemon_tiles() {
         .levels
         .len();
     let grid = default_candidates(levels);
+    // Every comparison of this test: the bundle on the stain dataset at a 1% target.
+    let compare = |calibration: Calibration,
+                   tiling: Option<Tiling>,
+                   candidates: Vec<PostProcessing>,
+                   out: &str| {
+        compare_candidates(ComparisonJob {
+            bundle: &bundle,
+            data: &root,
+            calibration,
+            rate: 0.01,
+            limit: None,
+            tiling,
+            candidates,
+            out: &dir.path(out),
+        })
+        .unwrap()
+    };
     let out = dir.path("whole");
-    let whole = compare_candidates(ComparisonJob {
-        bundle: &bundle,
-        data: &root,
-        calibration: Calibration::HeldOut(&holdout),
-        rate: 0.01,
-        limit: None,
-        tiling: None,
-        candidates: grid.clone(),
-        out: &out,
-    })
-    .unwrap();
+    let whole = compare(Calibration::HeldOut(&holdout), None, grid.clone(), "whole");
     // The bundle's own post-processing (all levels, no smoothing, the maximum) comes first and
     // is not repeated from the grid.
     assert_eq!(whole.results.len(), grid.len());
@@ -257,20 +264,11 @@ fn score_candidates_rank_post_processings_on_images_and_on_daemon_tiles() {
 
     // Cut as the daemon cuts frames: 200 x 150 in tiles of 100 is 2 x 2 tiles per frame, and
     // a tile is a defect tile when its part of the mask holds stain pixels.
-    let tiled = compare_candidates(ComparisonJob {
-        bundle: &bundle,
-        data: &root,
-        calibration: Calibration::None,
-        rate: 0.01,
-        limit: None,
-        tiling: Some(Tiling {
-            tile_size: 100,
-            overlap: 0,
-        }),
-        candidates: Vec::new(),
-        out: &dir.path("tiled"),
-    })
-    .unwrap();
+    let tiling = Tiling {
+        tile_size: 100,
+        overlap: 0,
+    };
+    let tiled = compare(Calibration::None, Some(tiling), Vec::new(), "tiled");
     assert_eq!(tiled.results.len(), 1);
     assert_eq!(tiled.good + tiled.defects, 9 * 4);
     assert!(
@@ -282,17 +280,7 @@ fn score_candidates_rank_post_processings_on_images_and_on_daemon_tiles() {
 
     // Held-out whole frames with masks (an MVTec layout): every tile counts in its frame's
     // mean, only the 4 stain-free frames in the false-alarm sample.
-    let labelled = compare_candidates(ComparisonJob {
-        bundle: &bundle,
-        data: &root,
-        calibration: Calibration::HeldOut(&root),
-        rate: 0.01,
-        limit: None,
-        tiling: None,
-        candidates: Vec::new(),
-        out: &dir.path("labelled"),
-    })
-    .unwrap();
+    let labelled = compare(Calibration::HeldOut(&root), None, Vec::new(), "labelled");
     assert_eq!(labelled.holdout, 4);
     let (point, _) = labelled.results[0].calibrated.unwrap();
     assert_eq!(point.good, 4);
@@ -305,17 +293,7 @@ fn score_candidates_rank_post_processings_on_images_and_on_daemon_tiles() {
     // Out of fold: one fold is the held-out set scored by its bundle, and folds pool their
     // defect-free tiles (each scored by its own bundle; here both folds' bundle is the same).
     let out_of_fold = |folds: &[HeldOutFold], out: &str| {
-        compare_candidates(ComparisonJob {
-            bundle: &bundle,
-            data: &root,
-            calibration: Calibration::OutOfFold(folds),
-            rate: 0.01,
-            limit: None,
-            tiling: None,
-            candidates: Vec::new(),
-            out: &dir.path(out),
-        })
-        .unwrap()
+        compare(Calibration::OutOfFold(folds), None, Vec::new(), out)
     };
     let fold = |images: &std::path::Path| HeldOutFold {
         bundle: bundle.clone(),

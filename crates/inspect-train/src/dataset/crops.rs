@@ -12,6 +12,7 @@
 //! in file-name order and block `k` takes the test role (whole frames: crack-free and cracked
 //! crops, masks): a model trained on the other blocks is scored on frames it never saw, for a
 //! threshold calibrated out of fold. The test images are not used then.
+//!
 //! The result is an MVTec AD layout that [`super::Dataset::mvtec`] reads.
 
 use std::path::Path;
