@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use clap::{Parser, Subcommand};
 use inspect_core::detector::Tiling;
-use inspect_train::dataset::crops::Fold;
+use inspect_train::dataset::crops::{Fold, Split};
 use inspect_train::dataset::list_images;
 use inspect_train::eval::evaluate;
 use inspect_train::extractor::adopt::adopt;
@@ -21,6 +21,7 @@ use inspect_train::sweep::table_markdown;
 use inspect_train::train::calibrate::{
     calibrate_bundle_on, calibration_sample, HeldOut, ThresholdSample,
 };
+use inspect_train::workflows::crops::{prepare_split, CropRequest};
 use inspect_train::workflows::enroll::{run_enroll, EnrollJob};
 use inspect_train::workflows::extractor::{build_extractor, ExtractorJob, Int8Calibration};
 use inspect_train::workflows::features::{fill_feature_cache, FeaturesJob};
@@ -28,7 +29,7 @@ use inspect_train::workflows::fit::{fit_bundle, TrainJob};
 use inspect_train::workflows::sign::{keygen, public_key_path, sign_bundle};
 use inspect_train::workflows::sweep::{join_sweeps, run_sweep, summarise_seeds, SweepJob};
 use inspect_train::workflows::synth::{blend_files, synth_sheet, SheetJob};
-use inspect_train::workflows::{crops::prepare_split, threads_or_cores, TrainDevice};
+use inspect_train::workflows::{threads_or_cores, TrainDevice};
 
 /// Builds extractors and trains, evaluates and exports edge-inspector models.
 #[derive(Parser, Debug)]
@@ -438,11 +439,17 @@ enum Command {
         #[arg(long)]
         train_images: Option<usize>,
         /// Source images for testing (default: the rest).
-        #[arg(long, conflicts_with = "fold")]
+        #[arg(long)]
         test_images: Option<usize>,
-        /// K/N: write block K (1..=N) of N contiguous blocks of the training images as the test
-        /// set, whole frames with masks, and train on the rest (for thresholds calibrated out
-        /// of fold: `score-candidates --fold`).
+        /// How the images, in file-name order, are dealt: `blocks` (the first ones train, the
+        /// next ones test) or `interleaved` (in turn, so every photo series lands on both
+        /// sides).
+        #[arg(long, default_value = "blocks", value_parser = parse_split)]
+        split: Split,
+        /// K/N: write fold K (1..=N) of N folds of the training images (contiguous blocks, or
+        /// dealt in turn with `--split interleaved`) as the test set, whole frames with masks,
+        /// and train on the rest (for thresholds calibrated out of fold: `score-candidates
+        /// --fold`). The test images are not written.
         #[arg(long, value_parser = parse_fold)]
         fold: Option<Fold>,
         /// Output folder (MVTec AD layout).
@@ -542,6 +549,15 @@ fn parse_fold(text: &str) -> Result<Fold, String> {
         _ => Err(format!(
             "{text:?}: expected K/N with 2 <= N and 1 <= K <= N, e.g. 2/5"
         )),
+    }
+}
+
+/// `blocks` or `interleaved`.
+fn parse_split(text: &str) -> Result<Split, String> {
+    match text {
+        "blocks" => Ok(Split::Blocks),
+        "interleaved" => Ok(Split::Interleaved),
+        _ => Err(format!("{text:?}: expected blocks or interleaved")),
     }
 }
 
@@ -875,29 +891,27 @@ fn main() -> anyhow::Result<()> {
             grid,
             train_images,
             test_images,
+            split,
             fold,
             out,
         } => {
-            let (p, s) =
-                prepare_split(&images, &masks, grid, train_images, test_images, fold, &out)?;
-            let (trained, tested) = match p.held_out_fold {
-                Some(f) => {
-                    let held = (0..p.train_images)
-                        .filter(|&i| f.holds(i, p.train_images))
-                        .count();
-                    (
-                        format!("{} training images", p.train_images - held),
-                        format!(
-                            "{held} training images held out whole (fold {} of {})",
-                            f.index + 1,
-                            f.count
-                        ),
-                    )
-                }
-                None => (
-                    format!("{} training images", p.train_images),
-                    format!("{} test images", p.test_images),
+            let request = CropRequest {
+                grid,
+                train_images,
+                test_images,
+                split,
+                held_out_fold: fold,
+            };
+            let (p, s) = prepare_split(&images, &masks, &request, &out)?;
+            let trained = format!("{} training images", s.training_images);
+            let tested = match p.held_out_fold {
+                Some(f) => format!(
+                    "{} training images held out whole (fold {} of {})",
+                    s.test_images,
+                    f.index + 1,
+                    f.count
                 ),
+                None => format!("{} test images", s.test_images),
             };
             println!(
                 "{}: {trained} -> {} train/good ({} cracked crops left out); \

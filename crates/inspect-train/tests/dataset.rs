@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::Scratch;
 use image::{GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
-use inspect_train::dataset::crops::{prepare_crops, CropProtocol, Fold};
+use inspect_train::dataset::crops::{prepare_crops, CropProtocol, Fold, Split};
 use inspect_train::dataset::{load_image, load_mask, Dataset};
 
 /// A 90x60 image whose mask holds a crack in cell (row 0, col 2) of a 3x3 grid when `cracked`.
@@ -37,10 +37,12 @@ fn crop_protocol_splits_by_image_and_by_crack() {
         grid: 3,
         train_images: 2,
         test_images: 2,
+        split: Split::Blocks,
         held_out_fold: None,
     };
     let summary = prepare_crops(&images, &masks, &protocol, &out).unwrap();
     // a, b train: 9 + 9 crops, one cracked (a's r0c2) left out. c, d test: 2 cracked crops.
+    assert_eq!((summary.training_images, summary.test_images), (2, 2));
     assert_eq!(summary.train_good, 17);
     assert_eq!(summary.train_dropped, 1);
     assert_eq!(summary.test_good, 16);
@@ -98,6 +100,7 @@ fn a_held_out_fold_writes_its_training_images_whole_as_the_test_set() {
         grid: 3,
         train_images: 4,
         test_images: 1,
+        split: Split::Blocks,
         held_out_fold: Some(Fold { index, count: 2 }),
     };
     // Fold 2 of 2 holds c and d out whole: c's cracked crop goes to test with its mask, not away.
@@ -105,6 +108,7 @@ fn a_held_out_fold_writes_its_training_images_whole_as_the_test_set() {
     let summary = prepare_crops(&images, &masks, &fold(1), &out).unwrap();
     assert_eq!((summary.train_good, summary.train_dropped), (17, 1));
     assert_eq!((summary.test_good, summary.test_crack), (17, 1));
+    assert_eq!((summary.training_images, summary.test_images), (2, 2));
     let data = Dataset::mvtec(&out).unwrap();
     let named = |prefix: &str, samples: &[inspect_train::dataset::Sample]| {
         samples
@@ -147,6 +151,79 @@ fn a_held_out_fold_writes_its_training_images_whole_as_the_test_set() {
         err.contains("fold 1 of 5") && err.contains("4 training images"),
         "{err}"
     );
+}
+
+/// The stems of the images whose crops lie in `dir` (a folder of an MVTec layout).
+fn stems_in(dir: &Path) -> Vec<String> {
+    let mut stems: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.split('_').next().unwrap().to_owned()
+        })
+        .collect();
+    stems.sort();
+    stems.dedup();
+    stems
+}
+
+#[test]
+fn an_interleaved_split_deals_images_in_turn_and_so_do_its_folds() {
+    let dir = Scratch::new("crops-interleaved");
+    let (images, masks) = (dir.path("images"), dir.path("masks"));
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&masks).unwrap();
+    // Two "series" in name order, a..d then e..h; every image cracked in one crop.
+    for name in ["a", "b", "c", "d", "e", "f", "g", "h"] {
+        write_pair(&images, &masks, name, true);
+    }
+    let protocol = CropProtocol {
+        grid: 3,
+        train_images: 4,
+        test_images: 4,
+        split: Split::Interleaved,
+        held_out_fold: None,
+    };
+    let out = dir.path("split");
+    let summary = prepare_crops(&images, &masks, &protocol, &out).unwrap();
+    assert_eq!((summary.training_images, summary.test_images), (4, 4));
+    assert_eq!(stems_in(&out.join("train/good")), ["a", "c", "e", "g"]);
+    assert_eq!(stems_in(&out.join("test/good")), ["b", "d", "f", "h"]);
+    assert_eq!(stems_in(&out.join("test/crack")), ["b", "d", "f", "h"]);
+
+    // Uneven counts: 6 training and 2 test images of 8 are still spread, one test image per
+    // half of the names.
+    let uneven = CropProtocol {
+        train_images: 6,
+        test_images: 2,
+        ..protocol
+    };
+    let out = dir.path("uneven");
+    prepare_crops(&images, &masks, &uneven, &out).unwrap();
+    let tested = stems_in(&out.join("test/good"));
+    assert_eq!(tested.len(), 2);
+    assert!(
+        tested[0].as_str() <= "d" && tested[1].as_str() > "d",
+        "{tested:?}"
+    );
+
+    // Fold 2 of 2 of the training images a, c, e, g holds c and g: both series, whole, with
+    // their cracked crops; the test images are not written.
+    let out = dir.path("fold-2");
+    let summary = prepare_crops(
+        &images,
+        &masks,
+        &CropProtocol {
+            held_out_fold: Some(Fold { index: 1, count: 2 }),
+            ..protocol
+        },
+        &out,
+    )
+    .unwrap();
+    assert_eq!((summary.training_images, summary.test_images), (2, 2));
+    assert_eq!(stems_in(&out.join("train/good")), ["a", "e"]);
+    assert_eq!(stems_in(&out.join("test/good")), ["c", "g"]);
+    assert_eq!(stems_in(&out.join("test/crack")), ["c", "g"]);
 }
 
 #[test]

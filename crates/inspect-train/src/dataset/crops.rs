@@ -1,17 +1,18 @@
 //! The paper's crop protocol: whole images with masks cut into a k x k grid of sub-images.
 //!
-//! Source images are taken in file-name order. The first `train_images` give the training set:
-//! their crack-free crops go to `train/good`, their cracked crops are dropped (training is on
-//! defect-free images only). The next `test_images` give the test set: crack-free crops go to
-//! `test/good`, cracked crops to `test/crack` with their mask crops in
+//! Source images are taken in file-name order and [`Split`] deals them: `train_images` give the
+//! training set: their crack-free crops go to `train/good`, their cracked crops are dropped
+//! (training is on defect-free images only). `test_images` give the test set: crack-free crops
+//! go to `test/good`, cracked crops to `test/crack` with their mask crops in
 //! `ground_truth/crack/<name>_mask.png`. Cells are `floor(W / k) x floor(H / k)` pixels from the
 //! top-left corner; the remainder pixels at the right and bottom edges are not used. A crop is
 //! cracked when any of its mask pixels is > 127. Output names are `<stem>_r<row>c<col>.png`.
 //!
-//! With a held-out fold (`k` of `n`), the training images are split into `n` contiguous blocks
-//! in file-name order and block `k` takes the test role (whole frames: crack-free and cracked
-//! crops, masks): a model trained on the other blocks is scored on frames it never saw, for a
-//! threshold calibrated out of fold. The test images are not used then.
+//! With a held-out fold (`k` of `n`), the training images are split into `n` folds (contiguous
+//! blocks in file-name order, or dealt in turn with [`Split::Interleaved`]) and fold `k` takes
+//! the test role (whole frames: crack-free and cracked crops, masks): a model trained on the
+//! other folds is scored on frames it never saw, for a threshold calibrated out of fold. The
+//! test images are not used then.
 //!
 //! The result is an MVTec AD layout that [`super::Dataset::mvtec`] reads.
 
@@ -55,39 +56,106 @@ pub fn frames_of<P: AsRef<Path>>(images: &[P], cut: bool) -> Vec<usize> {
         .collect()
 }
 
+/// How the source images, in file-name order, are dealt to the training and test sets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Split {
+    /// The first `train_images` train, the next `test_images` test; folds are contiguous
+    /// blocks. Where files are named by photo series (DeepCrack), this is a change of series.
+    #[default]
+    Blocks,
+    /// Dealt in turn, in proportion (150 + 150: even positions train, odd ones test); folds
+    /// deal the training images in turn too. Every run of file names, so every photo series,
+    /// lands on both sides.
+    Interleaved,
+}
+
 /// Parameters of the protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CropProtocol {
     /// Cells per side (the paper: 3).
     pub grid: u32,
-    /// Source images for the training set, taken first.
+    /// Source images for the training set.
     pub train_images: usize,
-    /// Source images for the test set, taken next.
+    /// Source images for the test set.
     pub test_images: usize,
-    /// A block of the training images written as the test set instead (the test images are
+    /// How the first `train_images + test_images` sources are dealt.
+    pub split: Split,
+    /// A fold of the training images written as the test set instead (the test images are
     /// then not used).
     pub held_out_fold: Option<Fold>,
 }
 
-/// Block `index` (from 0) of `count` contiguous blocks of images in file-name order.
+/// Where one source image goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Train,
+    Test,
+    Unused,
+}
+
+impl CropProtocol {
+    /// The role of each of `sources` images in file-name order.
+    fn roles(&self, sources: usize) -> Vec<Role> {
+        let needed = self.train_images + self.test_images;
+        let mut training_seen = 0;
+        (0..sources)
+            .map(|i| {
+                if i >= needed {
+                    return Role::Unused;
+                }
+                let training = match self.split {
+                    Split::Blocks => i < self.train_images,
+                    // Bresenham's dealing: the test count steps up `test_images` times.
+                    Split::Interleaved => {
+                        (i + 1) * self.test_images / needed == i * self.test_images / needed
+                    }
+                };
+                match (training, self.held_out_fold) {
+                    (true, None) => Role::Train,
+                    (false, None) => Role::Test,
+                    (false, Some(_)) => Role::Unused,
+                    (true, Some(fold)) => {
+                        training_seen += 1;
+                        if fold.holds(training_seen - 1, self.train_images, self.split) {
+                            Role::Test
+                        } else {
+                            Role::Train
+                        }
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// Fold `index` (from 0) of `count` folds of the training images.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fold {
-    /// Which block, from 0.
+    /// Which fold, from 0.
     pub index: usize,
-    /// How many blocks.
+    /// How many folds.
     pub count: usize,
 }
 
 impl Fold {
-    /// Whether image `image` of `images` lies in this block.
-    pub fn holds(&self, image: usize, images: usize) -> bool {
-        image * self.count / images.max(1) == self.index
+    /// Whether training image `image` (its position among the `images` training images) lies
+    /// in this fold: a contiguous block for [`Split::Blocks`], every `count`-th image for
+    /// [`Split::Interleaved`].
+    pub fn holds(&self, image: usize, images: usize, split: Split) -> bool {
+        match split {
+            Split::Blocks => image * self.count / images.max(1) == self.index,
+            Split::Interleaved => image % self.count == self.index,
+        }
     }
 }
 
-/// How many crops went where.
+/// How many source images and crops went where.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CropSummary {
+    /// Source images whose crack-free crops were written for training.
+    pub training_images: usize,
+    /// Source images written whole as the test set (the held-out fold's, with one).
+    pub test_images: usize,
     /// Crack-free crops of training images.
     pub train_good: usize,
     /// Cracked crops of training images, left out.
@@ -122,11 +190,7 @@ pub fn prepare_crops(
             });
         }
     }
-    let test_images = match protocol.held_out_fold {
-        Some(_) => 0,
-        None => protocol.test_images,
-    };
-    let needed = protocol.train_images + test_images;
+    let needed = protocol.train_images + protocol.test_images;
     if protocol.grid == 0 || needed > sources.len() {
         return Err(DatasetError::Layout {
             path: images.to_path_buf(),
@@ -135,7 +199,7 @@ pub fn prepare_crops(
                  and a grid of {} (at least 1)",
                 sources.len(),
                 protocol.train_images,
-                test_images,
+                protocol.test_images,
                 protocol.grid
             ),
         });
@@ -158,15 +222,20 @@ pub fn prepare_crops(
         })
     };
     let mut summary = CropSummary::default();
-    for (index, sample) in sources.iter().take(needed).enumerate() {
-        let for_training = match protocol.held_out_fold {
-            Some(fold) => !fold.holds(index, protocol.train_images),
-            None => index < protocol.train_images,
+    for (sample, role) in sources.iter().zip(protocol.roles(sources.len())) {
+        let for_training = match role {
+            Role::Train => true,
+            Role::Test => false,
+            Role::Unused => continue,
         };
         let image = load_image(&sample.image)?;
         let Some(mask_path) = &sample.mask else {
             continue;
         };
+        match role {
+            Role::Train => summary.training_images += 1,
+            _ => summary.test_images += 1,
+        }
         let mask = load_mask(mask_path, &sample.image, image.dimensions())?;
         let (cw, ch) = (
             image.width() / protocol.grid,
@@ -251,8 +320,9 @@ mod tests {
         for images in [3, 10, 150] {
             let mut sizes = [0; 3];
             for image in 0..images {
-                let holding: Vec<usize> =
-                    (0..3).filter(|&f| folds[f].holds(image, images)).collect();
+                let holding: Vec<usize> = (0..3)
+                    .filter(|&f| folds[f].holds(image, images, Split::Blocks))
+                    .collect();
                 assert_eq!(holding.len(), 1, "image {image} of {images}");
                 sizes[holding[0]] += 1;
             }
@@ -265,6 +335,35 @@ mod tests {
         }
         // Blocks, not strides: fold 0 of 5 over 150 images holds 0..30.
         let first = Fold { index: 0, count: 5 };
-        assert!(first.holds(29, 150) && !first.holds(30, 150));
+        assert!(first.holds(29, 150, Split::Blocks) && !first.holds(30, 150, Split::Blocks));
+        // Interleaved: strides.
+        assert!(first.holds(0, 150, Split::Interleaved) && first.holds(5, 150, Split::Interleaved));
+        assert!(!first.holds(1, 150, Split::Interleaved));
+    }
+
+    #[test]
+    fn an_interleaved_split_of_150_and_150_trains_on_even_positions() {
+        let protocol = CropProtocol {
+            grid: 3,
+            train_images: 150,
+            test_images: 150,
+            split: Split::Interleaved,
+            held_out_fold: None,
+        };
+        let roles = protocol.roles(302);
+        for (i, role) in roles.iter().enumerate().take(300) {
+            let expected = if i % 2 == 0 { Role::Train } else { Role::Test };
+            assert_eq!(*role, expected, "image {i}");
+        }
+        assert_eq!(roles[300..], [Role::Unused, Role::Unused]);
+        // Uneven: every count is kept.
+        let uneven = CropProtocol {
+            train_images: 200,
+            test_images: 37,
+            ..protocol
+        };
+        let roles = uneven.roles(237);
+        assert_eq!(roles.iter().filter(|r| **r == Role::Test).count(), 37);
+        assert_eq!(roles.iter().filter(|r| **r == Role::Train).count(), 200);
     }
 }

@@ -3,32 +3,40 @@
 use std::path::Path;
 
 use super::WorkflowError;
-use crate::dataset::crops::{prepare_crops, CropProtocol, CropSummary, Fold};
+use crate::dataset::crops::{prepare_crops, CropProtocol, CropSummary, Fold, Split};
 use crate::dataset::with_masks;
 
-/// Cuts `images` (with `masks`) into a `grid` x `grid` layout under `out`: the first
-/// `train_images` sources (default: half) for training, the next `test_images` (default: the
-/// rest) for testing, or with `held_out_fold` that block of the training images as the test
-/// set. Returns the split used and what went where.
+/// What `prepare-crops` is asked; counts left out take their defaults.
+#[derive(Clone, Copy, Debug)]
+pub struct CropRequest {
+    /// Cells per side.
+    pub grid: u32,
+    /// Source images for training (default: half).
+    pub train_images: Option<usize>,
+    /// Source images for testing (default: the rest).
+    pub test_images: Option<usize>,
+    /// How the sources are dealt.
+    pub split: Split,
+    /// A fold of the training images written as the test set instead.
+    pub held_out_fold: Option<Fold>,
+}
+
+/// Cuts `images` (with `masks`) into a `grid` x `grid` layout under `out` as `request` asks.
+/// Returns the protocol used and what went where.
 pub fn prepare_split(
     images: &Path,
     masks: &Path,
-    grid: u32,
-    train_images: Option<usize>,
-    test_images: Option<usize>,
-    held_out_fold: Option<Fold>,
+    request: &CropRequest,
     out: &Path,
 ) -> Result<(CropProtocol, CropSummary), WorkflowError> {
     let total = with_masks(images, masks, "crack")?.len();
-    let train = train_images.unwrap_or(total / 2);
+    let train = request.train_images.unwrap_or(total / 2);
     let protocol = CropProtocol {
-        grid,
+        grid: request.grid,
         train_images: train,
-        test_images: match held_out_fold {
-            Some(_) => 0,
-            None => test_images.unwrap_or(total.saturating_sub(train)),
-        },
-        held_out_fold,
+        test_images: request.test_images.unwrap_or(total.saturating_sub(train)),
+        split: request.split,
+        held_out_fold: request.held_out_fold,
     };
     let summary = prepare_crops(images, masks, &protocol, out)?;
     Ok((protocol, summary))
