@@ -44,14 +44,8 @@ for dataset in $DATASETS; do
         run=$WORK/$dataset/$name
         [ -f "$run/eval/metrics.json" ] && continue
         mkdir -p "$run"
-        IFS=- read -r net size precision <<< "$name"
-        variant=${net%pre}
-        point=block-output
-        [ "$net" != "$variant" ] && point=pre-residual
-        args=(--weights "$(python3 tests/reference/lite_weights.py "${variant#lite}")"
-            --variant "$variant" --tap-point "$point" --size "$size" --levels 2)
-        [ "$precision" = int8 ] && args+=(--int8-calibration "$root/train/good")
-        [ -f "$run/extractor.onnx" ] || $TRAIN extractor "${args[@]}" --out "$run/extractor.onnx"
+        [ -f "$run/extractor.onnx" ] || TRAIN=$TRAIN benches/ladder_extractor.sh "$name" \
+            "$root/train/good" "$run/extractor.onnx"
         if [ ! -f "$run/bundle/manifest.toml" ]; then
             $TRAIN fit --config train-config/ladder.toml --extractor "$run/extractor.onnx" \
                 --extractor-name "efficientnet-$name" --images "$root/train/good" \

@@ -33,14 +33,8 @@ mkdir -p "$RESULTS"
 for name in $EXTRACTORS; do
     run=$WORK/$name
     mkdir -p "$run"
-    IFS=- read -r net size precision <<< "$name"
-    variant=${net%pre}
-    point=block-output
-    [ "$net" != "$variant" ] && point=pre-residual
-    args=(--weights "$(python3 tests/reference/lite_weights.py "${variant#lite}")"
-        --variant "$variant" --tap-point "$point" --size "$size" --levels 2)
-    [ "$precision" = int8 ] && args+=(--int8-calibration "$CROPS/train/good")
-    [ -f "$run/extractor.onnx" ] || $TRAIN extractor "${args[@]}" --out "$run/extractor.onnx"
+    [ -f "$run/extractor.onnx" ] || TRAIN=$TRAIN benches/ladder_extractor.sh "$name" "$CROPS/train/good" \
+        "$run/extractor.onnx"
     [ -f "$run/bundle/manifest.toml" ] || $TRAIN fit --config train-config/ladder.toml \
         --epochs 1 --extractor "$run/extractor.onnx" --extractor-name "efficientnet-$name" \
         --images "$few" --cache "$run/cache" --out "$run/bundle"
