@@ -902,9 +902,9 @@ fn main() -> anyhow::Result<()> {
                 split,
                 held_out_fold: fold,
             };
-            let (p, s) = prepare_split(&images, &masks, &request, &out)?;
+            let s = prepare_split(&images, &masks, &request, &out)?;
             let trained = format!("{} training images", s.training_images);
-            let tested = match p.held_out_fold {
+            let tested = match fold {
                 Some(f) => format!(
                     "{} training images held out whole (fold {} of {})",
                     s.test_images,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::Scratch;
 use image::{GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
@@ -24,15 +24,22 @@ fn write_pair(images: &Path, masks: &Path, name: &str, cracked: bool) {
     mask.save(masks.join(format!("{name}.png"))).unwrap();
 }
 
+/// `images/` and `masks/` folders under `dir` holding a pair per `(name, cracked)`.
+fn sources(dir: &Scratch, pairs: &[(&str, bool)]) -> (PathBuf, PathBuf) {
+    let (images, masks) = (dir.path("images"), dir.path("masks"));
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&masks).unwrap();
+    for &(name, cracked) in pairs {
+        write_pair(&images, &masks, name, cracked);
+    }
+    (images, masks)
+}
+
 #[test]
 fn crop_protocol_splits_by_image_and_by_crack() {
     let dir = Scratch::new("crops");
-    let (images, masks, out) = (dir.path("images"), dir.path("masks"), dir.path("out"));
-    std::fs::create_dir_all(&images).unwrap();
-    std::fs::create_dir_all(&masks).unwrap();
-    for (name, cracked) in [("a", true), ("b", false), ("c", true), ("d", true)] {
-        write_pair(&images, &masks, name, cracked);
-    }
+    let (images, masks) = sources(&dir, &[("a", true), ("b", false), ("c", true), ("d", true)]);
+    let out = dir.path("out");
     let protocol = CropProtocol {
         grid: 3,
         train_images: 2,
@@ -83,19 +90,17 @@ fn crop_protocol_splits_by_image_and_by_crack() {
 #[test]
 fn a_held_out_fold_writes_its_training_images_whole_as_the_test_set() {
     let dir = Scratch::new("crops-fold");
-    let (images, masks) = (dir.path("images"), dir.path("masks"));
-    std::fs::create_dir_all(&images).unwrap();
-    std::fs::create_dir_all(&masks).unwrap();
     // Four training images (a, b, c, d) and one test image (e) that a fold never uses.
-    for (name, cracked) in [
-        ("a", true),
-        ("b", false),
-        ("c", true),
-        ("d", false),
-        ("e", true),
-    ] {
-        write_pair(&images, &masks, name, cracked);
-    }
+    let (images, masks) = sources(
+        &dir,
+        &[
+            ("a", true),
+            ("b", false),
+            ("c", true),
+            ("d", false),
+            ("e", true),
+        ],
+    );
     let fold = |index| CropProtocol {
         grid: 3,
         train_images: 4,
@@ -170,13 +175,9 @@ fn stems_in(dir: &Path) -> Vec<String> {
 #[test]
 fn an_interleaved_split_deals_images_in_turn_and_so_do_its_folds() {
     let dir = Scratch::new("crops-interleaved");
-    let (images, masks) = (dir.path("images"), dir.path("masks"));
-    std::fs::create_dir_all(&images).unwrap();
-    std::fs::create_dir_all(&masks).unwrap();
     // Two "series" in name order, a..d then e..h; every image cracked in one crop.
-    for name in ["a", "b", "c", "d", "e", "f", "g", "h"] {
-        write_pair(&images, &masks, name, true);
-    }
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let (images, masks) = sources(&dir, &names.map(|name| (name, true)));
     let protocol = CropProtocol {
         grid: 3,
         train_images: 4,

@@ -22,13 +22,13 @@ pub struct CropRequest {
 }
 
 /// Cuts `images` (with `masks`) into a `grid` x `grid` layout under `out` as `request` asks.
-/// Returns the protocol used and what went where.
+/// Returns what went where.
 pub fn prepare_split(
     images: &Path,
     masks: &Path,
     request: &CropRequest,
     out: &Path,
-) -> Result<(CropProtocol, CropSummary), WorkflowError> {
+) -> Result<CropSummary, WorkflowError> {
     let total = with_masks(images, masks, "crack")?.len();
     let train = request.train_images.unwrap_or(total / 2);
     let protocol = CropProtocol {
@@ -38,6 +38,5 @@ pub fn prepare_split(
         split: request.split,
         held_out_fold: request.held_out_fold,
     };
-    let summary = prepare_crops(images, masks, &protocol, out)?;
-    Ok((protocol, summary))
+    Ok(prepare_crops(images, masks, &protocol, out)?)
 }
