@@ -99,6 +99,17 @@ pub struct AlertRow {
     pub area: f64,
 }
 
+/// Width of the view's `seq` column: the widest sequence number listed, at least 7. A device
+/// without a journal file numbers from its clock (seconds since 1970 times 2^20: 16 digits).
+pub fn seq_column_width<'a>(alerts: impl IntoIterator<Item = &'a AlertRow>) -> usize {
+    alerts
+        .into_iter()
+        .map(|a| a.seq.checked_ilog10().unwrap_or(0) as usize + 1)
+        .max()
+        .unwrap_or(0)
+        .max(7)
+}
+
 impl From<&Alert> for AlertRow {
     fn from(a: &Alert) -> AlertRow {
         let r = &a.region;
@@ -435,6 +446,19 @@ mod tests {
 
     fn message(seq: u64) -> DeviceMessage<'static> {
         DeviceMessage::Alert(alert(seq))
+    }
+
+    #[test]
+    fn the_seq_column_fits_the_widest_sequence_number() {
+        let rows = |seqs: &[u64]| -> Vec<AlertRow> {
+            let alert = |s| inspect_protocol::fixtures::alert(s, 1);
+            seqs.iter().map(|&s| AlertRow::from(&alert(s))).collect()
+        };
+        assert_eq!(seq_column_width(&[]), 7);
+        assert_eq!(seq_column_width(&rows(&[0, 12])), 7);
+        assert_eq!(seq_column_width(&rows(&[5, 99_999_999])), 8);
+        let clock = 1_796_000_000u64 << 20;
+        assert_eq!(seq_column_width(&rows(&[3, clock])), clock.to_string().len());
     }
 
     #[test]

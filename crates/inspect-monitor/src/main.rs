@@ -353,6 +353,7 @@ mod view {
         let s = &app.session;
         let st = s.status.as_ref();
         let field = |f: fn(&inspect_protocol::Status) -> String| st.map_or("-".into(), f);
+        let seq_width = inspect_monitor::seq_column_width(&s.alerts);
         let mut lines: Vec<(bool, String)> = vec![
             (
                 true,
@@ -393,7 +394,7 @@ mod view {
             (
                 true,
                 format!(
-                    "   {:>7}  {:<24} {:>7} {:>5} {:>8} {:>9}  region (x,y wxh, area)",
+                    "   {:>seq_width$}  {:<24} {:>7} {:>5} {:>8} {:>9}  region (x,y wxh, area)",
                     "seq", "time", "frame", "tile", "score", "threshold"
                 ),
             ),
@@ -406,7 +407,7 @@ mod view {
             lines.push((
                 i == sel,
                 format!(
-                    " {} {:>7}  {:<24} {:>7} {:>5} {:>8.3} {:>9.3}  {},{} {}x{} {:.1}%",
+                    " {} {:>seq_width$}  {:<24} {:>7} {:>5} {:>8.3} {:>9.3}  {},{} {}x{} {:.1}%",
                     if i == sel { ">" } else { " " },
                     a.seq,
                     a.time,
