@@ -10,7 +10,8 @@
 # VARIANT[pre]-SIZE-PRECISION, default: all 14), WORK (default data/ladder-work), TRAIN (default:
 # cargo run of inspect-train). Resumable: finished runs are kept, training is checkpointed.
 # The ms per tile come from a timing pass at the end (TIMING=0 skips it): keep the machine
-# otherwise idle for it.
+# otherwise idle for it. Without it, `inspect-train ladder --root RESULTS` takes each rung's
+# time from benches/ladder_timing.sh's pass (RESULTS/timing/NAME.json): the same networks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=$(realpath "${1:-../shared/data}")

@@ -55,8 +55,9 @@ impl LadderRow {
 }
 
 /// Reads every `ROOT/DATASET/EXTRACTOR/eval/metrics.json` (datasets and extractors in name
-/// order), with the time per tile from `timing/metrics.json` where the timing pass wrote one;
-/// runs without a finished evaluation are skipped.
+/// order), with the time per tile from the run's `timing/metrics.json` where the timing pass
+/// wrote one, else from `ROOT/timing/EXTRACTOR.json` (benches/ladder_timing.sh: the time depends
+/// on the network, not on the dataset); runs without a finished evaluation are skipped.
 pub fn read_ladder(root: &Path) -> Result<Vec<LadderRow>, LadderError> {
     let fail = |path: &Path, message: String| LadderError {
         path: path.to_path_buf(),
@@ -89,7 +90,9 @@ pub fn read_ladder(root: &Path) -> Result<Vec<LadderRow>, LadderError> {
             let mut row = LadderRow::new(&name(&dataset), &name(&run), &report);
             // The timing pass (every extractor back to back on an idle machine) wins over
             // the evaluation's own clock, which ran while other jobs did.
-            let timing = run.join("timing/metrics.json");
+            let own = run.join("timing/metrics.json");
+            let shared = root.join("timing").join(format!("{}.json", name(&run)));
+            let timing = if own.is_file() { own } else { shared };
             if timing.is_file() {
                 let text =
                     std::fs::read_to_string(&timing).map_err(|e| fail(&timing, e.to_string()))?;
@@ -170,6 +173,39 @@ mod tests {
             tile_fpr: 0.01,
             ms_per_tile: ms,
         }
+    }
+
+    #[test]
+    fn a_run_without_its_own_timing_takes_the_rungs_timing_pass() {
+        // A real report of the timing pass (docs/results/extractor-ladder/timing/).
+        let real = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/results/extractor-ladder/timing/lite0-256-int8.json");
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(real).unwrap()).unwrap();
+        let with_seconds = |s: f64| {
+            let mut r = report.clone();
+            r["seconds_per_image"] = s.into();
+            r.to_string()
+        };
+        let root = std::env::temp_dir().join(format!("ei-ladder-{}", std::process::id()));
+        let write = |path: &str, text: String| {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        // Evaluations ran beside other jobs (their clocks: 0.5 s); one run has its own pass.
+        write("tiles/lite0-256-int8/eval/metrics.json", with_seconds(0.5));
+        write("tiles/lite2-256-int8/eval/metrics.json", with_seconds(0.5));
+        write("tiles/lite2-256-int8/timing/metrics.json", with_seconds(0.128));
+        write("timing/lite0-256-int8.json", with_seconds(0.099));
+        write("timing/lite2-256-int8.json", with_seconds(0.2));
+        let rows = read_ladder(&root).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        let ms: Vec<(&str, f64)> = rows
+            .iter()
+            .map(|r| (r.extractor.as_str(), r.ms_per_tile))
+            .collect();
+        assert_eq!(ms, [("lite0-256-int8", 99.0), ("lite2-256-int8", 128.0)]);
     }
 
     #[test]
