@@ -21,7 +21,8 @@
 # Environment: FOLDS (default 5), SPLIT (blocks or interleaved, default blocks), FINAL (the
 # bundle read on the test split, default data/lite2-work/seed-3/bundle-none), EXTRACTOR and
 # EXTRACTOR_NAME (the FINAL bundle's extractor), CACHE (its feature cache), WORK (default
-# data/crossfit-work), TILE_SIZE, OVERLAP, TRAIN (default: cargo run of inspect-train).
+# data/crossfit-work), TILE_SIZE, OVERLAP, TRAIN (default: cargo run of inspect-train), SCORE
+# (0: train the bundles and write the folds, score nothing; demo/regenerate.sh uses that).
 # Resumable: each fold's training is checkpointed every epoch and a finished fold is kept. About
 # 7 minutes per fold on 2 idle cores (Lite0 or Lite2 at 20 epochs), then 6-10 minutes of scoring.
 set -euo pipefail
@@ -80,5 +81,6 @@ for k in $(seq 1 "$FOLDS"); do
     fit "$fold/train/good" "$fold/bundle"
     folds+=(--fold "$fold/bundle=$held_out")
 done
+[ "${SCORE:-1}" = 0 ] && exit 0
 $TRAIN score-candidates --bundle "$FINAL" --data "$test_split" "${cut[@]}" "${folds[@]}" \
     --out "$WORK/candidates${TILE_SIZE:+-tiles-$TILE_SIZE}"

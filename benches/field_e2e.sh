@@ -21,6 +21,8 @@ BIN=${BIN:-${CARGO_TARGET_DIR:-target}/debug}
 mkdir -p "$WORK"
 WORK=$(realpath "$WORK")
 BUNDLE=demo/bundle
+# The Pi 4 rung's extractor (Lite0-256 int8), the one docs/FIELD.md enrolls with.
+EXTRACTOR=demo/lite0-bundle/extractor.onnx
 
 config() { # source folder, extra tables
     cat <<TOML
@@ -50,7 +52,7 @@ fi
 if [ ! -f "$WORK/site-bundle/enrollment.json" ]; then
     /usr/bin/time -f "enroll: %e s, %M KiB" "$BIN/inspect-train" enroll \
         --recording "$WORK/recording" --config train-config/enroll.toml \
-        --extractor $BUNDLE/extractor.onnx --extractor-name efficientnet-lite0-2-levels-int8 \
+        --extractor $EXTRACTOR --extractor-name efficientnet-lite0-2-levels-int8 \
         --tile-size 256 --overlap 32 --out "$WORK/site-bundle"
 fi
 [ -d "$WORK/inspect" ] || python3 benches/enroll_site.py "$DATA" "$WORK/inspect" 40 --defects

@@ -32,7 +32,7 @@ for seed in $SEEDS; do
     sed -e "s#\.\./\.\./shared/data#$DATA#" -e "s/^seed = 1$/seed = $seed/" \
         train-config/objectives-deepcrack.toml > "$WORK/config-seed-$seed.toml"
     $TRAIN sweep --config "$WORK/config-seed-$seed.toml" \
-        --extractor demo/bundle/extractor.onnx \
+        --extractor demo/lite0-bundle/extractor.onnx \
         --extractor-name efficientnet-lite0-2-levels-int8 \
         --images "$CROPS/train/good" --cache "$WORK/feature-cache" \
         --data "$CROPS" --losses "$LOSSES" --name "seed $seed" --out "$WORK/seed-$seed"

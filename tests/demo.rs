@@ -65,7 +65,7 @@ fn cracked_pixels(mask: &image::GrayImage, b: &Value) -> u64 {
 fn the_demo_bundle_verifies() {
     let bundle = Bundle::load(&root().join("demo/bundle")).unwrap_or_else(|e| panic!("{e}"));
     let m = &bundle.manifest;
-    assert_eq!(m.levels.len(), 2, "the demo uses Lite0's strides 8 and 16");
+    assert_eq!(m.levels.len(), 2, "the demo uses Lite2's strides 8 and 16");
     assert!(m.threshold.value.is_finite());
     assert_eq!(frames().len(), 6);
 }
@@ -98,6 +98,9 @@ fn alerts_on(frames: &[PathBuf], scratch: &Scratch) -> Vec<Value> {
         .collect()
 }
 
+/// The frames replayed under an emulator: the two with the clearest cracks.
+const QEMU_FRAMES: [&str; 2] = ["11197-2.jpg", "11289-10.jpg"];
+
 #[test]
 fn the_daemon_flags_the_cracks_of_the_demo_frames() {
     // Under an emulator (cross/test.sh) the int8 model runs ~15x slower: replay the two frames
@@ -105,7 +108,7 @@ fn the_daemon_flags_the_cracks_of_the_demo_frames() {
     let emulated = std::env::var("EDGE_INSPECTOR_RUNNER").is_ok_and(|r| !r.trim().is_empty());
     let frames: Vec<PathBuf> = frames()
         .into_iter()
-        .filter(|f| !emulated || ["11289-1.jpg", "IMG108.jpg"].iter().any(|n| f.ends_with(n)))
+        .filter(|f| !emulated || QEMU_FRAMES.iter().any(|n| f.ends_with(n)))
         .collect();
     let scratch = Scratch::new("demo");
     let alerts = alerts_on(&frames, &scratch);
@@ -125,12 +128,13 @@ fn the_daemon_flags_the_cracks_of_the_demo_frames() {
         "{} alerts, per frame {per_frame:?}, {on_crack} with a region on a crack",
         alerts.len()
     );
-    // Measured with the bundle's tile score, the mean of the top 5% of the map (chosen on
-    // 1800 frame tiles, docs/RESULTS.md; demo/README.md): 18 alerts in 3 of the 6 frames, all
-    // 18 on cracks; the two frames replayed under qemu give 8 + 9 natively. (With the maximum
-    // of the map it was 17 alerts in 4 frames, 14 on cracks: more false alarms on frame tiles.)
+    // Measured with the bundle's tile score, the mean of the top 10% of the map less the
+    // frame's mean tile score (chosen on the interleaved split, docs/RESULTS.md; demo/README.md):
+    // 16 alerts in 5 of the 6 frames, all 16 on cracks, one of the five by a single tile near
+    // the threshold; the two frames replayed under qemu give 6 + 4 natively. (The first demo,
+    // Lite0 with the plain top 5%, found cracks in 3 of its 6 frames.)
     let flagged = per_frame.iter().filter(|&&n| n > 0).count();
-    let expected = if emulated { 2 } else { 3 };
+    let expected = if emulated { 2 } else { 4 };
     assert!(
         flagged >= expected,
         "cracks found in only {flagged} of {} frames",

@@ -123,7 +123,7 @@ fn record_enroll_inspect_and_report_a_site() {
         .args(["enroll", "--recording", recording.to_str().unwrap()])
         .args(["--config", train_config.to_str().unwrap()])
         .arg("--extractor")
-        .arg(root.join("demo/bundle/extractor.onnx"))
+        .arg(root.join("demo/lite0-bundle/extractor.onnx"))
         .args(["--extractor-name", "efficientnet-lite0-2-levels-int8"])
         .args([
             "--tile-size",

@@ -46,13 +46,14 @@ fn allocations(f: impl FnOnce()) -> u64 {
     ALLOCATIONS.with(Cell::get) - before
 }
 
-fn demo_bundle() -> Bundle {
-    // The repository root (this crate lies in crates/inspect-core): the demo bundle is there.
+/// The Pi 4 rung's bundle (Lite0 int8), the one docs/PERFORMANCE.md measures.
+fn lite0_bundle() -> Bundle {
+    // The repository root (this crate lies in crates/inspect-core): demo/ is there.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .nth(2)
         .expect("the repository root");
-    Bundle::load(&root.join("demo/bundle")).expect("demo bundle")
+    Bundle::load(&root.join("demo/lite0-bundle")).expect("Lite0 bundle")
 }
 
 /// Frames of 512x192 (3 tiles of 192 px, overlap 32, as the demo config; small enough for
@@ -109,7 +110,7 @@ impl Frames {
 
 #[test]
 fn tiling_and_scoring_allocate_nothing_per_frame() {
-    let manifest = demo_bundle().manifest;
+    let manifest = lite0_bundle().manifest;
     let mut frames = Frames::new(&manifest);
     // Every tile flagged, so the region path (component labelling, box) runs too.
     let mut scorer = Scorer::new(&manifest, f32::MIN);
@@ -147,7 +148,7 @@ fn tiling_and_scoring_allocate_nothing_per_frame() {
 
 #[test]
 fn extractor_allocations_are_steady_and_bounded() {
-    let bundle = demo_bundle();
+    let bundle = lite0_bundle();
     let manifest = bundle.manifest.clone();
     let tract_plan = optimize(bundle.extractor.clone(), Kernels::Tract)
         .and_then(|m| m.into_runnable())

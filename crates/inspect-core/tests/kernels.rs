@@ -2,7 +2,8 @@
 //! models (3x3 and 5x5, stride 1, 2 and 3, symmetric and SAME padding, channel counts that are not
 //! multiples of any vector width, maps down to 1x1, with and without a fused ReLU6), each run
 //! through a plan with tract's kernels and one with the project's. The real extractor is
-//! compared in tests/extractor_lite0.rs. Integer sums: the demo's int8 extractor. Runs under
+//! compared in tests/extractor_lite0.rs. Integer sums: the Pi 4 rung's int8 extractor
+//! (demo/lite0-bundle). Runs under
 //! qemu for cortex-a72 / a76 and armv7's cortex-a7 too (cross/test.sh).
 
 use inspect_core::engine::{optimize, optimized_plan_with, run_plan, Kernels};
@@ -199,28 +200,29 @@ fn input_shape(model: &TypedModel) -> Vec<usize> {
         .to_vec()
 }
 
-/// The demo bundle's int8 extractor, typed, as tract loads it.
-fn demo_extractor() -> TypedModel {
-    // The repository root (this crate lies in crates/inspect-core): the demo bundle is there.
+/// The Pi 4 rung's int8 extractor (demo/lite0-bundle: Lite0), typed, as tract loads it.
+fn lite0_extractor() -> TypedModel {
+    // The repository root (this crate lies in crates/inspect-core): demo/ is there.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .nth(2)
         .expect("the repository root");
-    let onnx = std::fs::read(root.join("demo/bundle/extractor.onnx")).expect("demo extractor");
+    let onnx =
+        std::fs::read(root.join("demo/lite0-bundle/extractor.onnx")).expect("Lite0 extractor");
     tract_onnx::onnx()
         .model_for_read(&mut std::io::Cursor::new(onnx))
         .and_then(|m| m.into_typed())
         .unwrap()
 }
 
-/// The bundled demo extractor (int8 `QLinearConv` layers) in tract's own optimized plan, with
+/// The Pi 4 rung's Lite0 extractor (int8 `QLinearConv` layers) in tract's own optimized plan, with
 /// tract's int8 scaffolding taken over by the project step by step (activation sums, zero
 /// weight-zero-point corrections skipped, requantization fused, float-to-int8 quantizers):
 /// every step gives bit-identical
 /// taps (the depthwise layers are compared above, on their own).
 #[test]
 fn project_int8_steps_give_tracts_int8_extractor_exactly() {
-    let tracts = optimize(demo_extractor(), Kernels::Tract).unwrap();
+    let tracts = optimize(lite0_extractor(), Kernels::Tract).unwrap();
     let ops = |model: &TypedModel, name: &str| {
         model
             .nodes()
@@ -290,13 +292,13 @@ fn project_int8_steps_give_tracts_int8_extractor_exactly() {
     );
 }
 
-/// The demo's int8 extractor as the daemon's plan has it, with and without the quantizers
+/// The Lite0 int8 extractor as the daemon's plan has it, with and without the quantizers
 /// folded into the depthwise ops they follow: the fused op quantizes the floats it computed
 /// with the same function, so the taps are bit-identical, and no quantizer is left after a
 /// depthwise op.
 #[test]
-fn quantizers_fold_into_depthwise_without_changing_the_demo_extractor() {
-    let mut model = demo_extractor().into_decluttered().unwrap();
+fn quantizers_fold_into_depthwise_without_changing_the_lite0_extractor() {
+    let mut model = lite0_extractor().into_decluttered().unwrap();
     let depthwise = use_project_kernels(&mut model).unwrap();
     let mut model = model.into_optimized().unwrap();
     use_project_sums(&mut model).unwrap();

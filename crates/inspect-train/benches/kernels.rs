@@ -2,8 +2,8 @@
 //! (EfficientNet-Lite0 taps at strides 8/16/32, 256x256, float32, the same ONNX file):
 //! per-tile latency with the project's kernels on and off, 1 and 2 threads, onnxruntime (PyPI)
 //! at the same thread counts, the ratios, and where each plan spends its time, by op; then the
-//! daemon's pipeline (tiling, extractor, flow head, scoring) on 1280x720 frames with the bundled
-//! demo model, frames/s with 1 and 2 inference workers.
+//! daemon's pipeline (tiling, extractor, flow head, scoring) on 1280x720 frames with the Pi 4
+//! rung's bundle (demo/lite0-bundle: Lite0 int8), frames/s with 1 and 2 inference workers.
 //!
 //! `cargo bench --features data --bench kernels` (needs tests/setup.sh for the weights and
 //! onnxruntime). Results: docs/PERFORMANCE.md.
@@ -167,7 +167,7 @@ fn main() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
-    demo_models(40);
+    lite0_models(40);
     pipeline();
 }
 
@@ -183,12 +183,12 @@ fn print_profile(title: &str, plan: &Arc<TypedSimplePlan>, inputs: &[Tensor], pe
     }
 }
 
-/// The bundled demo model as the daemon runs it: the int8 extractor (float depthwise) per tile,
-/// with tract's kernels and the project's, against onnxruntime; the flow head for a batch of
-/// `tiles` tiles (a 1280x720 frame), per tile.
-fn demo_models(tiles: usize) {
-    let demo = root().join("demo/bundle");
-    let bundle = Bundle::load(&demo).expect("demo bundle");
+/// The Pi 4 rung's bundle (demo/lite0-bundle) as the daemon runs it: the int8 extractor (float
+/// depthwise) per tile, with tract's kernels and the project's, against onnxruntime; the flow
+/// head for a batch of `tiles` tiles (a 1280x720 frame), per tile.
+fn lite0_models(tiles: usize) {
+    let lite0 = root().join("demo/lite0-bundle");
+    let bundle = Bundle::load(&lite0).expect("Lite0 bundle");
     let m = &bundle.manifest;
     let (w, h) = (m.input.width, m.input.height);
     let frame = concrete_frame(512, 512, 3, &[]);
@@ -199,7 +199,7 @@ fn demo_models(tiles: usize) {
     std::fs::write(&raw, bytes).unwrap();
     set_threads(1);
     println!(
-        "\ndemo bundle ({}), 1 thread, ms per tile:",
+        "\nLite0 bundle ({}), 1 thread, ms per tile:",
         m.extractor.name
     );
     println!("| model | tract's kernels | project kernels | onnxruntime | project / onnxruntime |");
@@ -216,7 +216,7 @@ fn demo_models(tiles: usize) {
         })
     };
     let (a, b) = (time(&theirs), time(&ours));
-    let ort = ort_ms(&demo.join("extractor.onnx"), 1, &raw, &shape);
+    let ort = ort_ms(&lite0.join("extractor.onnx"), 1, &raw, &shape);
     let _ = std::fs::remove_file(&raw);
     println!(
         "| extractor (int8) | {a:.2} | {b:.2} | {} | {} |",
@@ -246,13 +246,13 @@ fn demo_models(tiles: usize) {
     }) / tiles as f64;
     println!("| flow head (batch of {tiles}) | {head_ms:.2} | (same) | n/a | |");
     print_profile(
-        "demo extractor, project kernels",
+        "Lite0 extractor, project kernels",
         &ours,
         &[Tensor::from_shape(&shape, &input).unwrap()],
         1,
     );
     print_profile(
-        &format!("demo flow head, batch of {tiles}"),
+        &format!("Lite0 flow head, batch of {tiles}"),
         &head,
         &features,
         tiles,
@@ -260,14 +260,14 @@ fn demo_models(tiles: usize) {
 }
 
 /// Frames per second of tiling + extractor + head + scoring, as `inspectd` runs them, on
-/// 1280x720 frames with the demo bundle and the demo config's tiling (192 px, overlap 32).
+/// 1280x720 frames with the Lite0 bundle and the demo config's tiling (192 px, overlap 32).
 fn pipeline() {
     let frames: Vec<_> = (0..4)
         .map(|seed| concrete_frame(1280, 720, seed, &[]))
         .collect();
     let grid = TileGrid::new(1280, 720, 192, 32);
     println!(
-        "\ndaemon pipeline, demo bundle (int8 extractor, float depthwise), 1280x720 frames, {} \
+        "\ndaemon pipeline, Lite0 bundle (int8 extractor, float depthwise), 1280x720 frames, {} \
          tiles of 192 px per frame, tract threads 1:",
         grid.tiles.len()
     );
@@ -277,7 +277,7 @@ fn pipeline() {
     println!("|---|---|---|---|---|");
     set_threads(1);
     for workers in [1, 2] {
-        let bundle = Bundle::load(&root().join("demo/bundle")).expect("demo bundle");
+        let bundle = Bundle::load(&root().join("demo/lite0-bundle")).expect("Lite0 bundle");
         let manifest = bundle.manifest.clone();
         let mut scorer = Scorer::new(&manifest, manifest.threshold.value);
         let mut engine = Engine::new(bundle, ExtractorPrecision::F32).unwrap();

@@ -261,7 +261,7 @@ fn smoothing_and_top_mean_equal_scipy_on_real_maps() {
     let side = bundle.manifest.input.width;
     let mut detector = Detector::new(bundle, ExtractorPrecision::F32, f32::MAX).unwrap();
     // A cracked frame of the demo: the map has a sharp ridge along the crack.
-    let frame = image::open(root.join("demo/frames/IMG108.jpg"))
+    let frame = image::open(root.join("demo/frames/11289-10.jpg"))
         .unwrap()
         .to_rgb8();
     let levels = detector.image_level_maps(&frame).unwrap();
