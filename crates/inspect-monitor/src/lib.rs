@@ -458,7 +458,10 @@ mod tests {
         assert_eq!(seq_column_width(&rows(&[0, 12])), 7);
         assert_eq!(seq_column_width(&rows(&[5, 99_999_999])), 8);
         let clock = 1_796_000_000u64 << 20;
-        assert_eq!(seq_column_width(&rows(&[3, clock])), clock.to_string().len());
+        assert_eq!(
+            seq_column_width(&rows(&[3, clock])),
+            clock.to_string().len()
+        );
     }
 
     #[test]

@@ -196,7 +196,10 @@ mod tests {
         // Evaluations ran beside other jobs (their clocks: 0.5 s); one run has its own pass.
         write("tiles/lite0-256-int8/eval/metrics.json", with_seconds(0.5));
         write("tiles/lite2-256-int8/eval/metrics.json", with_seconds(0.5));
-        write("tiles/lite2-256-int8/timing/metrics.json", with_seconds(0.128));
+        write(
+            "tiles/lite2-256-int8/timing/metrics.json",
+            with_seconds(0.128),
+        );
         write("timing/lite0-256-int8.json", with_seconds(0.099));
         write("timing/lite2-256-int8.json", with_seconds(0.2));
         let rows = read_ladder(&root).unwrap();
