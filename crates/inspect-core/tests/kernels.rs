@@ -3,8 +3,8 @@
 //! multiples of any vector width, maps down to 1x1, with and without a fused ReLU6), each run
 //! through a plan with tract's kernels and one with the project's. The real extractor is
 //! compared in tests/extractor_lite0.rs. Integer sums: the Pi 4 rung's int8 extractor
-//! (demo/lite0-bundle). Runs under
-//! qemu for cortex-a72 / a76 and armv7's cortex-a7 too (cross/test.sh).
+//! (demo/lite0-bundle). Runs under qemu for cortex-a72 / a76 and armv7's cortex-a7 too
+//! (cross/test.sh).
 
 use inspect_core::engine::{optimize, optimized_plan_with, run_plan, Kernels};
 use inspect_core::kernels::depthwise::Isa;
@@ -215,11 +215,10 @@ fn lite0_extractor() -> TypedModel {
         .unwrap()
 }
 
-/// The Pi 4 rung's Lite0 extractor (int8 `QLinearConv` layers) in tract's own optimized plan, with
-/// tract's int8 scaffolding taken over by the project step by step (activation sums, zero
+/// The Pi 4 rung's Lite0 extractor (int8 `QLinearConv` layers) in tract's own optimized plan,
+/// with tract's int8 scaffolding taken over by the project step by step (activation sums, zero
 /// weight-zero-point corrections skipped, requantization fused, float-to-int8 quantizers):
-/// every step gives bit-identical
-/// taps (the depthwise layers are compared above, on their own).
+/// every step gives bit-identical taps (the depthwise layers are compared above, on their own).
 #[test]
 fn project_int8_steps_give_tracts_int8_extractor_exactly() {
     let tracts = optimize(lite0_extractor(), Kernels::Tract).unwrap();
