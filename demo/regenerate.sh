@@ -20,6 +20,8 @@ FRAMES=(11197-2 11289-10 7Q3A9064-2 IMG11-1 IMG25-3 IMG36-3)
 # the top 10% of the map less the mean of the frame's tile scores.
 TOP_FRACTION=0.1
 FRAME_WEIGHT=1
+# Out-of-fold bundles for the threshold.
+FOLDS=5
 
 mkdir -p "$WORK"
 # The paper's crop protocol on images dealt in turn (every photo series on both sides).
@@ -28,15 +30,17 @@ mkdir -p "$WORK"
 # Lite2 up to stride 16 (2 levels), int8 as on the boards, calibrated on training crops.
 [ -f "$WORK/extractor.onnx" ] || TRAIN=$TRAIN benches/ladder_extractor.sh lite2-256-int8 \
     "$WORK/crops/train/good" "$WORK/extractor.onnx"
-# The bundle (L_none, 20 epochs, seed 3: train-config/objectives-deepcrack.toml) and 5
+# The bundle (L_none, 20 epochs, seed 3: train-config/objectives-deepcrack.toml) and FOLDS
 # out-of-fold bundles, each with its held-out training images written whole as frames.
 SPLIT=interleaved WORK=$WORK EXTRACTOR=$WORK/extractor.onnx \
     EXTRACTOR_NAME=efficientnet-lite2-2-levels-int8 CACHE=$WORK/cache TILE_SIZE=192 OVERLAP=32 \
-    SCORE=0 TRAIN=$TRAIN benches/crossfit_calibration.sh "$DATA"
+    FOLDS=$FOLDS SCORE=0 TRAIN=$TRAIN benches/crossfit_calibration.sh "$DATA"
 # The threshold: 1% of the crack-free tiles of held-out training frames, each fold's frames
 # scored by the bundle that did not train on them (never a test image).
 folds=()
-for k in 1 2 3 4 5; do folds+=(--fold "$WORK/fold-$k-of-5/bundle=$WORK/frames-$k-of-5"); done
+for k in $(seq 1 "$FOLDS"); do
+    folds+=(--fold "$WORK/fold-$k-of-$FOLDS/bundle=$WORK/frames-$k-of-$FOLDS")
+done
 rm -rf demo/bundle
 cp -r "$WORK/bundle-final" demo/bundle
 $TRAIN calibrate --bundle demo/bundle --images "$WORK/crops/train/good" "${folds[@]}" \
